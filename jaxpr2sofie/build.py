@@ -1,0 +1,152 @@
+"""Compile generated code (g++/clang++ against a real BLAS), cache it by content hash, run it via ctypes."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BuildError, InputError, WeightFileError
+from .sofie.emit_cpp import c_api_source, emit_header, write_weights
+
+WARNINGS = ["-Wall", "-Wextra"]
+DEFAULT_FLAGS = ["-O3", "-march=native", "-std=c++17"]
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("JAXPR2SOFIE_CACHE", Path.home() / ".cache" / "jaxpr2sofie"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def find_compiler(cxx: str | None = None) -> str:
+    for cand in ([cxx] if cxx else [os.environ.get("CXX"), "g++", "clang++", "c++"]):
+        if cand and shutil.which(cand):
+            return shutil.which(cand)
+    raise BuildError(
+        f"no C++ compiler found{' (asked for ' + cxx + ')' if cxx else ''}: install one "
+        "(Debian/Ubuntu: apt-get install g++) or set CXX to its path")
+
+
+@dataclass(frozen=True)
+class Blas:
+    """How to link BLAS: link flags and the name of the Fortran sgemm symbol."""
+    name: str
+    link: tuple
+    sgemm: str
+
+
+def find_blas(which: str | None = None) -> Blas:
+    """`which`: None (scipy-openblas32 if installed, else the system BLAS), 'scipy-openblas32' or 'system'."""
+    which = which or os.environ.get("JAXPR2SOFIE_BLAS") or "auto"
+    if which in ("auto", "scipy-openblas32"):
+        try:
+            import scipy_openblas32 as sob
+            lib = sob.get_lib_dir()
+            return Blas("scipy-openblas32", (f"-L{lib}", f"-l{sob.get_library()}", f"-Wl,-rpath,{lib}"), "scipy_sgemm_")
+        except ImportError:
+            if which != "auto":
+                raise BuildError("BLAS 'scipy-openblas32' asked for but not installed: pip install scipy-openblas32") from None
+    if which in ("auto", "system"):
+        for lib in ("openblas", "blas"):
+            if ctypes.util.find_library(lib):
+                return Blas(f"system {lib}", (f"-l{lib}",), "sgemm_")
+        raise BuildError("no BLAS found: pip install scipy-openblas32 (recommended), or install a system BLAS "
+                         "(Debian/Ubuntu: apt-get install libopenblas-dev)")
+    raise BuildError(f"unknown BLAS choice {which!r}: use 'scipy-openblas32' or 'system'")
+
+
+def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
+    """Build the shared library of a graph's header plus its C entry point; cached by content hash."""
+    header = emit_header(graph)
+    capi = c_api_source(graph, f"{graph.name}.hxx")
+    compiler = find_compiler(cxx)
+    needs_blas = any(op.uses_blas for op in graph.ops)
+    b = find_blas(blas) if needs_blas else None
+    flags = list(flags or DEFAULT_FLAGS)
+    cmd_tail = flags + WARNINGS + ["-fPIC", "-shared"]
+    if b:
+        cmd_tail.append(f"-DJ2S_SGEMM={b.sgemm}")
+    key = hashlib.sha256("\0".join([header, capi, compiler, *cmd_tail, b.name if b else "",
+                                    *(b.link if b else ())]).encode()).hexdigest()[:24]
+    out = cache_dir() / key
+    lib = out / f"lib{graph.name}.so"
+    if lib.exists():
+        return lib
+    work = Path(tempfile.mkdtemp(prefix=f"{graph.name}-", dir=cache_dir()))
+    (work / f"{graph.name}.hxx").write_text(header)
+    (work / "capi.cpp").write_text(capi)
+    cmd = [compiler, *cmd_tail, "capi.cpp", "-o", lib.name, *(b.link if b else ())]
+    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise BuildError(f"compiling the generated code failed ({' '.join(cmd)} in {work}):\n{res.stderr[-4000:]}")
+    try:
+        work.rename(out)
+    except OSError:   # another process built the same code meanwhile
+        shutil.rmtree(work, ignore_errors=True)
+    return lib
+
+
+class CompiledModel:
+    """The generated C++ loaded in this process. Call it with NumPy arrays in the flattened pytree
+    order of the example input; returns one array, or a tuple for several outputs."""
+
+    def __init__(self, graph, lib_path: Path, weight_file: Path | None = None):
+        self.graph = graph
+        self.lib_path = Path(lib_path)
+        self._tmp = None
+        if weight_file is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="j2s-weights-")
+            weight_file = Path(self._tmp.name) / f"{graph.name}.dat"
+            write_weights(graph, weight_file)
+        self.weight_file = Path(weight_file)
+        self._lib = ctypes.CDLL(str(self.lib_path))
+        self._lib.j2s_create.restype = ctypes.c_void_p
+        self._lib.j2s_create.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+        self._lib.j2s_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)]
+        self._lib.j2s_destroy.argtypes = [ctypes.c_void_p]
+        err = ctypes.create_string_buffer(2048)
+        self._session = self._lib.j2s_create(str(self.weight_file).encode(), err, len(err))
+        if not self._session:
+            raise WeightFileError(err.value.decode(errors="replace"))
+        self.inputs = [(n, graph.tensors[n].shape, np.dtype(graph.tensors[n].dtype)) for n in graph.inputs]
+        self.outputs = [(graph.tensors[n].shape, np.dtype(graph.tensors[n].dtype)) for n in graph.outputs]
+
+    def _check(self, args):
+        if len(args) != len(self.inputs):
+            raise InputError(f"the model takes {len(self.inputs)} input(s) "
+                             f"({', '.join(n for n, _, _ in self.inputs)}), got {len(args)}")
+        arrays = []
+        for a, (name, shape, dtype) in zip(args, self.inputs):
+            a = np.asarray(a)
+            if a.shape != tuple(shape):
+                raise InputError(f"input '{name}' has shape {a.shape}, the model was converted for {tuple(shape)}; "
+                                 "convert again with an example input of the new shape")
+            if a.dtype != dtype:
+                raise InputError(f"input '{name}' has dtype {a.dtype}, the model expects {dtype}; "
+                                 f"pass x.astype(np.{dtype.name})")
+            arrays.append(np.ascontiguousarray(a))
+        return arrays
+
+    def __call__(self, *args):
+        arrays = self._check(args)
+        outs = [np.empty(s, d) for s, d in self.outputs]
+        ins = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
+        ous = (ctypes.c_void_p * max(1, len(outs)))(*[o.ctypes.data for o in outs])
+        self._lib.j2s_run(self._session, ins, ous)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def close(self):
+        if getattr(self, "_session", None):
+            self._lib.j2s_destroy(self._session)
+            self._session = None
+
+    def __del__(self):
+        self.close()

@@ -1,0 +1,47 @@
+"""Error types. Each message names the problem and what to do about it."""
+from __future__ import annotations
+
+
+class Jaxpr2SofieError(Exception):
+    """Base class of every error jaxpr2sofie raises on purpose."""
+
+
+class UnsupportedPrimitiveError(Jaxpr2SofieError):
+    """The function uses primitives (or primitive parameters) the converter cannot map.
+
+    ``problems`` lists ``(primitive, reason, source_line)`` for *every* problem found,
+    so a user sees the whole gap at once instead of one primitive per attempt.
+    """
+
+    def __init__(self, problems: list[tuple[str, str, str]]):
+        self.problems = list(problems)
+        lines = [f"{len(self.problems)} unsupported primitive use(s) in the traced function:"]
+        for prim, reason, where in self.problems:
+            lines.append(f"  - {prim}: {reason}  [at {where}]")
+        lines.append("Run `jaxpr2sofie inspect` on the function for the full primitive inventory; "
+                     "rewrite the listed lines with supported operations or open an issue for the primitive.")
+        super().__init__("\n".join(lines))
+
+    @property
+    def primitives(self) -> list[str]:
+        return sorted({p for p, _, _ in self.problems})
+
+
+class TraceError(Jaxpr2SofieError):
+    """The function cannot be traced to a static graph (data-dependent shape, Python control flow on a value)."""
+
+
+class UnsupportedDtypeError(Jaxpr2SofieError):
+    """A tensor has a dtype the C++ emitter cannot represent."""
+
+
+class BuildError(Jaxpr2SofieError):
+    """Compiling the generated C++ failed, or no compiler/BLAS could be found."""
+
+
+class InputError(Jaxpr2SofieError):
+    """Inputs given to a compiled model do not match the shapes/dtypes it was converted for."""
+
+
+class WeightFileError(Jaxpr2SofieError):
+    """The weight file could not be loaded by the generated Session."""

@@ -1,0 +1,189 @@
+"""Walk a jaxpr, fold what is known at conversion time, and hand every other equation to its handler."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.extend.core as jex_core
+import numpy as np
+
+from .errors import UnsupportedPrimitiveError
+from .sofie.graph import Graph
+from .sofie.ops.elementwise import Scalar
+
+try:  # the only private JAX import: a readable "file:line (function)" for error messages
+    from jax._src.source_info_util import summarize as _summarize
+except Exception:  # pragma: no cover - JAX moved it; messages lose the line, nothing else breaks
+    _summarize = None
+
+
+@dataclass(eq=False)
+class Const:
+    """A value known at conversion time (a weight, a literal, or anything computed only from those)."""
+    array: np.ndarray
+    hint: str = "const"
+
+
+class Poison:
+    """Stands in for the result of an equation that could not be converted, so the walk can go on
+    and report every problem at once."""
+
+
+class Unsupported(Exception):
+    """Raised by a handler for a case it does not cover; `reason` says which."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def source_line(eqn) -> str:
+    if _summarize is None:
+        return "unknown source line"
+    try:
+        return _summarize(eqn.source_info) or "unknown source line"
+    except Exception:
+        return "unknown source line"
+
+
+def _literal_value(v):
+    aval = v.aval
+    return Const(np.asarray(v.val, dtype=aval.dtype), "literal")
+
+
+def _fold(eqn, arrays):
+    """Evaluate an equation on known values with JAX itself."""
+    name = eqn.primitive.name
+    if name == "broadcast_in_dim":
+        # Keep broadcasts as zero-stride numpy views, so a broadcast constant is stored at its
+        # original size (a bias stays N floats, not batch*N).
+        (a,) = arrays[:1]
+        shape, bdims = eqn.params["shape"], eqn.params["broadcast_dimensions"]
+        expanded = np.reshape(a, [a.shape[bdims.index(d)] if d in bdims else 1 for d in range(len(shape))])
+        return [np.broadcast_to(expanded, shape)]
+    out = eqn.primitive.bind(*arrays, **eqn.params)
+    outs = out if eqn.primitive.multiple_results else [out]
+    return [np.asarray(o) for o in outs]
+
+
+class Lowering:
+    """The conversion context handlers receive as `ctx`."""
+
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.problems: list = []
+        self.eqn = None
+
+    # -- walking --------------------------------------------------------------
+    def run(self, jaxpr, consts, args) -> list:
+        env = {}
+
+        def read(v):
+            if isinstance(v, jex_core.Literal):
+                return _literal_value(v)
+            return env[v]
+
+        for v, c in zip(jaxpr.constvars, consts):
+            env[v] = c if isinstance(c, (str, Const, Poison)) else Const(np.asarray(c), "const")
+        for v, a in zip(jaxpr.invars, args):
+            env[v] = a
+        for eqn in jaxpr.eqns:
+            outs = self.lower_eqn(eqn, [read(v) for v in eqn.invars])
+            for v, o in zip(eqn.outvars, outs):
+                env[v] = o
+        return [read(v) for v in jaxpr.outvars]
+
+    def lower_eqn(self, eqn, ins) -> list:
+        from .primitives import HANDLERS, check_params
+
+        name = eqn.primitive.name
+        n_out = len(eqn.outvars)
+        handler = HANDLERS.get(name)
+        if any(isinstance(v, Poison) for v in ins):
+            if handler is None:
+                self.report(eqn, "no conversion rule for this primitive")
+            return [Poison() for _ in range(n_out)]
+        if all(isinstance(v, Const) for v in ins) and (handler is None or handler.foldable):
+            try:
+                vals = _fold(eqn, [c.array for c in ins])
+            except Exception as e:  # e.g. a primitive JAX itself cannot run eagerly here
+                self.report(eqn, f"could not be evaluated at conversion time ({type(e).__name__}: {e})")
+                return [Poison() for _ in range(n_out)]
+            hint = next((c.hint for c in ins if c.hint not in ("literal", "const")), name)
+            suffix = "" if name in ("convert_element_type", "copy", "copy_p") else "_" + name
+            return [Const(v, hint + suffix if hint != name else name) for v in vals]
+        if handler is None:
+            self.report(eqn, "no conversion rule for this primitive")
+            return [Poison() for _ in range(n_out)]
+        bad = check_params(name, handler, eqn.params)
+        if bad:
+            self.report(eqn, f"unexpected parameter(s) {sorted(bad)}: this JAX version lowers the primitive "
+                             "differently than the rule expects")
+            return [Poison() for _ in range(n_out)]
+        outer, self.eqn = self.eqn, eqn
+        try:
+            out = handler.fn(self, eqn, *ins)
+        except Unsupported as e:
+            self.report(eqn, e.reason)
+            return [Poison() for _ in range(n_out)]
+        finally:
+            self.eqn = outer
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        assert len(outs) == n_out, (name, len(outs), n_out)
+        return outs
+
+    def report(self, eqn, reason: str) -> None:
+        self.problems.append((eqn.primitive.name, reason, source_line(eqn)))
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            raise UnsupportedPrimitiveError(self.problems)
+
+    # -- helpers for handlers --------------------------------------------------
+    def add(self, op, hint: str | None = None):
+        """Add an operator for the current equation; returns its output name (or names)."""
+        if self.eqn is not None and not op.origin:
+            where = source_line(self.eqn)
+            op.origin = self.eqn.primitive.name + (f" @ {where}" if where else "")
+        outs = self.g.add_op(op, hint or (self.eqn.primitive.name if self.eqn is not None else None))
+        return outs[0] if len(outs) == 1 else outs
+
+    def tensor(self, v) -> str:
+        """A graph tensor for `v`; a constant becomes a weight."""
+        if isinstance(v, str):
+            return v
+        arr = v.array
+        return self.g.add_weight(v.hint, np.ascontiguousarray(arr))
+
+    def operand(self, v):
+        """An elementwise operand: a literal for a one-element constant, a compact weight for a
+        broadcast constant (its repeated dimensions stored once), the tensor name otherwise."""
+        if isinstance(v, str):
+            return v
+        arr = v.array
+        if arr.size == 1:
+            return Scalar(arr.reshape(()).item(), arr.dtype.name)
+        if any(s == 0 and n > 1 for s, n in zip(arr.strides, arr.shape)):
+            if not hasattr(v, "compact"):
+                idx = tuple(slice(0, 1) if s == 0 else slice(None) for s in arr.strides)
+                v.compact = np.ascontiguousarray(arr[idx])
+            return self.g.add_weight(v.hint, v.compact)
+        return self.g.add_weight(v.hint, arr)
+
+    def shape(self, v) -> tuple:
+        return tuple(v.array.shape) if isinstance(v, Const) else self.g.tensors[v].shape
+
+    def dtype(self, v) -> str:
+        return v.array.dtype.name if isinstance(v, Const) else self.g.tensors[v].dtype
+
+    def decompose(self, fn, *args) -> list:
+        """Trace a small JAX function on `args` and convert its primitives in place: a rare primitive
+        can be expressed with ones the table already knows instead of new C++."""
+        specs = [jax.ShapeDtypeStruct(self.shape(a), self.dtype(a)) for a in args]
+        return self.inline(jax.make_jaxpr(fn)(*specs), list(args))
+
+    def inline(self, closed_or_jaxpr, args) -> list:
+        """Convert a nested jaxpr in place (jit, custom_jvp/vjp, remat, closed_call)."""
+        if hasattr(closed_or_jaxpr, "consts"):
+            return self.run(closed_or_jaxpr.jaxpr, closed_or_jaxpr.consts, args)
+        return self.run(closed_or_jaxpr, [], args)

@@ -1,0 +1,48 @@
+"""The one primitive table: primitive name -> handler.
+
+A handler reads one jaxpr equation and adds operators to the graph; it never writes C++.
+Register with `@handles(lax.tanh_p, params=(...))`, listing every equation parameter the rule
+reads or knowingly ignores: any other parameter (a JAX upgrade that changes a lowering) is
+reported as unsupported instead of silently mis-converted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+# Parameters that never change the maths of any primitive.
+IGNORED_PARAMS = frozenset({"accuracy", "out_sharding", "sharding"})
+
+
+@dataclass(frozen=True)
+class Handler:
+    fn: Callable
+    params: frozenset
+    family: str
+    foldable: bool = True     # with only known inputs, evaluate with JAX instead of converting
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(*prims, params=(), foldable=True):
+    def register(fn):
+        for p in prims:
+            name = p if isinstance(p, str) else p.name
+            if name in HANDLERS:
+                raise RuntimeError(f"primitive {name!r} registered twice ({HANDLERS[name].fn.__module__} and {fn.__module__})")
+            HANDLERS[name] = Handler(fn, frozenset(params), fn.__module__.rsplit(".", 1)[-1], foldable)
+        return fn
+    return register
+
+
+def check_params(name: str, handler: Handler, params: dict) -> set:
+    return set(params) - IGNORED_PARAMS - handler.params
+
+
+def out_aval(eqn, k: int = 0):
+    return eqn.outvars[k].aval
+
+
+# Every family, imported explicitly: a broken module fails loudly at import.
+from . import control, conv, elementwise, indexing, linalg, pooling, reduce, shape  # noqa: E402,F401

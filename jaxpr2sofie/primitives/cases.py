@@ -1,0 +1,53 @@
+"""Test cases as data, kept beside the rules they test (each family module has a `CASES` list).
+
+`tests/test_primitives.py` turns every case into a differential test (convert -> compile ->
+compare with JAX), and the coverage test checks that every registered primitive has a case
+and that each case's jaxpr really contains the primitives it claims.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+_rng = np.random.default_rng(1234)
+
+
+def f32(*shape, scale=1.0, low=None, high=None):
+    """A deterministic float32 example input (normal, or uniform in [low, high))."""
+    if low is not None:
+        return _rng.uniform(low, high, shape).astype(np.float32)
+    return (scale * _rng.standard_normal(shape)).astype(np.float32)
+
+
+def i32(*shape, low=0, high=10):
+    return _rng.integers(low, high, shape).astype(np.int32)
+
+
+def boolean(*shape):
+    return _rng.random(shape) < 0.5
+
+
+@dataclass
+class Case:
+    name: str
+    fn: Callable                  # fn(*inputs), or fn(params, *inputs) when params is given
+    inputs: tuple
+    primitives: tuple             # primitive names the traced jaxpr must contain
+    params: Any = None
+    atol: float = 1e-5            # |C++ - JAX| <= atol * max(1, |JAX|), elementwise
+    slow: bool = False            # model-zoo sized: excluded from the default test run
+    tags: tuple = field(default_factory=tuple)
+
+
+def all_cases() -> list:
+    from . import control, conv, elementwise, indexing, linalg, pooling, reduce, shape
+    out = []
+    for mod in (elementwise, shape, linalg, reduce, indexing, conv, pooling, control):
+        out.extend(getattr(mod, "CASES", []))
+    names = [c.name for c in out]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise RuntimeError(f"duplicate case names: {sorted(dup)}")
+    return out

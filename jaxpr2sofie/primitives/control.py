@@ -1,0 +1,99 @@
+"""Nested jaxprs: call-like primitives are inlined; control flow is resolved where it is static."""
+from __future__ import annotations
+
+import jax.extend.core.primitives as P
+import numpy as np
+from jax import lax
+
+from ..lowering import Const, Unsupported
+from ..sofie.ops.movement import Concat
+from . import handles
+from .shape import reshape_to, slice_of
+
+
+@handles(P.jit_p, params=("jaxpr", "name", "donated_invars", "inline", "keep_unused", "in_shardings",
+                          "out_shardings", "in_layouts", "out_layouts", "resource_env", "ctx_mesh",
+                          "compiler_options_kvs"))
+def _jit(ctx, eqn, *args):
+    return ctx.inline(eqn.params["jaxpr"], args)
+
+
+@handles(P.closed_call_p, params=("call_jaxpr",))
+def _closed_call(ctx, eqn, *args):
+    return ctx.inline(eqn.params["call_jaxpr"], args)
+
+
+@handles(P.custom_jvp_call_p, params=("call_jaxpr", "jvp_jaxpr_fun", "jvp_jaxpr_thunk", "num_consts",
+                                      "symbolic_zeros", "name", "jvp"))
+def _custom_jvp_call(ctx, eqn, *args):
+    # Inference needs only the primal computation; the custom derivative rule is irrelevant.
+    return ctx.inline(eqn.params["call_jaxpr"], args)
+
+
+@handles(P.custom_vjp_call_p, params=("call_jaxpr", "fwd_jaxpr_thunk", "bwd", "num_consts", "out_trees",
+                                      "symbolic_zeros", "name", "fwd"))
+def _custom_vjp_call(ctx, eqn, *args):
+    return ctx.inline(eqn.params["call_jaxpr"], args)
+
+
+@handles(P.remat_p, params=("jaxpr", "prevent_cse", "differentiated", "policy"))
+def _remat(ctx, eqn, *args):
+    return ctx.inline(eqn.params["jaxpr"], args)
+
+
+@handles(lax.cond_p, params=("branches",))
+def _cond(ctx, eqn, index, *args):
+    if isinstance(index, Const):   # the branch is decided at conversion time
+        branches = eqn.params["branches"]
+        i = min(max(int(index.array), 0), len(branches) - 1)
+        return ctx.inline(branches[i], args)
+    raise Unsupported("lax.cond whose predicate depends on the input: run-time branches are not supported yet; "
+                      "compute both sides and pick with jnp.where")
+
+
+@handles(lax.while_p, params=("cond_jaxpr", "body_jaxpr", "cond_nconsts", "body_nconsts"))
+def _while(ctx, eqn, *args):
+    raise Unsupported("lax.while_loop / fori_loop with a trip count known only at run time: "
+                      "run-time loops are not supported yet; use a Python loop or lax.scan with a static length")
+
+
+# Unrolling a scan emits its body once per step; beyond this the code grows too large to be useful.
+MAX_UNROLL = 256
+
+
+def _step_of(ctx, x, i):
+    """x[i] along the leading axis."""
+    if isinstance(x, Const):
+        return Const(x.array[i], x.hint)
+    shape = ctx.shape(x)
+    starts = [i] + [0] * (len(shape) - 1)
+    limits = [i + 1] + list(shape[1:])
+    return reshape_to(ctx, slice_of(ctx, x, starts, limits), shape[1:])
+
+
+def _stack(ctx, steps):
+    if all(isinstance(s, Const) for s in steps):
+        return Const(np.stack([s.array for s in steps]), steps[0].hint)
+    parts = [reshape_to(ctx, ctx.tensor(s), (1,) + ctx.shape(s)) for s in steps]
+    return parts[0] if len(parts) == 1 else ctx.add(Concat([ctx.tensor(p) for p in parts], axis=0), hint="stack")
+
+
+@handles(lax.scan_p, params=("jaxpr", "length", "reverse", "num_consts", "num_carry", "linear", "unroll",
+                             "_split_transpose"))
+def _scan(ctx, eqn, *args):
+    # A scan has a static trip count, so it can be unrolled; run-time loops are a later issue.
+    p = eqn.params
+    length, nc, ncar = int(p["length"]), int(p["num_consts"]), int(p["num_carry"])
+    if length > MAX_UNROLL:
+        raise Unsupported(f"lax.scan of length {length}: scans are unrolled and at most {MAX_UNROLL} steps are "
+                          "supported until run-time loops land")
+    if length == 0:
+        raise Unsupported("lax.scan of length 0")
+    consts, carry, xs = args[:nc], list(args[nc:nc + ncar]), args[nc + ncar:]
+    per_step = {}
+    for i in (range(length - 1, -1, -1) if p["reverse"] else range(length)):
+        outs = ctx.inline(p["jaxpr"], [*consts, *carry, *[_step_of(ctx, x, i) for x in xs]])
+        carry, per_step[i] = list(outs[:ncar]), outs[ncar:]
+    n_ys = len(eqn.outvars) - ncar
+    ys = [_stack(ctx, [per_step[i][k] for i in range(length)]) for k in range(n_ys)]
+    return [*carry, *ys]

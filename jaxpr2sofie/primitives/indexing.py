@@ -1,0 +1,1 @@
+"""(placeholder: rules land with the indexing family)."""

@@ -1,0 +1,116 @@
+"""Shape and data-movement primitives."""
+from __future__ import annotations
+
+import numpy as np
+from jax import lax
+
+from ..lowering import Const, Unsupported
+from ..sofie.ops.elementwise import Scalar
+from ..sofie.ops.movement import Concat, Expand, Pad, Reshape, Slice, Transpose, reverse
+from . import handles, out_aval
+
+
+def reshape_to(ctx, x, shape):
+    if ctx.shape(x) == tuple(shape):
+        return x
+    return ctx.add(Reshape([ctx.tensor(x)], shape=tuple(shape)), hint="reshape")
+
+
+@handles(lax.reshape_p, params=("new_sizes", "dimensions"))
+def _reshape(ctx, eqn, x):
+    if eqn.params.get("dimensions") is not None:
+        raise Unsupported("reshape with a `dimensions` permutation (use an explicit transpose)")
+    return reshape_to(ctx, x, eqn.params["new_sizes"])
+
+
+@handles(lax.squeeze_p, params=("dimensions",))
+def _squeeze(ctx, eqn, x):
+    return reshape_to(ctx, x, out_aval(eqn).shape)
+
+
+@handles(lax.broadcast_in_dim_p, params=("shape", "broadcast_dimensions"))
+def _broadcast_in_dim(ctx, eqn, x, *dyn):
+    if dyn:
+        raise Unsupported("broadcast to a shape computed at run time")
+    shape = tuple(eqn.params["shape"])
+    if int(np.prod(shape)) == int(np.prod(ctx.shape(x))):   # only adds size-1 dimensions
+        return reshape_to(ctx, x, shape)
+    return ctx.add(Expand([ctx.tensor(x)], shape=shape, bdims=tuple(eqn.params["broadcast_dimensions"])))
+
+
+@handles(lax.transpose_p, params=("permutation",))
+def _transpose(ctx, eqn, x):
+    perm = tuple(eqn.params["permutation"])
+    if perm == tuple(range(len(perm))):
+        return x
+    return ctx.add(Transpose([ctx.tensor(x)], perm=perm))
+
+
+@handles(lax.concatenate_p, params=("dimension",))
+def _concatenate(ctx, eqn, *xs):
+    return ctx.add(Concat([ctx.tensor(x) for x in xs], axis=int(eqn.params["dimension"])))
+
+
+def slice_of(ctx, x, starts, limits, steps=None):
+    steps = tuple(steps or (1,) * len(starts))
+    shape = ctx.shape(x)
+    if tuple(starts) == (0,) * len(shape) and tuple(limits) == tuple(shape) and set(steps) <= {1}:
+        return x
+    return ctx.add(Slice([ctx.tensor(x)], starts=tuple(starts), limits=tuple(limits), steps=steps), hint="slice")
+
+
+@handles(lax.slice_p, params=("start_indices", "limit_indices", "strides"))
+def _slice(ctx, eqn, x):
+    p = eqn.params
+    return slice_of(ctx, x, p["start_indices"], p["limit_indices"], p["strides"])
+
+
+@handles(lax.dynamic_slice_p, params=("slice_sizes",))
+def _dynamic_slice(ctx, eqn, x, *starts):
+    if not all(isinstance(s, Const) for s in starts):
+        raise Unsupported("dynamic_slice whose start index is computed from the input (data-dependent offset)")
+    shape, sizes = ctx.shape(x), eqn.params["slice_sizes"]
+    # XLA clamps the start so that the whole slice stays inside the operand.
+    begin = [int(min(max(int(s.array), 0), n - k)) for s, n, k in zip(starts, shape, sizes)]
+    return slice_of(ctx, x, begin, [b + k for b, k in zip(begin, sizes)])
+
+
+@handles(lax.rev_p, params=("dimensions",))
+def _rev(ctx, eqn, x):
+    dims = tuple(eqn.params["dimensions"])
+    if not dims:
+        return x
+    starts, limits, steps = reverse(ctx.shape(x), dims)
+    return ctx.add(Slice([ctx.tensor(x)], starts=starts, limits=limits, steps=steps), hint="rev")
+
+
+@handles(lax.split_p, params=("axis", "sizes"))
+def _split(ctx, eqn, x):
+    axis, shape = int(eqn.params["axis"]), ctx.shape(x)
+    outs, at = [], 0
+    for size in eqn.params["sizes"]:
+        starts = [0] * len(shape)
+        limits = list(shape)
+        starts[axis], limits[axis] = at, at + int(size)
+        outs.append(slice_of(ctx, x, starts, limits))
+        at += int(size)
+    return outs
+
+
+@handles(lax.pad_p, params=("padding_config",))
+def _pad(ctx, eqn, x, value):
+    config = tuple(tuple(int(c) for c in cfg) for cfg in eqn.params["padding_config"])
+    if isinstance(value, Const):
+        return ctx.add(Pad([ctx.tensor(x)], config=config, value=Scalar(value.array.item(), value.array.dtype.name)))
+    return ctx.add(Pad([ctx.tensor(x), value], config=config))
+
+
+@handles(lax.iota_p, params=("dtype", "shape", "dimension"))
+def _iota(ctx, eqn):
+    # Has no operands, so it is always folded into a constant before reaching here.
+    raise Unsupported("iota with a run-time size")
+
+
+@handles(lax.copy_p, lax.stop_gradient_p)
+def _identity(ctx, eqn, x):
+    return x

@@ -1,0 +1,1 @@
+"""The operator layer, modeled on SOFIE: tensors, operators, graph passes and emitters."""

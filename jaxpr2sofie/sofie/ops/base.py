@@ -1,0 +1,45 @@
+"""The operator base class: shape inference, scratch needs and code generation kept apart."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+
+@dataclass(eq=False)
+class Op:
+    """One SOFIE-style operator.
+
+    `inputs`/`outputs` are tensor names in the graph. `infer` returns the (shape, dtype)
+    of each output from the input tensors; `emit` writes the C++ through the writer.
+    An operator never allocates: it may *ask* for scratch tensors (`scratch`), which the
+    graph creates and the memory plan places.
+    """
+
+    inputs: list
+    outputs: list = field(default_factory=list, kw_only=True)
+    origin: str = field(default="", kw_only=True)        # primitive and source line it came from
+    scratch_names: dict = field(default_factory=dict, kw_only=True)
+
+    aliases_input: ClassVar[bool] = False   # output is a view of inputs[0] (no copy)
+    uses_blas: ClassVar[bool] = False
+
+    @property
+    def op_type(self) -> str:
+        return type(self).__name__
+
+    def infer(self, g) -> list:
+        raise NotImplementedError
+
+    def scratch(self, g) -> dict:
+        """Extra buffers this operator needs while running: {key: (shape, dtype)}."""
+        return {}
+
+    def emit(self, w, g) -> None:
+        raise NotImplementedError
+
+    def flops(self, g) -> int:
+        return 0
+
+    def describe(self) -> str:
+        """Attributes worth showing in a summary."""
+        return ""

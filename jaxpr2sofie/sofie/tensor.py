@@ -1,0 +1,88 @@
+"""Tensors of the operator graph: one table, each entry with a kind."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+
+from ..errors import UnsupportedDtypeError
+
+# A dimension is an int, or a string naming a size known only at run time (a symbolic batch).
+Dim = Union[int, str]
+Shape = tuple
+
+KINDS = ("input", "weight", "constant", "intermediate")
+
+# numpy dtype name -> C++ element type. bool is stored one byte per element.
+CTYPES = {
+    "float32": "float",
+    "float64": "double",
+    "int8": "int8_t",
+    "int16": "int16_t",
+    "int32": "int32_t",
+    "int64": "int64_t",
+    "uint8": "uint8_t",
+    "uint32": "uint32_t",
+    "bool": "uint8_t",
+}
+
+
+def ctype(dtype) -> str:
+    name = np.dtype(dtype).name
+    try:
+        return CTYPES[name]
+    except KeyError:
+        raise UnsupportedDtypeError(
+            f"dtype {name} has no C++ mapping; supported dtypes: {', '.join(CTYPES)}. "
+            "Cast the model to float32 (e.g. jax.tree.map(lambda a: a.astype('float32'), params))."
+        ) from None
+
+
+def check_dtype(dtype) -> str:
+    ctype(dtype)
+    return np.dtype(dtype).name
+
+
+def numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def strides_of(shape) -> tuple:
+    """Row-major element strides of a contiguous tensor."""
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= int(d)
+    return tuple(reversed(out))
+
+
+_IDENT = re.compile(r"[^0-9A-Za-z_]+")
+
+
+def c_identifier(label: str) -> str:
+    """`params/Dense_0/kernel` or `['Dense_0']['kernel']` -> `Dense_0_kernel`."""
+    s = _IDENT.sub("_", label).strip("_") or "t"
+    return s if not s[0].isdigit() else "t" + s
+
+
+@dataclass
+class Tensor:
+    name: str               # C identifier, unique in the graph
+    shape: Shape
+    dtype: str              # numpy dtype name
+    kind: str               # one of KINDS
+    data: Optional[np.ndarray] = None   # weights and constants only
+    label: str = ""         # where it came from (weight key path), for humans
+
+    @property
+    def size(self) -> int:
+        return numel(self.shape)
+
+    @property
+    def ctype(self) -> str:
+        return ctype(self.dtype)

@@ -1,0 +1,20 @@
+import os
+import tempfile
+
+import pytest
+
+# One compiled-library cache per test run: identical generated code is built once.
+os.environ.setdefault("JAXPR2SOFIE_CACHE", tempfile.mkdtemp(prefix="j2s-test-cache-"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run model-zoo sized cases")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow model-zoo case: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

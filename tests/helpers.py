@@ -1,0 +1,53 @@
+"""Convert -> compile -> compare with JAX, shared by every numerical test."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+import jaxpr2sofie as j2s
+
+
+def assert_close(got, want, atol=1e-5, what=""):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != JAX {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != JAX {want.dtype}"
+    if want.dtype.kind in "biu":
+        bad = np.argwhere(got != want)
+        assert bad.size == 0, f"{what}: {len(bad)} of {want.size} values differ, first at {tuple(bad[0])}: " \
+                              f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}"
+        return
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    same_nan = np.isnan(g) & np.isnan(w)
+    same_inf = np.isinf(w) & (g == w)
+    err = np.where(same_nan | same_inf, 0.0, np.abs(g - w))
+    err = np.nan_to_num(err, nan=np.inf)
+    tol = atol * np.maximum(1.0, np.abs(np.nan_to_num(w)))
+    bad = err > tol
+    if bad.any():
+        k = tuple(np.argwhere(bad)[0])
+        raise AssertionError(f"{what}: {int(bad.sum())} of {w.size} values off; max abs err {err.max():.3g}; "
+                             f"first at {k}: C++ {g[k]!r} vs JAX {w[k]!r}")
+
+
+def convert_and_check(fn, params, inputs, atol=1e-5, name="Case", extra_inputs=()):
+    """Convert `fn` (fn(params, x) or fn(x) with params None) on example `inputs`, compile the C++,
+    and compare with JAX on the example and on every pytree in `extra_inputs`. Returns the model."""
+    m = j2s.convert(fn, params, inputs, name=name)
+    compiled = m.compile()
+    for x in (inputs, *extra_inputs):
+        flat = [np.asarray(v) for v in jax.tree_util.tree_leaves(x)]
+        got = compiled(*flat)
+        got = list(got) if isinstance(got, tuple) else [got]
+        want = m.traced.reference(*flat)
+        assert len(got) == len(want)
+        for k, (g, w) in enumerate(zip(got, want)):
+            assert_close(g, w, atol, what=f"{name} output {k}")
+    return m
+
+
+def run_case(case):
+    if case.params is None:
+        fn, params = (lambda xs: case.fn(*xs)), None
+    else:
+        fn, params = (lambda p, xs: case.fn(p, *xs)), case.params
+    return convert_and_check(fn, params, tuple(case.inputs), atol=case.atol, name="Case")
