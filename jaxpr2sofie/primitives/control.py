@@ -53,8 +53,20 @@ def _cond(ctx, eqn, index, *args):
 
 @handles(lax.while_p, params=("cond_jaxpr", "body_jaxpr", "cond_nconsts", "body_nconsts"))
 def _while(ctx, eqn, *args):
-    raise Unsupported("lax.while_loop / fori_loop with a trip count known only at run time: "
-                      "run-time loops are not supported yet; use a Python loop or lax.scan with a static length")
+    # A loop whose condition is known at conversion time (a counter) is unrolled; one that
+    # tests a value computed from the input needs run-time loops, which are a later issue.
+    p = eqn.params
+    cn, bn = int(p["cond_nconsts"]), int(p["body_nconsts"])
+    cconsts, bconsts, carry = args[:cn], args[cn:cn + bn], list(args[cn + bn:])
+    for _ in range(MAX_UNROLL + 1):
+        (pred,) = ctx.inline(p["cond_jaxpr"], [*cconsts, *carry])
+        if not isinstance(pred, Const):
+            raise Unsupported("lax.while_loop whose condition depends on the input: run-time loops are not "
+                              "supported yet; use a loop with a static trip count")
+        if not bool(pred.array):
+            return carry
+        carry = list(ctx.inline(p["body_jaxpr"], [*bconsts, *carry]))
+    raise Unsupported(f"lax.while_loop running more than {MAX_UNROLL} iterations: too long to unroll")
 
 
 # Unrolling a scan emits its body once per step; beyond this the code grows too large to be useful.
@@ -97,3 +109,51 @@ def _scan(ctx, eqn, *args):
     n_ys = len(eqn.outvars) - ncar
     ys = [_stack(ctx, [per_step[i][k] for i in range(length)]) for k in range(n_ys)]
     return [*carry, *ys]
+
+
+# ---------------------------------------------------------------------------------------------
+# Test cases (see cases.py)
+import jax   # noqa: E402
+import jax.numpy as _jnp   # noqa: E402
+
+from .cases import Case, f32   # noqa: E402
+
+
+@jax.custom_vjp
+def _clip_grad(x):
+    return _jnp.tanh(x) * 2.0
+
+
+_clip_grad.defvjp(lambda x: (_clip_grad(x), x), lambda x, g: (g,))
+
+
+def _closed_cos(x):
+    # closed_call has no public wrapper; bind it the way JAX's own evaluator does
+    (out,) = P.closed_call_p.bind(x, **P.closed_call_p.get_bind_params({"call_jaxpr": jax.make_jaxpr(_jnp.cos)(x)}))
+    return out
+
+
+def _rnn(p, xs):
+    def step(h, x):
+        h = _jnp.tanh(x @ p["wx"] + h @ p["wh"])
+        return h, h * 2.0
+    return lax.scan(step, _jnp.zeros((1, 4), "float32"), xs)
+
+
+CASES = [
+    Case("jit_nested", jax.jit(lambda x: jax.jit(_jnp.sin)(x) * 2.0), (f32(3, 4),), ("jit", "sin")),
+    Case("closed_call", lambda x: _closed_cos(x) * 2.0, (f32(3, 4),), ("closed_call",)),
+    Case("while_static_trip_count", lambda x: lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, _jnp.sin(c[1])),
+                                                             (0, x))[1], (f32(3, 4),), ("while",)),
+    Case("custom_jvp_call", jax.nn.relu6, (f32(3, 4, scale=5.0),), ("custom_jvp_call",)),
+    Case("custom_vjp_call", _clip_grad, (f32(3, 4),), ("custom_vjp_call",)),
+    Case("remat", jax.checkpoint(lambda x: _jnp.sin(x) * _jnp.cos(x)), (f32(3, 4),), ("remat2",)),
+    Case("cond_static_predicate", lambda x: lax.cond(True, lambda a: a + 1.0, lambda a: a - 1.0, x),
+         (f32(3, 4),), ("cond",)),
+    Case("fori_loop_unrolled", lambda x: lax.fori_loop(0, 3, lambda i, a: a * 0.5 + _jnp.sin(a), x),
+         (f32(3, 4),), ("scan",)),
+    Case("scan_rnn", _rnn, (f32(5, 1, 3),), ("scan", "dot_general"),
+         params={"wx": f32(3, 4, scale=0.5), "wh": f32(4, 4, scale=0.5)}),
+    Case("scan_reverse", lambda xs: lax.scan(lambda c, x: (c + x, c * x), _jnp.zeros(3, "float32"), xs, reverse=True),
+         (f32(4, 3),), ("scan",)),
+]

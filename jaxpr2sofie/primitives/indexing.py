@@ -1,1 +1,115 @@
-"""(placeholder: rules land with the indexing family)."""
+"""Indexing primitives: gather (x[idx], jnp.take, take_along_axis, embedding lookups, vmapped x[i]).
+
+jnp's negative-index normalisation (lt/add/select_n) happens in the jaxpr before the gather,
+so the rule only sees start indices and the out-of-bounds `mode`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..lowering import Unsupported
+from ..sofie.ops.gather import Gather
+from . import handles, out_aval
+from .cases import Case, f32, i32
+
+_DNUMS = ("offset_dims", "collapsed_slice_dims", "start_index_map",
+          "operand_batching_dims", "start_indices_batching_dims")
+
+
+def _default_fill(dtype: np.dtype):
+    """The value lax.gather itself picks for FILL_OR_DROP when none is given."""
+    if np.issubdtype(dtype, np.inexact):
+        return float("nan")
+    if np.issubdtype(dtype, np.signedinteger):
+        return int(np.iinfo(dtype).min)
+    if np.issubdtype(dtype, np.unsignedinteger):
+        return int(np.iinfo(dtype).max)
+    if dtype == np.bool_:
+        return True
+    raise Unsupported(f"gather fill for dtype {dtype}")
+
+
+def _mode(eqn, dtype):
+    """('clip' | 'fill', fill value). PROMISE_IN_BOUNDS clamps like CLIP, as XLA does on CPU."""
+    mode = lax.GatherScatterMode.from_any(eqn.params["mode"])
+    if mode in (lax.GatherScatterMode.CLIP, lax.GatherScatterMode.PROMISE_IN_BOUNDS):
+        return "clip", None
+    if mode == lax.GatherScatterMode.FILL_OR_DROP:
+        fill = eqn.params.get("fill_value")
+        return "fill", _default_fill(dtype) if fill is None else np.asarray(fill, dtype).item()
+    raise Unsupported(f"gather mode {mode.name}: only clip, fill/drop and promise_in_bounds are converted")
+
+
+@handles(lax.gather_p, params=("dimension_numbers", "slice_sizes", "mode", "fill_value",
+                               # hints for XLA's scheduling; the result does not depend on them
+                               "indices_are_sorted", "unique_indices"))
+def _gather(ctx, eqn, operand, indices):
+    dn = eqn.params["dimension_numbers"]
+    dims = {k: tuple(int(d) for d in getattr(dn, k, ())) for k in _DNUMS}
+    op_shape, idx_shape = ctx.shape(operand), ctx.shape(indices)
+    if not all(isinstance(n, (int, np.integer)) for n in (*op_shape, *idx_shape)):
+        raise Unsupported("gather on a tensor with a symbolic (run-time) dimension")
+    if not np.issubdtype(np.dtype(ctx.dtype(indices)), np.integer):
+        raise Unsupported(f"gather with {ctx.dtype(indices)} indices (integers expected)")
+    if not idx_shape or idx_shape[-1] != len(dims["start_index_map"]):
+        raise Unsupported("gather whose index vector is not the last dimension of the indices")
+    mode, fill = _mode(eqn, np.dtype(ctx.dtype(operand)))
+    op = Gather([ctx.tensor(operand), ctx.tensor(indices)], **dims,
+                slice_sizes=tuple(int(s) for s in eqn.params["slice_sizes"]), mode=mode, fill_value=fill)
+    out = ctx.add(op, hint="gather")
+    want = tuple(out_aval(eqn).shape)
+    if ctx.shape(out) != want:
+        raise Unsupported(f"gather dimension numbers {dn} give shape {ctx.shape(out)}, JAX says {want}")
+    return out
+
+
+# -- cases ------------------------------------------------------------------------
+_NORMALISE = ("lt", "add", "select_n", "broadcast_in_dim")   # jnp's negative-index fix-up
+
+
+def _vmapped_index(x, i):
+    return jax.vmap(lambda row, k: row[k])(x, i)
+
+
+def _windows(mode):
+    """2x3 windows at (row, col) = (i[:, 1], i[:, 0]); the window dims interleave with the batch dim."""
+    dn = lax.GatherDimensionNumbers(offset_dims=(0, 2), collapsed_slice_dims=(), start_index_map=(1, 0))
+    return lambda x, i: lax.gather(x, i, dn, slice_sizes=(2, 3), mode=mode)
+
+
+_CORNERS = np.array([[0, 0], [4, 1], [-1, 2], [2, 9], [3, 3]], np.int32)   # some past the edge
+
+
+CASES = [
+    Case("gather_index_rows", lambda x, i: x[i], (f32(5, 4), i32(3, high=5)),
+         primitives=("gather", *_NORMALISE)),
+    Case("gather_index_columns", lambda x, i: x[:, i], (f32(3, 6), i32(4, low=-6, high=6)),
+         primitives=("gather", *_NORMALISE)),
+    Case("gather_index_two_axes", lambda x, i, j: x[i, j], (f32(4, 5, 3), i32(2, 3, high=4), i32(2, 3, high=5)),
+         primitives=("gather", "concatenate", *_NORMALISE)),
+    Case("gather_index_const", lambda x: x[jnp.array([2, 0, 1, 2])], (f32(3, 4),),
+         primitives=("gather", *_NORMALISE)),
+    Case("gather_take_axis1", lambda x, i: jnp.take(x, i, axis=1), (f32(3, 5), i32(2, 2, high=5)),
+         primitives=("gather", "jit", *_NORMALISE)),
+    Case("gather_take_clip", lambda x, i: jnp.take(x, i, axis=0, mode="clip"),
+         (f32(4, 3), np.array([0, -3, 7, 2, 3], np.int32)), primitives=("gather", "jit", "broadcast_in_dim")),
+    # Default jnp.take mode is fill: rows out of range even after negative wrapping read NaN.
+    Case("gather_take_fill_out_of_range", lambda x, i: jnp.take(x, i, axis=0),
+         (f32(4, 3), np.array([1, 9, -2, -7, 3], np.int32)), primitives=("gather", "jit", *_NORMALISE)),
+    Case("gather_take_fill_int32", lambda x, i: jnp.take(x, i, axis=1),
+         (i32(3, 4, low=-50, high=50), np.array([3, 4, -1, -5], np.int32)), primitives=("gather", "jit", *_NORMALISE)),
+    Case("gather_take_along_axis", lambda x, i: jnp.take_along_axis(x, i, axis=1),
+         (f32(3, 5), i32(3, 4, high=5)), primitives=("gather", "jit", "lt", "add", "select_n", "reshape")),
+    Case("gather_embed_lookup", lambda p, t: p["emb"][t], (i32(2, 5, high=10),),
+         params={"emb": f32(10, 8)}, primitives=("gather", *_NORMALISE)),
+    Case("gather_index_vmap_batched", _vmapped_index, (f32(3, 4, 5), i32(3, 2, high=4)),
+         primitives=("gather", *_NORMALISE)),
+    Case("gather_index_windows_clip", _windows("clip"), (f32(5, 6), _CORNERS), primitives=("gather",)),
+    Case("gather_index_windows_fill", _windows("fill"), (f32(5, 6), _CORNERS), primitives=("gather",)),
+    # vmap of a scalar index becomes a CLIP gather with operand batching dims and size-1 slices.
+    Case("gather_index_vmap_scalar_clip", _vmapped_index, (f32(4, 6), np.array([0, 5, 9, -2], np.int32)),
+         primitives=("gather", "squeeze", *_NORMALISE)),
+]

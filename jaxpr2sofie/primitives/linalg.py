@@ -49,3 +49,34 @@ def _dot_general(ctx, eqn, lhs, rhs):
                 trans_a=trans_a, trans_b=not rhs_contract_first, out_shape=tuple(out_aval(eqn).shape))
     return ctx.add(op, hint="matmul")
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Test cases (see cases.py)
+import jax.numpy as _jnp   # noqa: E402
+
+from .cases import Case, f32   # noqa: E402
+
+_dg = lax.dot_general
+CASES = [
+    Case("dot_general_matmul", lambda a, b: a @ b, (f32(3, 5), f32(5, 4)), ("dot_general",)),
+    Case("dot_general_weight_bias", lambda p, x: _jnp.tanh(x @ p["w"] + p["b"]),
+         (f32(2, 6),), ("dot_general", "add"), params={"w": f32(6, 4), "b": f32(4)}),
+    Case("dot_general_vector", lambda a, b: _jnp.dot(a, b), (f32(7), f32(7)), ("dot_general",)),
+    Case("dot_general_matvec", lambda a, b: a @ b, (f32(4, 7), f32(7)), ("dot_general",)),
+    Case("dot_general_trans_a", lambda a, b: _dg(a, b, (((0,), (0,)), ((), ()))), (f32(5, 3), f32(5, 4)),
+         ("dot_general",)),
+    Case("dot_general_trans_b", lambda a, b: a @ b.T, (f32(3, 5), f32(4, 5)), ("dot_general", "transpose")),
+    Case("dot_general_batched", lambda a, b: _jnp.matmul(a, b), (f32(2, 3, 5), f32(2, 5, 4)), ("dot_general",)),
+    Case("dot_general_batch_dim_last", lambda a, b: _dg(a, b, (((0,), (1,)), ((2,), (0,)))),
+         (f32(5, 3, 2), f32(2, 5, 4)), ("dot_general",)),
+    Case("dot_general_two_contracting", lambda a, b: _dg(a, b, (((1, 2), (2, 0)), ((), ()))),
+         (f32(3, 4, 5), f32(5, 6, 4)), ("dot_general",)),
+    Case("dot_general_einsum", lambda a, b: _jnp.einsum("bij,bkj->bik", a, b), (f32(2, 3, 4), f32(2, 5, 4)),
+         ("dot_general",)),
+    Case("dot_general_rank3_by_matrix", lambda a, b: a @ b, (f32(2, 3, 5), f32(5, 4)), ("dot_general",)),
+    Case("dot_general_weight_transposed", lambda p, x: x @ p["w"].T, (f32(3, 6),), ("dot_general", "transpose"),
+         params={"w": f32(4, 6)}),
+    Case("mlp", lambda p, x: _jnp.tanh(x @ p[0]["w"] + p[0]["b"]) @ p[1]["w"] + p[1]["b"], (f32(4, 8),),
+         ("dot_general",), params=[{"w": f32(8, 16, scale=0.3), "b": f32(16)}, {"w": f32(16, 3, scale=0.3), "b": f32(3)}]),
+]

@@ -50,3 +50,29 @@ def _cumulative_rule(kind):
 
 for _prim, _kind in _CUMULATIVE.items():
     handles(_prim, params=("axis", "reverse"))(_cumulative_rule(_kind))
+
+
+# ---------------------------------------------------------------------------------------------
+# Test cases (see cases.py)
+import jax.numpy as _jnp   # noqa: E402
+
+from .cases import Case, f32, i32   # noqa: E402
+
+CASES = [
+    Case("reduce_sum_axes", lambda x: (x.sum(axis=1), x.sum(axis=(0, 2)), x.sum()), (f32(3, 4, 5),), ("reduce_sum",)),
+    Case("reduce_max_min", lambda x: (x.max(axis=0), x.min(axis=-1)), (f32(3, 4, 5),), ("reduce_max", "reduce_min")),
+    Case("reduce_prod", lambda x: _jnp.prod(x, axis=1), (f32(3, 4, low=0.5, high=1.5),), ("reduce_prod",)),
+    Case("reduce_int", lambda x: (x.sum(axis=1), x.max(axis=0), x.min(axis=0)), (i32(3, 4, low=-9, high=9),),
+         ("reduce_sum", "reduce_max", "reduce_min")),
+    Case("reduce_mean_var", lambda x: (x.mean(axis=-1), x.var(axis=-1)), (f32(4, 6),), ("reduce_sum",)),
+    Case("reduce_of_transposed", lambda x: x.T.sum(axis=1), (f32(3, 5),), ("reduce_sum", "transpose")),
+    Case("argmax_argmin", lambda x: (_jnp.argmax(x, axis=1), _jnp.argmin(x, axis=0)), (f32(4, 6),),
+         ("argmax", "argmin")),
+    Case("argmax_ties_3d", lambda x: _jnp.argmax(x, axis=2), (i32(2, 3, 4, high=3).astype("float32"),), ("argmax",)),
+    Case("cumsum", lambda x: (_jnp.cumsum(x, axis=1), _jnp.cumsum(x, axis=0)), (f32(3, 5),), ("cumsum",)),
+    Case("cumsum_reverse", lambda x: lax.cumsum(x, axis=1, reverse=True), (f32(3, 5),), ("cumsum",)),
+    Case("cumprod_cummax_cummin", lambda x: (_jnp.cumprod(x, axis=1), lax.cummax(x, axis=0), lax.cummin(x, axis=1)),
+         (f32(3, 5, low=0.5, high=1.5),), ("cumprod", "cummax", "cummin")),
+    Case("layer_norm", lambda x: (x - x.mean(-1, keepdims=True)) * lax.rsqrt(x.var(-1, keepdims=True) + 1e-5),
+         (f32(4, 16, scale=2.0),), ("reduce_sum", "rsqrt")),
+]

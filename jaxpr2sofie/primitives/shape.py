@@ -114,3 +114,41 @@ def _iota(ctx, eqn):
 @handles(lax.copy_p, lax.stop_gradient_p)
 def _identity(ctx, eqn, x):
     return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Test cases (see cases.py)
+import jax.numpy as _jnp   # noqa: E402
+
+from .cases import Case, f32, i32   # noqa: E402
+
+CASES = [
+    Case("reshape_flatten", lambda x: _jnp.tanh(x).reshape(2, -1), (f32(2, 3, 4),), ("reshape",)),
+    Case("reshape_of_transpose", lambda x: x.T.reshape(2, 12) * 2.0, (f32(6, 4),), ("reshape", "transpose")),
+    Case("squeeze_expand_dims", lambda x: _jnp.expand_dims(_jnp.squeeze(x, 1) * 2.0, 0) + 1.0, (f32(3, 1, 4),),
+         ("squeeze", "broadcast_in_dim")),
+    Case("broadcast_in_dim", lambda x: _jnp.broadcast_to(x[:, None, :], (3, 5, 4)) * 1.0, (f32(3, 4),),
+         ("broadcast_in_dim",)),
+    Case("broadcast_scalar_and_col", lambda x, s: x + _jnp.broadcast_to(s, x.shape) + x[:, :1],
+         (f32(3, 4), f32()), ("broadcast_in_dim",)),
+    Case("transpose_3d", lambda x: _jnp.transpose(x, (2, 0, 1)) + 0.5, (f32(2, 3, 4),), ("transpose",)),
+    Case("transpose_4d", lambda x: _jnp.transpose(x, (0, 3, 1, 2)) * 1.5, (f32(2, 3, 4, 5),), ("transpose",)),
+    Case("concatenate", lambda a, b: _jnp.concatenate([a, b, a], axis=1), (f32(2, 3), f32(2, 5)), ("concatenate",)),
+    Case("concatenate_const", lambda a: _jnp.concatenate([a, _jnp.ones((1, 3), "float32")], axis=0),
+         (f32(2, 3),), ("concatenate",)),
+    Case("slice_steps", lambda x: x[1:5:2, ::3] * 1.0, (f32(6, 7),), ("slice",)),
+    Case("slice_3d", lambda x: lax.slice(x, (0, 1, 2), (2, 3, 5), (1, 1, 2)), (f32(3, 4, 6),), ("slice",)),
+    Case("dynamic_slice_const", lambda x: lax.dynamic_slice(x, (1, 2), (2, 3)), (f32(4, 6),), ("dynamic_slice",)),
+    Case("dynamic_slice_clamped", lambda x: lax.dynamic_slice(x, (3, 5), (2, 3)), (f32(4, 6),), ("dynamic_slice",)),
+    Case("pad_constant", lambda x: _jnp.pad(x, ((1, 2), (0, 3))), (f32(3, 4),), ("pad",)),
+    Case("pad_value_interior_negative", lambda x: lax.pad(x, -1.5, ((1, -1, 1), (-2, 2, 0))), (f32(4, 5),), ("pad",)),
+    Case("pad_runtime_value", lambda x, v: lax.pad(x, v, ((2, 0, 0), (1, 1, 2))), (f32(3, 3), f32()), ("pad",)),
+    Case("rev", lambda x: x[::-1, :, ::-1] * 1.0, (f32(3, 4, 5),), ("rev",)),
+    Case("split", lambda x: tuple(a * 2.0 for a in _jnp.split(x, [1, 4], axis=1)), (f32(3, 6),), ("split",)),
+    Case("iota_arange", lambda x: x * _jnp.arange(4, dtype="float32") + _jnp.arange(3.0)[:, None], (f32(3, 4),),
+         ("iota",)),
+    Case("copy", lambda x: _jnp.copy(x) * 2.0, (f32(3, 4),), ("copy",)),
+    Case("stop_gradient", lambda x: lax.stop_gradient(x) + x, (f32(3, 4),), ("stop_gradient",)),
+    Case("int_reshape_concat", lambda a, b: _jnp.concatenate([a.reshape(2, 6), b], 0), (i32(3, 4), i32(1, 6)),
+         ("reshape", "concatenate")),
+]

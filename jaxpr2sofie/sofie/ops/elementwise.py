@@ -40,6 +40,7 @@ TEMPLATES = {
     "tanh": ("std::tanh({0})", "Tanh"),
     "logistic": ("({T})1 / (({T})1 + std::exp(-({0})))", "Sigmoid"),
     "erf": ("std::erf({0})", "Erf"),
+    "erfc": ("std::erfc({0})", "Erfc"),
     "abs": ("std::abs({0})", "Abs"),
     "sign": ("(({0}) > 0 ? ({T})1 : (({0}) < 0 ? ({T})-1 : ({0})))", "Sign"),
     "floor": ("std::floor({0})", "Floor"),

@@ -1,0 +1,194 @@
+"""Convolution (SOFIE's ROperator_Conv) in one canonical channels-last layout.
+
+input  [N, S1..Sd, Cin]
+kernel [K1..Kd, Cg, Cout]       (Cg = Cin / groups), or, for a grouped convolution with Cg > 1,
+       [G, K1..Kd, Cg, Og]      (Og = Cout / G) so that every group's GEMM operand is contiguous
+output [N, O1..Od, Cout]
+
+Channels last makes an im2col row a run of contiguous channel copies, and makes the GEMM
+output land directly in the output layout. The primitive rule transposes to and from it.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+from ..tensor import numel, strides_of
+from .base import Op
+from .movement import copy_view
+from .pool import Window, window_access
+
+# im2col buffer budget (floats): whole images are batched into one GEMM while they fit, so small
+# images at large batch do not pay one BLAS call each, and the buffer stays cache-sized.
+IM2COL_BUDGET = 1 << 16
+
+
+def _at(pointer: str, offset: str) -> str:
+    return pointer if offset == "0" else f"{pointer} + {offset}"
+
+
+@dataclass(eq=False)
+class Conv(Op):
+    strides: tuple = ()
+    padding: tuple = ()          # ((lo, hi), ...) per spatial dimension; negative crops
+    lhs_dilation: tuple = ()     # input dilation: a transposed convolution
+    rhs_dilation: tuple = ()     # kernel dilation: an atrous convolution
+    groups: int = 1
+    uses_blas = True
+
+    # -- geometry -------------------------------------------------------------
+    def dims(self, g):
+        """(N, spatial sizes, Cin, kernel sizes, Cg, Cout)."""
+        xs = g.tensors[self.inputs[0]].shape
+        ks = g.tensors[self.inputs[1]].shape
+        if self.grouped_kernel(g):
+            ks = ks[1:-1] + (ks[-1] * self.groups,)
+        return xs[0], tuple(xs[1:-1]), xs[-1], tuple(ks[:-2]), ks[-2], ks[-1]
+
+    def grouped_kernel(self, g) -> bool:
+        xs = g.tensors[self.inputs[0]].shape
+        return self.groups > 1 and xs[-1] // self.groups > 1
+
+    def windows(self, g):
+        _, spatial, _, ksizes, _, _ = self.dims(g)
+        return [Window(int(n), int(k), int(s), int(lo), int(hi), int(ld), int(rd))
+                for n, k, s, (lo, hi), ld, rd in zip(spatial, ksizes, self.strides, self.padding,
+                                                     self.lhs_dilation, self.rhs_dilation)]
+
+    def infer(self, g):
+        x, k = g.tensors[self.inputs[0]], g.tensors[self.inputs[1]]
+        n, spatial, cin, ksizes, cg, cout = self.dims(g)
+        d = len(spatial)
+        want = ((self.groups,) + ksizes + (cg, cout // self.groups)) if self.grouped_kernel(g) else ksizes + (cg, cout)
+        if (len(k.shape) != len(want) or k.shape != want or cin != cg * self.groups or cout % self.groups
+                or not d == len(self.strides) == len(self.padding) == len(self.lhs_dilation) == len(self.rhs_dilation)):
+            raise ValueError(f"Conv: input {x.shape}, kernel {k.shape} and groups={self.groups} do not match "
+                             f"the canonical layout (kernel expected {want})")
+        return [((n,) + tuple(win.out for win in self.windows(g)) + (cout,), x.dtype)]
+
+    def is_pointwise(self, g) -> bool:
+        """A 1x1 kernel on every input pixel: the input already is the im2col matrix."""
+        return self.groups == 1 and not any(
+            win.window != 1 or win.stride != 1 or win.lo or win.hi or win.base_dilation != 1
+            for win in self.windows(g))
+
+    def is_depthwise(self, g) -> bool:
+        _, _, _, _, cg, _ = self.dims(g)
+        return self.groups > 1 and cg == 1
+
+    def chunk(self, g) -> int:
+        """Images per im2col pass: the largest divisor of N whose columns fit the budget."""
+        n, _, _, ksizes, cg, _ = self.dims(g)
+        per_image = numel(win.out for win in self.windows(g)) * numel(ksizes) * cg
+        best = 1
+        for b in range(1, n + 1):
+            if n % b == 0 and b * per_image <= IM2COL_BUDGET:
+                best = b
+        return best
+
+    def scratch(self, g):
+        if self.is_pointwise(g) or self.is_depthwise(g):
+            return {}
+        _, _, _, ksizes, cg, cout = self.dims(g)
+        rows = self.chunk(g) * numel(win.out for win in self.windows(g))
+        need = {"col": ((rows, numel(ksizes) * cg), "float32")}
+        if self.groups > 1:
+            need["gemm_out"] = ((rows, cout // self.groups), "float32")
+        return need
+
+    # -- code -------------------------------------------------------------------
+    def emit(self, w, g):
+        w.comment(f"Conv {self.describe()}")
+        if g.tensors[self.outputs[0]].size == 0:
+            return
+        if g.tensors[self.inputs[0]].size == 0:
+            w.line(f"std::fill_n({w.ref(self.outputs[0])}, {g.tensors[self.outputs[0]].size}, 0.f);")
+            return
+        if self.is_pointwise(g):
+            n, spatial, cin, _, _, cout = self.dims(g)
+            rows = n * numel(spatial)
+            w.line(f"detail::gemm(false, false, {rows}, {cout}, {cin}, {w.ref(self.inputs[0])}, "
+                   f"{w.ref(self.inputs[1])}, 0.f, {w.ref(self.outputs[0])});")
+        elif self.is_depthwise(g):
+            self._emit_depthwise(w, g)
+        else:
+            self._emit_im2col(w, g)
+
+    def _emit_im2col(self, w, g):
+        n, spatial, cin, ksizes, cg, cout = self.dims(g)
+        wins = self.windows(g)
+        outs = [win.out for win in wins]
+        nb, groups = self.chunk(g), self.groups
+        og, kc = cout // groups, numel(ksizes) * cg
+        rows = nb * numel(outs)
+        xst = strides_of(g.tensors[self.inputs[0]].shape)
+        x, kern, y = w.ref(self.inputs[0]), w.ref(self.inputs[1]), w.ref(self.outputs[0])
+        col = w.ref(self.scratch_names["col"])
+        with w.loops([n // nb], stem="c") as (c,), w.loops([groups], stem="g") as (grp,):
+            # im2col: row (image, output pixel), column (tap, channel of this group); zero where
+            # the window sits on padding or a dilation hole.
+            with w.loops([nb, *outs, *ksizes], stem="i") as idx:
+                b, o, k = idx[0], idx[1:1 + len(outs)], idx[1 + len(outs):]
+                src, conds = window_access(w, wins, o, k, xst[1:-1], [c, b, grp], [nb * xst[0], xst[0], cg])
+                dst = w.index(idx, [s * cg for s in strides_of([nb, *outs, *ksizes])])
+                if cg == 1:
+                    value = f"{x}[{src}]"
+                    w.line(f"{col}[{dst}] = {' && '.join(conds)} ? {value} : 0.f;" if conds
+                           else f"{col}[{dst}] = {value};")
+                elif conds:
+                    w.line(f"if ({' && '.join(conds)}) std::copy_n({_at(x, src)}, {cg}, {_at(col, dst)});")
+                    w.line(f"else std::fill_n({_at(col, dst)}, {cg}, 0.f);")
+                else:
+                    w.line(f"std::copy_n({_at(x, src)}, {cg}, {_at(col, dst)});")
+            y_chunk = _at(y, w.index([c], [rows * cout]))
+            if groups == 1:
+                w.line(f"detail::gemm(false, false, {rows}, {cout}, {kc}, {col}, {kern}, 0.f, {y_chunk});")
+            else:
+                # The BLAS helper has no output leading dimension: multiply into a per-group
+                # buffer, then scatter its columns into this group's channels.
+                tmp = w.ref(self.scratch_names["gemm_out"])
+                w.line(f"detail::gemm(false, false, {rows}, {og}, {kc}, {col}, "
+                       f"{_at(kern, w.index([grp], [kc * og]))}, 0.f, {tmp});")
+                copy_view(w, f"({_at(y_chunk, w.index([grp], [og]))})", [cout, 1], 0, tmp, [og, 1], 0, [rows, og])
+
+    def _emit_depthwise(self, w, g):
+        """One input channel per group: a direct loop, vectorised over output channels."""
+        n, spatial, cin, ksizes, _, cout = self.dims(g)
+        wins = self.windows(g)
+        outs = [win.out for win in wins]
+        mult = cout // self.groups
+        xst = strides_of(g.tensors[self.inputs[0]].shape)
+        x, kern, y = w.ref(self.inputs[0]), w.ref(self.inputs[1]), w.ref(self.outputs[0])
+        with w.loops([n, *outs], stem="i") as idx:
+            b, o = idx[0], idx[1:]
+            yrow = w.fresh("yrow")
+            w.line(f"float* {yrow} = {_at(y, w.index(idx, [s * cout for s in strides_of([n, *outs])]))};")
+            w.line(f"std::fill_n({yrow}, {cout}, 0.f);")
+            with w.loops(ksizes, stem="k") as k:
+                src, conds = window_access(w, wins, o, k, xst[1:-1], [b], [xst[0]])
+                xrow, wrow = w.fresh("xrow"), w.fresh("wrow")
+                body = [f"const float* {xrow} = {_at(x, src)};",
+                        f"const float* {wrow} = {_at(kern, w.index(k, [s * cout for s in strides_of(ksizes)]))};"]
+                with w.block(f"if ({' && '.join(conds)})") if conds else nullcontext():
+                    for line in body:
+                        w.line(line)
+                    with w.loops([self.groups, mult], stem="c") as (ci, j):
+                        oc = w.index([ci, j], [mult, 1])
+                        w.line(f"{yrow}[{oc}] += {xrow}[{ci}] * {wrow}[{oc}];")
+
+    def flops(self, g):
+        _, _, _, ksizes, cg, _ = self.dims(g)
+        return 2 * g.tensors[self.outputs[0]].size * numel(ksizes) * cg
+
+    def describe(self):
+        parts = [f"strides={tuple(self.strides)}"]
+        if any(p != (0, 0) for p in self.padding):
+            parts.append(f"pads={tuple(self.padding)}")
+        if any(d != 1 for d in self.lhs_dilation):
+            parts.append(f"lhs_dilation={tuple(self.lhs_dilation)}")
+        if any(d != 1 for d in self.rhs_dilation):
+            parts.append(f"dilations={tuple(self.rhs_dilation)}")
+        if self.groups != 1:
+            parts.append(f"group={self.groups}")
+        return " ".join(parts)
+
