@@ -150,3 +150,58 @@ class CompiledModel:
 
     def __del__(self):
         self.close()
+
+
+_TIMING_MAIN = """\
+#include "{header}"
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+int main(int argc, char** argv) {{
+   const long iters = argc > 2 ? std::atol(argv[2]) : 1000;
+   {ns}::Session s(argv[1]);
+{buffers}
+   for (long i = 0; i < iters / 10 + 1; ++i) s.run({args});   // warm up
+   double best = 1e30;
+   for (int rep = 0; rep < 5; ++rep) {{
+      auto t0 = std::chrono::steady_clock::now();
+      for (long i = 0; i < iters; ++i) s.run({args});
+      auto t1 = std::chrono::steady_clock::now();
+      double ns = std::chrono::duration<double, std::nano>(t1 - t0).count() / iters;
+      if (ns < best) best = ns;
+   }}
+   std::printf("%.1f\\n", best);
+   return 0;
+}}
+"""
+
+
+def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None) -> float:
+    """Nanoseconds per `run()` call, timed inside a C++ program (best of 5 repetitions of `iters`
+    calls, after a warm-up), so Python and ctypes overheads are excluded."""
+    from .sofie.tensor import ctype
+    header = emit_header(graph)
+    compiler = find_compiler(cxx)
+    b = find_blas(blas) if any(op.uses_blas for op in graph.ops) else None
+    names = list(graph.inputs) + list(graph.outputs)
+    buffers = "\n".join(f"   std::vector<{ctype(graph.tensors[n].dtype)}> b{k}({max(1, graph.tensors[n].size)}, 1);"
+                        for k, n in enumerate(names))
+    main = _TIMING_MAIN.format(header=f"{graph.name}.hxx", ns=f"TMVA_SOFIE_{graph.name}", buffers=buffers,
+                               args=", ".join(f"b{k}.data()" for k in range(len(names))))
+    with tempfile.TemporaryDirectory(prefix="j2s-timing-") as d:
+        d = Path(d)
+        (d / f"{graph.name}.hxx").write_text(header)
+        (d / "main.cpp").write_text(main)
+        write_weights(graph, d / "w.dat")
+        cmd = [compiler, *(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else []), "main.cpp",
+               "-o", "timing", *(b.link if b else ())]
+        res = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise BuildError(f"compiling the timing harness failed:\n{res.stderr[-4000:]}")
+        # one BLAS thread: batch-1 latency is what matters, and threads only add jitter
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        out = subprocess.run([str(d / "timing"), str(d / "w.dat"), str(iters)], capture_output=True, text=True,
+                             env=env, check=True)
+        return float(out.stdout.strip())

@@ -46,6 +46,9 @@ def source_line(eqn) -> str:
         return "unknown source line"
 
 
+_SAME_VALUES = {"convert_element_type", "copy", "broadcast_in_dim", "reshape", "squeeze", "stop_gradient"}
+
+
 def _literal_value(v):
     aval = v.aval
     return Const(np.asarray(v.val, dtype=aval.dtype), "literal")
@@ -110,7 +113,8 @@ class Lowering:
                 self.report(eqn, f"could not be evaluated at conversion time ({type(e).__name__}: {e})")
                 return [Poison() for _ in range(n_out)]
             hint = next((c.hint for c in ins if c.hint not in ("literal", "const")), name)
-            suffix = "" if name in ("convert_element_type", "copy", "copy_p") else "_" + name
+            # a view of a weight keeps its name; anything that computes new values says how
+            suffix = "" if name in _SAME_VALUES else "_" + name
             return [Const(v, hint + suffix if hint != name else name) for v in vals]
         if handler is None:
             self.report(eqn, "no conversion rule for this primitive")

@@ -1,0 +1,103 @@
+"""The public API: pytrees in and out, weight naming, conversion-time folding, generate/summary."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxpr2sofie as j2s
+from jaxpr2sofie.sofie.ops.movement import Transpose
+
+from helpers import convert_and_check
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((2, 6)).astype(np.float32)
+
+
+def dense_params():
+    return {"Dense_0": {"kernel": rng.standard_normal((6, 4)).astype(np.float32),
+                        "bias": rng.standard_normal(4).astype(np.float32)}}
+
+
+def test_weights_named_by_key_path_and_bias_fused():
+    p = dense_params()
+    m = convert_and_check(lambda p, x: x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], p, X)
+    names = {t.name for t in m.graph.weights()}
+    assert names == {"Dense_0_kernel", "Dense_0_bias"}
+    assert [op.op_type for op in m.graph.ops] == ["Gemm"]
+    assert m.parameter_count() == 6 * 4 + 4
+
+
+def test_constant_work_is_folded_into_weights():
+    """A weight transpose, a reshape of a weight and a broadcast constant cost nothing at run time."""
+    p = {"w": rng.standard_normal((4, 6)).astype(np.float32), "s": rng.standard_normal((2, 2)).astype(np.float32)}
+    f = lambda p, x: (x @ p["w"].T) * p["s"].reshape(4) + jnp.arange(4.0) + jnp.ones((2, 4))
+    m = convert_and_check(f, p, X)
+    assert not any(isinstance(op, Transpose) for op in m.graph.ops)
+    # the broadcast constants are stored once per distinct value, not batch times
+    assert all(t.size <= 24 for t in m.graph.weights())
+    assert "iota" not in m.summary()
+
+
+def test_several_inputs_and_outputs_follow_pytree_order():
+    def f(p, inputs):
+        a, b = inputs["jets"], inputs["leptons"]
+        return {"score": jnp.tanh(a @ p["w"]), "aux": (b.sum(axis=1), jnp.argmax(b, axis=1))}
+    p = {"w": rng.standard_normal((6, 3)).astype(np.float32)}
+    x = {"jets": X, "leptons": rng.standard_normal((2, 5)).astype(np.float32)}
+    m = convert_and_check(f, p, x)
+    assert m.graph.inputs == ["jets", "leptons"]
+    out = m.compile()(x["jets"], x["leptons"])
+    assert isinstance(out, tuple) and len(out) == 3
+    flat_want = jax.tree_util.tree_leaves(f(p, x))          # dict keys sorted: aux before score
+    for got, want in zip(out, flat_want):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert out[1].dtype == np.int32          # aux[1], the argmax
+
+
+def test_params_as_lists_tuples_and_dataclasses():
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass
+    class Layer:
+        w: jax.Array
+        b: jax.Array
+
+    p = [Layer(rng.standard_normal((6, 5)).astype(np.float32), np.zeros(5, np.float32)),
+         (rng.standard_normal((5, 2)).astype(np.float32),)]
+    m = convert_and_check(lambda p, x: jnp.tanh(x @ p[0].w + p[0].b) @ p[1][0], p, X)
+    assert {t.label for t in m.graph.weights()} == {"param_0.w", "param_0.b", "param_1.0"}
+
+
+
+def test_jitted_function_without_params():
+    m = convert_and_check(jax.jit(lambda x: jnp.sin(x) * 2.0), None, X)
+    assert m.parameter_count() == 0
+
+
+def test_output_that_is_an_input_or_a_constant():
+    m = convert_and_check(lambda x: (x, jnp.ones(3), x.reshape(12)), None, X)
+    assert len(m.graph.outputs) == 3
+
+
+def test_generate_writes_header_and_weights(tmp_path):
+    p = dense_params()
+    m = j2s.convert(lambda p, x: x @ p["Dense_0"]["kernel"], p, X, name="Net")
+    hxx, dat = m.generate(tmp_path)
+    text = hxx.read_text()
+    assert "namespace TMVA_SOFIE_Net" in text and "struct Session" in text
+    assert 'Session(std::string weight_file = "Net.dat")' in text
+    assert "std::vector<float> infer(const float* tensor_x)" in text
+    first = dat.read_text().splitlines()[0]
+    assert first == "tensor_Dense_0_kernel 24"
+    values = np.array(dat.read_text().splitlines()[1].split(), np.float32)
+    np.testing.assert_array_equal(values, p["Dense_0"]["kernel"].reshape(-1))   # exact round trip
+
+
+def test_summary_lists_operators_shapes_and_flops():
+    m = j2s.convert(lambda p, x: jax.nn.relu(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]), dense_params(), X)
+    s = m.summary()
+    assert "Gemm" in s and "Relu" in s and "(2, 4)" in s
+    assert m.flops() == 2 * 2 * 6 * 4 + 2 * 4 + 2 * 4
+    assert f"{m.parameter_count()} values" in s

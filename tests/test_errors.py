@@ -1,0 +1,170 @@
+"""Every bad input gets a clear error naming the problem and the fix."""
+from __future__ import annotations
+
+import ctypes.util
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxpr2sofie as j2s
+from jaxpr2sofie import build
+from jaxpr2sofie.primitives import HANDLERS, Handler, check_params
+
+X = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+
+
+def test_all_unsupported_primitives_listed_at_once_with_source_lines():
+    def f(x):
+        a = jnp.sort(x, axis=1)                  # sort: no rule
+        b = lax.erf_inv(jnp.tanh(x) * 0.5)      # erf_inv: no rule
+        c = lax.bessel_i0e(a + b)               # depends on unsupported results: still reported
+        return c
+    with pytest.raises(j2s.UnsupportedPrimitiveError) as e:
+        j2s.convert(f, None, X)
+    msg = str(e.value)
+    assert set(e.value.primitives) == {"sort", "erf_inv", "bessel_i0e"}
+    assert "3 unsupported" in msg
+    assert "test_errors.py" in msg          # the user's source line, not ours
+    for p in ("sort", "erf_inv", "bessel_i0e"):
+        assert f"- {p}:" in msg
+
+
+def test_unsupported_primitive_only_in_constant_code_is_folded_not_reported():
+    def f(p, x):
+        return x * jnp.sort(p)[None, :]        # sort of a weight: computed at conversion time
+    m = j2s.convert(f, np.array([3.0, 1.0, 2.0, 0.0], np.float32), X)
+    np.testing.assert_allclose(m.compile()(X), f(np.array([3.0, 1.0, 2.0, 0.0], np.float32), X))
+
+
+def test_data_dependent_shape_is_a_trace_error():
+    with pytest.raises(j2s.TraceError, match="data-dependent|static graph") as e:
+        j2s.convert(lambda x: x[x > 0], None, X)
+    assert "NonConcreteBooleanIndexError" in str(e.value)
+
+
+def test_python_branch_on_a_traced_value_is_a_trace_error():
+    def f(x):
+        if x.sum() > 0:
+            return x
+        return -x
+    with pytest.raises(j2s.TraceError, match="Python `if`"):
+        j2s.convert(f, None, X)
+
+
+def test_runtime_cond_and_while_name_the_construct():
+    def f(x):
+        y = lax.cond(x.sum() > 0, lambda a: a + 1.0, lambda a: a - 1.0, x)
+        z = lax.while_loop(lambda c: c.sum() < 100.0, lambda c: c * 2.0, x)
+        return y + z
+    with pytest.raises(j2s.UnsupportedPrimitiveError) as e:
+        j2s.convert(f, None, X)
+    msg = str(e.value)
+    assert "lax.cond whose predicate depends on the input" in msg
+    assert "lax.while_loop whose condition depends on the input" in msg
+
+
+def test_scan_too_long_to_unroll():
+    f = lambda xs: lax.scan(lambda c, x: (c + x, c), jnp.zeros(2), xs)[0]
+    with pytest.raises(j2s.UnsupportedPrimitiveError, match="scan of length 1000"):
+        j2s.convert(f, None, np.zeros((1000, 2), np.float32))
+
+
+def test_unexpected_primitive_parameter_is_reported():
+    h = HANDLERS["tanh"]
+    assert check_params("tanh", h, {"accuracy": None}) == set()
+    assert check_params("tanh", h, {"accuracy": None, "new_knob": 3}) == {"new_knob"}
+
+
+def test_duplicate_registration_refused():
+    from jaxpr2sofie.primitives import handles
+    with pytest.raises(RuntimeError, match="registered twice"):
+        handles(lax.tanh_p)(lambda ctx, eqn, x: x)
+    assert isinstance(HANDLERS["tanh"], Handler)
+
+
+def test_unsupported_dtype():
+    with pytest.raises(j2s.UnsupportedDtypeError, match="float16"):
+        j2s.convert(lambda x: x * 2, None, X.astype(np.float16))
+
+
+def test_empty_example_input():
+    with pytest.raises(j2s.TraceError, match="example_input holds no arrays"):
+        j2s.convert(lambda x: x, None, {})
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    m = j2s.convert(lambda p, x: jnp.tanh(x @ p), np.ones((4, 2), np.float32), X, name="Errs")
+    return m.compile()
+
+
+def test_wrong_input_shape(compiled):
+    with pytest.raises(j2s.InputError, match=r"shape \(2, 4\).*converted for \(3, 4\)"):
+        compiled(np.zeros((2, 4), np.float32))
+
+
+def test_wrong_input_dtype(compiled):
+    with pytest.raises(j2s.InputError, match="dtype float64.*expects float32.*astype"):
+        compiled(X.astype(np.float64))
+
+
+def test_wrong_input_count(compiled):
+    with pytest.raises(j2s.InputError, match="takes 1 input"):
+        compiled(X, X)
+
+
+def test_missing_compiler():
+    m = j2s.convert(lambda x: x * 2, None, X)
+    with pytest.raises(j2s.BuildError, match="no C\\+\\+ compiler found.*apt-get install g\\+\\+"):
+        m.compile(cxx="no-such-compiler-j2s")
+
+
+def test_missing_blas(monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy_openblas32", None)      # import fails
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(j2s.BuildError, match="no BLAS found: pip install scipy-openblas32"):
+        build.find_blas()
+    with pytest.raises(j2s.BuildError, match="not installed: pip install scipy-openblas32"):
+        build.find_blas("scipy-openblas32")
+    m = j2s.convert(lambda p, x: x @ p, np.ones((4, 2), np.float32), X, name="NoBlas")
+    with pytest.raises(j2s.BuildError, match="no BLAS"):
+        m.compile()
+
+
+def test_compile_error_is_reported_with_compiler_output():
+    m = j2s.convert(lambda x: x * 2, None, X)
+    with pytest.raises(j2s.BuildError, match="compiling the generated code failed"):
+        m.compile(flags=["-std=c++17", "-DJ2S_BROKEN", "-include", "/nonexistent/header.h"])
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (lambda text: "", "truncated"),
+    (lambda text: text[: len(text) // 2], "truncated"),
+    (lambda text: text.replace("tensor_w", "tensor_other"), "another model"),
+    (lambda text: text + "tensor_extra 1\n0\n", "data after the last tensor"),
+    (lambda text: text.replace("tensor_w 8", "tensor_w 9"), "another model"),
+])
+def test_bad_weight_file(tmp_path, corrupt, message):
+    m = j2s.convert(lambda p, x: x @ p["w"], {"w": np.arange(8, dtype=np.float32).reshape(4, 2)}, X, name="W")
+    _, dat = m.generate(tmp_path)
+    dat.write_text(corrupt(dat.read_text()))
+    lib = build.compile_library(m.graph)
+    with pytest.raises(j2s.WeightFileError, match=message):
+        build.CompiledModel(m.graph, lib, dat)
+
+
+def test_missing_weight_file(tmp_path):
+    m = j2s.convert(lambda p, x: x @ p["w"], {"w": np.ones((4, 2), np.float32)}, X, name="W")
+    with pytest.raises(j2s.WeightFileError, match="cannot open weight file"):
+        build.CompiledModel(m.graph, build.compile_library(m.graph), tmp_path / "nope.dat")
+
+
+def test_validate_reports_error_size():
+    m = j2s.convert(jax.jit(lambda x: jnp.exp(x) * 3.0), None, X)
+    v = m.validate(X)
+    assert v.max_abs < 1e-5 and v.max_rel < 1e-6
+    assert "max abs error" in str(v)
