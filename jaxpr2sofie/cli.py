@@ -119,6 +119,23 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
+def primitive_table() -> str:
+    """The supported-primitive table of the README, generated from the registry."""
+    from .primitives import HANDLERS
+    families = {}
+    for name, h in HANDLERS.items():
+        families.setdefault(h.family, []).append(name)
+    lines = ["| family | primitives |", "|---|---|"]
+    for fam in sorted(families):
+        lines.append(f"| {fam} | {', '.join(f'`{n}`' for n in sorted(families[fam]))} |")
+    return "\n".join(lines)
+
+
+def cmd_primitives(args) -> int:
+    print(primitive_table())
+    return 0
+
+
 def _machine() -> str:
     import os
     import platform
@@ -140,6 +157,7 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="convert the bundled example, compile, validate against JAX, time against XLA")
     d.add_argument("-o", "--output", default="out", help="directory for the generated files (default: out)")
     d.set_defaults(run=cmd_demo)
+    sub.add_parser("primitives", help="print the supported-primitive table (markdown)").set_defaults(run=cmd_primitives)
     for name, run, text in (("convert", cmd_convert, "write <Name>.hxx and <Name>.dat for a model file"),
                             ("inspect", cmd_inspect, "list the primitives of a model file and which are unsupported"),
                             ("bench", cmd_bench, "latency of the generated C++ against jax.jit on XLA CPU")):

@@ -37,13 +37,16 @@ class Unsupported(Exception):
         self.reason = reason
 
 
+UNKNOWN = "unknown source line"
+
+
 def source_line(eqn) -> str:
     if _summarize is None:
-        return "unknown source line"
+        return UNKNOWN
     try:
-        return _summarize(eqn.source_info) or "unknown source line"
+        return _summarize(eqn.source_info) or UNKNOWN
     except Exception:
-        return "unknown source line"
+        return UNKNOWN
 
 
 _SAME_VALUES = {"convert_element_type", "copy", "broadcast_in_dim", "reshape", "squeeze", "stop_gradient"}
@@ -76,6 +79,7 @@ class Lowering:
         self.g = graph
         self.problems: list = []
         self.eqn = None
+        self.sites: list = []     # source lines of the calls we are inlined in, innermost last
 
     # -- walking --------------------------------------------------------------
     def run(self, jaxpr, consts, args) -> list:
@@ -136,8 +140,16 @@ class Lowering:
         assert len(outs) == n_out, (name, len(outs), n_out)
         return outs
 
+    def where(self, eqn) -> str:
+        """The user's source line of an equation; inside a jitted library function (jnp.sort...)
+        JAX records none, so the line of the call being inlined stands in."""
+        line = source_line(eqn)
+        if line == UNKNOWN and self.sites:
+            return self.sites[-1]
+        return line
+
     def report(self, eqn, reason: str) -> None:
-        self.problems.append((eqn.primitive.name, reason, source_line(eqn)))
+        self.problems.append((eqn.primitive.name, reason, self.where(eqn)))
 
     def raise_problems(self) -> None:
         if self.problems:
@@ -147,8 +159,7 @@ class Lowering:
     def add(self, op, hint: str | None = None):
         """Add an operator for the current equation; returns its output name (or names)."""
         if self.eqn is not None and not op.origin:
-            where = source_line(self.eqn)
-            op.origin = self.eqn.primitive.name + (f" @ {where}" if where else "")
+            op.origin = f"{self.eqn.primitive.name} @ {self.where(self.eqn)}"
         outs = self.g.add_op(op, hint or (self.eqn.primitive.name if self.eqn is not None else None))
         return outs[0] if len(outs) == 1 else outs
 
@@ -188,6 +199,10 @@ class Lowering:
 
     def inline(self, closed_or_jaxpr, args) -> list:
         """Convert a nested jaxpr in place (jit, custom_jvp/vjp, remat, closed_call)."""
-        if hasattr(closed_or_jaxpr, "consts"):
-            return self.run(closed_or_jaxpr.jaxpr, closed_or_jaxpr.consts, args)
-        return self.run(closed_or_jaxpr, [], args)
+        self.sites.append(self.where(self.eqn) if self.eqn is not None else UNKNOWN)
+        try:
+            if hasattr(closed_or_jaxpr, "consts"):
+                return self.run(closed_or_jaxpr.jaxpr, closed_or_jaxpr.consts, args)
+            return self.run(closed_or_jaxpr, [], args)
+        finally:
+            self.sites.pop()

@@ -272,6 +272,10 @@ _BINARY = {
 _REDUCE = {"sum": jnp.sum, "max": jnp.max, "min": jnp.min, "mean": jnp.mean}
 
 
+def _broadcasts_to(small, big):
+    return len(small) <= len(big) and all(a in (1, b) for a, b in zip(reversed(small), reversed(big)))
+
+
 class RandomProgram:
     """A seeded random program over a pool of primitives. Built by running every step eagerly on the
     example inputs (so each step knows the shapes it works on), then replayed under tracing."""
@@ -302,7 +306,7 @@ class RandomProgram:
 
     def _pick(self, env):
         r = self.rng
-        i = len(env) - 1 if r.random() < 0.6 else int(r.integers(len(env)))   # mostly chain the latest value
+        i = len(env) - 1 if r.random() < 0.75 else int(r.integers(len(env)))   # mostly chain the latest value
         x = env[i]
         kinds = ["unary", "binary", "transpose", "reshape", "slice", "concat", "reduce", "matmul", "where"]
         kind = kinds[int(r.integers(len(kinds)))]
@@ -343,8 +347,12 @@ class RandomProgram:
             keep = bool(r.random() < 0.5)
             return (f"{name}(v{i}, axis={ax}, keepdims={keep})",
                     lambda p, e, f=_REDUCE[name]: f(e[i], axis=ax, keepdims=keep))
-        # matmul against a weight matrix; scaled by 1/sqrt(K) so values stay O(1)
         k = x.shape[-1]
+        partners = [j for j, v in enumerate(env) if v.ndim == 2 and v.shape[0] == k and j != i]
+        if partners and r.random() < 0.5:   # matmul of two computed values
+            j = partners[int(r.integers(len(partners)))]
+            return f"v{i} @ v{j}", lambda p, e: e[i] @ e[j]
+        # matmul against a weight matrix; scaled by 1/sqrt(K) so values stay O(1)
         n_out = int(r.integers(2, 6))
         key = f"w{len(self.params)}"
         self.params[key] = (r.standard_normal((k, n_out)) / np.sqrt(k)).astype(np.float32)
@@ -353,8 +361,7 @@ class RandomProgram:
     def _broadcast_partner(self, env, x):
         """Another live value broadcastable against x (and not changing x's shape), else a constant shape."""
         r = self.rng
-        cands = [j for j, v in enumerate(env)
-                 if v.ndim <= x.ndim and jnp.broadcast_shapes(v.shape, x.shape) == x.shape]
+        cands = [j for j, v in enumerate(env) if _broadcasts_to(v.shape, x.shape)]
         if cands and r.random() < 0.7:
             return cands[int(r.integers(len(cands)))], None
         shape = tuple(1 if r.random() < 0.4 else d for d in x.shape)
