@@ -101,3 +101,12 @@ def test_summary_lists_operators_shapes_and_flops():
     assert "Gemm" in s and "Relu" in s and "(2, 4)" in s
     assert m.flops() == 2 * 2 * 6 * 4 + 2 * 4 + 2 * 4
     assert f"{m.parameter_count()} values" in s
+
+
+def test_softmax_chain_becomes_one_operator_and_passes_can_be_switched_off():
+    f = lambda x: jax.nn.softmax(x * 2.0, axis=0)
+    m = convert_and_check(f, None, X)
+    assert [op.op_type for op in m.graph.ops] == ["Mul", "Softmax"]
+    raw = j2s.convert(f, None, X, disable_passes=("fuse_softmax",))
+    assert "Softmax" not in [op.op_type for op in raw.graph.ops]
+    np.testing.assert_allclose(raw.compile()(X), m.compile()(X), rtol=1e-6, atol=1e-7)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .ops.elementwise import Elementwise
 from .ops.linalg import MatMul
-from .ops.movement import Identity
+from .ops.movement import Identity, Reshape
+from .ops.reduce import Reduce, Softmax
 
 
 def fuse_gemm_bias(g) -> None:
@@ -32,6 +33,53 @@ def fuse_gemm_bias(g) -> None:
             break
 
 
+def _only_feeds(g, name, n=1) -> bool:
+    return len(g.consumers(name)) == n and name not in g.outputs
+
+
+def _through_reshape(g, name):
+    """The tensor behind a chain of Reshape views (broadcast_in_dim that only adds size-1 dims)."""
+    op = g.producer(name)
+    while isinstance(op, Reshape) and _only_feeds(g, name):
+        name = op.inputs[0]
+        op = g.producer(name)
+    return name
+
+
+def _elementwise(g, name, kind):
+    op = g.producer(name)
+    return op if isinstance(op, Elementwise) and op.kind == kind else None
+
+
+def fuse_softmax(g) -> None:
+    """The chain jax.nn.softmax lowers to (reduce_max, max with -inf, sub, exp, reduce_sum, div)
+    becomes one Softmax operator."""
+    for div in list(g.ops):
+        if not (isinstance(div, Elementwise) and div.kind == "div" and len(div.inputs) == 2
+                and all(isinstance(a, str) for a in div.args)):
+            continue
+        e, s_b = div.args
+        exp = _elementwise(g, e, "exp")
+        total = g.producer(_through_reshape(g, s_b))
+        if not (exp and isinstance(total, Reduce) and total.kind == "sum" and len(total.axes) == 1
+                and total.inputs == [e] and _only_feeds(g, e, 2) and _only_feeds(g, total.outputs[0])):
+            continue
+        sub = _elementwise(g, exp.inputs[0], "sub")
+        if not (sub and _only_feeds(g, exp.inputs[0]) and len(sub.inputs) == 2 and sub.args == tuple(sub.inputs)):
+            continue
+        x, m_b = sub.args
+        m = _through_reshape(g, m_b)
+        clamp = _elementwise(g, m, "max")          # max(-inf, m): a no-op JAX adds for empty axes
+        if clamp and len(clamp.inputs) == 1 and _only_feeds(g, m):
+            m = clamp.inputs[0]
+        rmax = g.producer(m)
+        if not (isinstance(rmax, Reduce) and rmax.kind == "max" and rmax.axes == total.axes
+                and rmax.inputs == [x]):
+            continue
+        soft = Softmax([x], axis=total.axes[0], outputs=list(div.outputs), origin="softmax")
+        g.ops[g.ops.index(div)] = soft
+
+
 def materialize_outputs(g) -> None:
     """Every graph output must be a distinct, non-view intermediate: the Session writes outputs
     straight into the caller's memory. Inputs, weights, views and repeats get an Identity copy."""
@@ -49,6 +97,7 @@ def materialize_outputs(g) -> None:
 
 PASSES = {
     "fuse_gemm_bias": fuse_gemm_bias,
+    "fuse_softmax": fuse_softmax,
 }
 
 

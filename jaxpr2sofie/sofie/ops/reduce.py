@@ -132,3 +132,44 @@ class Cumulative(Op):
 
     def describe(self):
         return f"axis={self.axis}"
+
+
+@dataclass(eq=False)
+class Softmax(Op):
+    """exp(x - max) / sum(exp(x - max)) along one axis, in three passes over that axis.
+
+    Not produced by any primitive rule: the `fuse_softmax` pass recognises the chain that
+    jax.nn.softmax lowers to and replaces it, as SOFIE has a Softmax operator.
+    """
+    axis: int = -1
+
+    def infer(self, g):
+        t = g.tensors[self.inputs[0]]
+        return [(t.shape, t.dtype)]
+
+    def emit(self, w, g):
+        t = g.tensors[self.inputs[0]]
+        st = strides_of(t.shape)
+        n, s = t.shape[self.axis], st[self.axis]
+        keep = [k for k in range(len(t.shape)) if k != self.axis]
+        x, y, T = w.ref(t.name), w.ref(self.outputs[0]), ctype(t.dtype)
+        w.comment(f"Softmax axis={self.axis}")
+        with w.loops([t.shape[k] for k in keep]) as oi:
+            base = w.index(oi, [st[k] for k in keep])
+            at = f"{base} + r * {s}" if s != 1 else f"{base} + r"
+            mx, total = w.fresh("mx"), w.fresh("sum")
+            w.line(f"{T} {mx} = -std::numeric_limits<{T}>::infinity();")
+            with w.block(f"for (size_t r = 0; r < {n}; ++r)"):
+                w.line(accumulate("max", mx, f"{x}[{at}]", t.dtype))
+            w.line(f"{T} {total} = 0;")
+            with w.block(f"for (size_t r = 0; r < {n}; ++r)"):
+                w.line(f"{y}[{at}] = std::exp({x}[{at}] - {mx});")
+                w.line(f"{total} += {y}[{at}];")
+            with w.block(f"for (size_t r = 0; r < {n}; ++r)"):
+                w.line(f"{y}[{at}] /= {total};")
+
+    def flops(self, g):
+        return 4 * g.tensors[self.inputs[0]].size
+
+    def describe(self):
+        return f"axis={self.axis}"
