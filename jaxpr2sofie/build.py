@@ -71,7 +71,9 @@ def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
     needs_blas = any(op.uses_blas for op in graph.ops)
     b = find_blas(blas) if needs_blas else None
     flags = list(flags or DEFAULT_FLAGS)
-    cmd_tail = flags + WARNINGS + ["-fPIC", "-shared"]
+    # JAXPR2SOFIE_STRICT=1 (set by the test suite) turns any compiler warning into a failure
+    strict = ["-Werror"] if os.environ.get("JAXPR2SOFIE_STRICT") == "1" else []
+    cmd_tail = flags + WARNINGS + strict + ["-fPIC", "-shared"]
     if b:
         cmd_tail.append(f"-DJ2S_SGEMM={b.sgemm}")
     key = hashlib.sha256("\0".join([header, capi, compiler, *cmd_tail, b.name if b else "",

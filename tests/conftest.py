@@ -5,6 +5,8 @@ import pytest
 
 # One compiled-library cache per test run: identical generated code is built once.
 os.environ.setdefault("JAXPR2SOFIE_CACHE", tempfile.mkdtemp(prefix="j2s-test-cache-"))
+# The generated code must compile warning-free (-Wall -Wextra): every test build uses -Werror.
+os.environ["JAXPR2SOFIE_STRICT"] = "1"
 
 
 def pytest_addoption(parser):

@@ -42,3 +42,11 @@ def test_every_registered_primitive_has_a_case():
     claimed = {p for c in CASES for p in c.primitives}
     untested = sorted(set(HANDLERS) - claimed)
     assert not untested, f"registered primitives without a test case: {untested}"
+
+
+def test_every_registered_primitive_has_several_cases():
+    """Several shapes per primitive: one lucky shape proves little about the index arithmetic."""
+    from collections import Counter
+    count = Counter(p for c in CASES for p in set(c.primitives))
+    thin = sorted(p for p in HANDLERS if count[p] < 2)
+    assert not thin, f"primitives with a single test case: {thin}"

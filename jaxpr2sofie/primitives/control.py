@@ -157,3 +157,14 @@ CASES = [
     Case("scan_reverse", lambda xs: lax.scan(lambda c, x: (c + x, c * x), _jnp.zeros(3, "float32"), xs, reverse=True),
          (f32(4, 3),), ("scan",)),
 ]
+# second shapes for the rules above (every primitive is tested on at least two shapes)
+CASES += [
+    Case("closed_call_rank3", lambda x: _closed_cos(x) + x, (f32(2, 3, 4),), ("closed_call",)),
+    Case("custom_vjp_call_rank1", lambda x: _clip_grad(x) * x, (f32(7),), ("custom_vjp_call",)),
+    Case("remat_dense", lambda p, x: jax.checkpoint(lambda a: _jnp.tanh(a @ p))(x), (f32(2, 5),), ("remat2",),
+         params=f32(5, 3)),
+    Case("switch_static_index", lambda x: lax.switch(2, [lambda a: a, lambda a: -a, lambda a: a * 3.0], x),
+         (f32(2, 3, 4),), ("cond",)),
+    Case("while_counter_rank1", lambda x: lax.while_loop(lambda c: c[0] < 5, lambda c: (c[0] + 2, c[1] * 0.9 + 1.0),
+                                                         (0, x))[1], (f32(6),), ("while",)),
+]

@@ -159,3 +159,11 @@ CASES += [
     Case("hard_sigmoid", _nn.hard_sigmoid, (f32(4, 8, scale=4.0),), ("min", "max")),
     Case("sigmoid", _nn.sigmoid, (f32(4, 8, scale=4.0),), ("logistic",)),
 ]
+# second shapes for the rules above (every primitive is tested on at least two shapes)
+CASES += [
+    Case("clamp_arrays_3d", lambda lo, x, hi: lax.clamp(lo, x, hi), (f32(2, 3, 4, low=-1.0, high=-0.2), f32(2, 3, 4),
+                                                                   f32(2, 3, 4, low=0.2, high=1.0)), ("clamp",)),
+    Case("not_int_rank1", lambda x: lax.bitwise_not(x), (i32(6, low=-50, high=50),), ("not",)),
+    Case("convert_int_to_float_3d", lambda x: x.astype("float32") * 0.5, (i32(2, 3, 4, low=-9, high=9),),
+         ("convert_element_type",)),
+]

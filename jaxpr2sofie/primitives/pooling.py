@@ -135,3 +135,8 @@ CASES = [
     Case("window_generic_jnp_maximum", lambda x: _window(x, _NEG_INF, jnp.maximum, (1, 3), (1, 2), "SAME"),
          (f32(2, 7),), ("reduce_window",)),
 ]
+# second shape for the min rule (every primitive is tested on at least two shapes)
+CASES += [
+    Case("pool_min_1d_stride_padding", lambda x: _window(x, _POS_INF, lax.min, (1, 3, 1), (1, 2, 1), ((0, 0), (1, 1), (0, 0))),
+         (f32(2, 7, 3),), ("reduce_window_min",)),
+]

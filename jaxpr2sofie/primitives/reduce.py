@@ -76,3 +76,13 @@ CASES = [
     Case("layer_norm", lambda x: (x - x.mean(-1, keepdims=True)) * lax.rsqrt(x.var(-1, keepdims=True) + 1e-5),
          (f32(4, 16, scale=2.0),), ("reduce_sum", "rsqrt")),
 ]
+# second shapes for the rules above (every primitive is tested on at least two shapes)
+CASES += [
+    Case("argmin_rank1_and_3d", lambda a, b: (_jnp.argmin(a), _jnp.argmin(b, axis=1)), (f32(9), f32(2, 5, 3)),
+         ("argmin",)),
+    Case("reduce_prod_rank4", lambda x: _jnp.prod(x, axis=(1, 3)), (f32(2, 3, 2, 4, low=0.6, high=1.4),),
+         ("reduce_prod",)),
+    Case("cumulative_rank3", lambda x: (_jnp.cumprod(x, axis=2), lax.cummax(x, axis=1, reverse=True),
+                                        lax.cummin(x, axis=0)), (f32(2, 3, 4, low=0.6, high=1.4),),
+         ("cumprod", "cummax", "cummin")),
+]

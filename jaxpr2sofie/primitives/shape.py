@@ -152,3 +152,11 @@ CASES = [
     Case("int_reshape_concat", lambda a, b: _jnp.concatenate([a.reshape(2, 6), b], 0), (i32(3, 4), i32(1, 6)),
          ("reshape", "concatenate")),
 ]
+# second shapes for the rules above (every primitive is tested on at least two shapes)
+CASES += [
+    Case("rev_rank1_and_4d", lambda a, b: (a[::-1] + 0.0, lax.rev(b, (1, 3))), (f32(7), f32(2, 3, 2, 4)), ("rev",)),
+    Case("split_rank3", lambda x: tuple(a - 1.0 for a in _jnp.split(x, 3, axis=2)), (f32(2, 2, 6),), ("split",)),
+    Case("iota_2d_int", lambda x: x + lax.broadcasted_iota("int32", (3, 4), 1) * 2, (i32(3, 4),), ("iota",)),
+    Case("copy_rank1", lambda x: lax.copy_p.bind(x) + 1.0, (f32(5),), ("copy",)),
+    Case("stop_gradient_3d", lambda x: x * lax.stop_gradient(_jnp.tanh(x)), (f32(2, 3, 4),), ("stop_gradient",)),
+]
