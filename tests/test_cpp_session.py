@@ -70,8 +70,9 @@ def _cxx():
     return cxx
 
 
-def _build(cxx, src: Path, exe: Path, include_dir: Path, uses_blas=True):
-    cmd = [cxx, *STRICT, f"-I{include_dir}", str(src), "-o", str(exe)]
+def _build(cxx, sources, exe: Path, include_dir: Path, uses_blas=True):
+    sources = [sources] if isinstance(sources, Path) else sources
+    cmd = [cxx, *STRICT, f"-I{include_dir}", *map(str, sources), "-o", str(exe)]
     if uses_blas:
         b = find_blas()
         cmd[1:1] = [f"-DJ2S_SGEMM={b.sgemm}"]
@@ -163,6 +164,8 @@ MULTI_MAIN = PRINT_HELPERS + r"""
 #include "Tagger.hxx"
 #include "TwoHead.hxx"
 
+std::vector<float> tagger_in_other_tu(const char* weight_file, const float* x);   // other_tu.cpp
+
 // usage: main <Tagger.dat> <TwoHead.dat> <tagger input> <two-head input>; run where Tagger.dat is,
 // so the default constructor finds it.
 int main(int argc, char** argv) {
@@ -188,11 +191,24 @@ int main(int argc, char** argv) {
 
       TMVA_SOFIE_Tagger::Session by_default;   // "Tagger.dat" in the working directory
       print("default", by_default.infer(x1.data()));
+
+      print("other_tu", tagger_in_other_tu(argv[1], x1.data()));
    } catch (const std::runtime_error& e) {
       std::cout << "error: " << e.what() << '\n';
       return 3;
    }
    return 0;
+}
+"""
+
+# The same header in a second translation unit of the same program: nothing in it may be defined
+# twice at link time.
+OTHER_TU = r"""
+#include "Tagger.hxx"
+
+std::vector<float> tagger_in_other_tu(const char* weight_file, const float* x) {
+   TMVA_SOFIE_Tagger::Session s(weight_file);
+   return s.infer(x);
 }
 """
 
@@ -224,15 +240,27 @@ def single_exe(gen, models):
 @pytest.fixture(scope="module")
 def multi_exe(gen):
     d, _ = gen
-    src = d / "multi.cpp"
+    src, other = d / "multi.cpp", d / "other_tu.cpp"
     src.write_text(MULTI_MAIN)
-    return _build(_cxx(), src, d / "multi", d)
+    other.write_text(OTHER_TU)
+    return _build(_cxx(), [src, other], d / "multi", d)
 
 
 @pytest.fixture(scope="module")
 def tagger_inputs():
     rng = np.random.default_rng(42)
     return [rng.standard_normal(X_TAGGER.shape).astype(np.float32) for _ in range(3)]
+
+
+def _x_two():
+    return np.random.default_rng(7).standard_normal(X_TWO.shape).astype(np.float32)
+
+
+def _inputs_files(tagger_inputs, tmp_path):
+    """Input files for the multi-model program: one Tagger input, one TwoHead input."""
+    _write_floats(tmp_path / "x1.txt", [tagger_inputs[0]])
+    _write_floats(tmp_path / "x2.txt", [_x_two()])
+    return tmp_path / "x1.txt", tmp_path / "x2.txt"
 
 
 def _jax_tagger(x):
@@ -268,11 +296,8 @@ def test_cpp_main_matches_jax(single_exe, gen, tagger_inputs, tmp_path):
 
 def test_two_headers_in_one_translation_unit_and_moved_sessions(multi_exe, gen, tagger_inputs, tmp_path):
     d, files = gen
-    x1 = tagger_inputs[0]
-    x2 = np.random.default_rng(7).standard_normal(X_TWO.shape).astype(np.float32)
-    _write_floats(tmp_path / "x1.txt", [x1])
-    _write_floats(tmp_path / "x2.txt", [x2])
-    res = _run(multi_exe, files["tagger"][1], files["two"][1], tmp_path / "x1.txt", tmp_path / "x2.txt", cwd=d)
+    x1, x2 = tagger_inputs[0], _x_two()
+    res = _run(multi_exe, files["tagger"][1], files["two"][1], *_inputs_files(tagger_inputs, tmp_path), cwd=d)
     assert res.returncode == 0, res.stdout + res.stderr
     out = _parse(res.stdout)
     want1 = _jax_tagger(x1)
@@ -281,7 +306,7 @@ def test_two_headers_in_one_translation_unit_and_moved_sessions(multi_exe, gen, 
     assert_close(out["probs"][0].reshape(probs.shape).astype(np.float32), probs, what="TwoHead probabilities")
     assert_close(out["label"][0].reshape(label.shape).astype(np.int32), label, what="TwoHead argmax")
     assert len(out["pooled"]) == 5
-    for lab in ("pooled", "moved", "assigned", "default"):
+    for lab in ("pooled", "moved", "assigned", "default", "other_tu"):
         for k, got in enumerate(out[lab]):
             np.testing.assert_array_equal(got, out["tagger"][0], err_msg=f"{lab} session {k}")
 
@@ -379,14 +404,19 @@ def test_weight_file_with_data_after_the_last_tensor(single_exe, gen, tmp_path):
 
 
 # ------------------------------------------------------------------------ other compilers / cling
-def test_header_compiles_with_clang(gen, tmp_path):
+def test_header_compiles_with_clang(gen, tagger_inputs, tmp_path):
     clang = shutil.which("clang++")
     if not clang:
         pytest.skip("clang++ is not on PATH: only g++ was checked for warning-free compilation")
     d, _ = gen
-    src = tmp_path / "multi.cpp"
+    src, other = tmp_path / "multi.cpp", tmp_path / "other_tu.cpp"
     src.write_text(MULTI_MAIN)
-    _build(clang, src, tmp_path / "multi_clang", d)
+    other.write_text(OTHER_TU)
+    exe = _build(clang, [src, other], tmp_path / "multi_clang", d)
+    res = _run(exe, d / "Tagger.dat", d / "TwoHead.dat", *_inputs_files(tagger_inputs, tmp_path), cwd=d)
+    assert res.returncode == 0, res.stdout + res.stderr
+    want = _jax_tagger(tagger_inputs[0])
+    assert_close(_parse(res.stdout)["tagger"][0].reshape(want.shape).astype(np.float32), want, what="clang++ build")
 
 
 def test_cling_accepts_the_header(gen, tagger_inputs):
