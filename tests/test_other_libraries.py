@@ -1,0 +1,65 @@
+"""Pytree-based JAX libraries go through `convert` with a two-line recipe each (see README)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import convert_and_check
+
+eqx = pytest.importorskip("equinox")
+hk = pytest.importorskip("haiku")
+
+rng = np.random.default_rng(0)
+
+
+def test_equinox_mlp():
+    model = eqx.nn.MLP(8, 3, 16, 2, activation=jax.nn.gelu, key=jax.random.PRNGKey(0))
+    # the recipe: arrays become params, everything else stays static
+    params, static = eqx.partition(model, eqx.is_array)
+    fn = lambda p, x: jax.vmap(eqx.combine(p, static))(x)
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    m = convert_and_check(fn, params, x)
+    np.testing.assert_allclose(m.compile()(x), jax.vmap(model)(x), rtol=1e-5, atol=1e-5)
+    assert "layers.0.weight" in {t.label for t in m.graph.weights()}
+
+
+def test_equinox_conv():
+    key1, key2 = jax.random.split(jax.random.PRNGKey(1))
+    conv = eqx.nn.Conv2d(3, 4, 3, padding=1, key=key1)
+    lin = eqx.nn.Linear(4 * 6 * 6, 2, key=key2)
+    model = (conv, lin)
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def fn(p, x):
+        c, l = eqx.combine(p, static)
+        return jax.vmap(lambda im: l(jax.nn.relu(c(im)).reshape(-1)))(x)
+
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    convert_and_check(fn, params, x)
+
+
+def test_haiku_mlp():
+    net = hk.without_apply_rng(hk.transform(lambda x: hk.nets.MLP([16, 3])(x)))
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    params = net.init(jax.random.PRNGKey(0), x)
+    m = convert_and_check(net.apply, params, x)          # the recipe: apply is already fn(params, x)
+    np.testing.assert_allclose(m.compile()(x), net.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_haiku_with_state_batchnorm_conv():
+    def forward(x, is_training):
+        x = hk.Conv2D(4, 3)(x)
+        x = hk.BatchNorm(True, True, 0.9)(x, is_training)
+        return jax.nn.relu(x).mean(axis=(1, 2))
+
+    net = hk.without_apply_rng(hk.transform_with_state(forward))
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    params, state = net.init(jax.random.PRNGKey(0), x, True)
+    for _ in range(3):                                    # non-trivial running statistics
+        _, state = net.apply(params, state, x * 2.0 + 1.0, True)
+    # the recipe: params and state together, inference mode, keep the output only
+    fn = lambda ps, x: net.apply(ps[0], ps[1], x, False)[0]
+    m = convert_and_check(fn, (params, state), x, atol=1e-4)
+    np.testing.assert_allclose(m.compile()(x), net.apply(params, state, x, False)[0], rtol=1e-4, atol=1e-4)
