@@ -110,3 +110,16 @@ def test_softmax_chain_becomes_one_operator_and_passes_can_be_switched_off():
     raw = j2s.convert(f, None, X, disable_passes=("fuse_softmax",))
     assert "Softmax" not in [op.op_type for op in raw.graph.ops]
     np.testing.assert_allclose(raw.compile()(X), m.compile()(X), rtol=1e-6, atol=1e-7)
+
+
+def test_buffers_are_reused_across_a_deep_chain():
+    def f(x):
+        for _ in range(12):
+            x = jnp.tanh(x * 1.1 + 0.1)
+        return x
+    m = convert_and_check(f, None, X)
+    slots, assign = m.graph.buffer_plan()
+    assert len(assign) >= 20 and len(slots) <= 3
+    unshared = j2s.convert(f, None, X, disable_passes=("reuse_buffers",))
+    assert len(unshared.graph.buffer_plan()[0]) == len(assign)
+    np.testing.assert_array_equal(unshared.compile()(X), m.compile()(X))

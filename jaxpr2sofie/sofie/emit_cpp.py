@@ -95,14 +95,20 @@ def emit_header(g, origin: str = "") -> str:
         w.line()
         with w.block("struct Session", tail=";"):
             weights = g.weights()
-            allocated = g.allocated()
-            for title, group in (("weights, read from the weight file", weights), ("intermediate buffers", allocated)):
-                if group:
-                    w.comment(title)
-                for t in group:
-                    ct = ctype(t.dtype)
-                    w.line(f"std::vector<{ct}> fTensor_{t.name} = std::vector<{ct}>({max(t.size, 1)});")
-                    w.line(f"{ct}* tensor_{t.name} = fTensor_{t.name}.data();")
+            if weights:
+                w.comment("weights, read from the weight file")
+            for t in weights:
+                ct = ctype(t.dtype)
+                w.line(f"std::vector<{ct}> fTensor_{t.name} = std::vector<{ct}>({max(t.size, 1)});")
+                w.line(f"{ct}* tensor_{t.name} = fTensor_{t.name}.data();")
+            slots, assign = g.buffer_plan()
+            if slots:
+                w.comment(f"intermediate buffers ({'shared by tensors whose lifetimes do not overlap' if g.reuse_buffers else 'one per tensor'})")
+            for k, (dtype, size) in enumerate(slots):
+                ct = ctype(dtype)
+                w.line(f"std::vector<{ct}> fBuffer{k} = std::vector<{ct}>({max(size, 1)});")
+            for name, k in assign.items():
+                w.line(f"{ctype(g.tensors[name].dtype)}* tensor_{name} = fBuffer{k}.data();")
             w.line()
             with w.block(f"Session(std::string weight_file = \"{name}.dat\")"):
                 if weights:
@@ -143,7 +149,7 @@ def emit_header(g, origin: str = "") -> str:
                     w.line(f"return {{{', '.join(f'std::move(out_{o})' for o in g.outputs)}}};")
     w.line()
     w.line(f"#endif // {guard}")
-    assert not (outs & {t.name for t in allocated})
+    assert not (outs & set(assign))
     return w.text()
 
 

@@ -14,6 +14,7 @@ class Graph:
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self._weight_ids: dict[int, str] = {}
+        self.reuse_buffers = False   # set by the `reuse_buffers` pass
 
     # -- tensors --------------------------------------------------------------
     def unique(self, hint: str) -> str:
@@ -99,6 +100,46 @@ class Graph:
             if op.aliases_input:
                 base[op.outputs[0]] = base[op.inputs[0]]
         return base
+
+    def buffer_plan(self) -> tuple:
+        """Storage for the intermediates: ([(dtype, size) per buffer], {tensor: buffer index}).
+
+        Without reuse every intermediate owns a buffer. With reuse, a buffer returns to a free
+        pool after the last operator that reads the tensor (or a view of it); an operator's
+        outputs and scratch are placed *before* its inputs are released, so no operator ever
+        writes into memory it is still reading.
+        """
+        own = self.allocated()
+        if not self.reuse_buffers:
+            return [(t.dtype, t.size) for t in own], {t.name: k for k, t in enumerate(own)}
+        base = self.plan()
+        owned = {t.name for t in own}
+        last = {}
+        for i, op in enumerate(self.ops):
+            for name in list(op.inputs) + list(op.outputs) + list(op.scratch_names.values()):
+                b = base.get(name, name)
+                if b in owned:
+                    last[b] = i
+        slots, free, assign = [], [], {}
+        for i, op in enumerate(self.ops):
+            for name in list(op.outputs) + list(op.scratch_names.values()):
+                if name not in owned or name in assign:
+                    continue
+                t = self.tensors[name]
+                fits = [k for k in free if slots[k][0] == t.dtype]
+                if fits:   # the smallest buffer that holds it, else the largest one, grown
+                    big = [k for k in fits if slots[k][1] >= t.size]
+                    k = min(big, key=lambda k: slots[k][1]) if big else max(fits, key=lambda k: slots[k][1])
+                    free.remove(k)
+                    slots[k] = (t.dtype, max(slots[k][1], t.size))
+                else:
+                    k = len(slots)
+                    slots.append((t.dtype, t.size))
+                assign[name] = k
+            for name, k in assign.items():
+                if last.get(name) == i and k not in free:
+                    free.append(k)
+        return slots, assign
 
     def allocated(self) -> list[Tensor]:
         """Intermediates that need storage of their own inside the Session."""

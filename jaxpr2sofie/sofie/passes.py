@@ -95,9 +95,15 @@ def materialize_outputs(g) -> None:
     # view *into which an output aliases* cannot happen: outputs are never views (checked above).
 
 
+def reuse_buffers(g) -> None:
+    """Let intermediates whose lifetimes do not overlap share storage (see Graph.buffer_plan)."""
+    g.reuse_buffers = True
+
+
 PASSES = {
     "fuse_gemm_bias": fuse_gemm_bias,
     "fuse_softmax": fuse_softmax,
+    "reuse_buffers": reuse_buffers,
 }
 
 
