@@ -2,11 +2,15 @@
 with JAX; plus a seeded random-composition test of programs nobody tuned the converter for."""
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+
+import jaxpr2sofie as j2s
 
 from helpers import convert_and_check
 
@@ -64,8 +68,11 @@ def test_mlp(batch):
 # --------------------------------------------------------------------------------------------- CNN
 def _cnn_params():
     rng = np.random.default_rng(1)
-    return {"conv1": {"kernel": _conv_kernel(rng, 3, 3, 3, 8), "bias": (0.1 * rng.standard_normal(8)).astype(np.float32)},
-            "conv2": {"kernel": _conv_kernel(rng, 3, 3, 8, 12), "bias": (0.1 * rng.standard_normal(12)).astype(np.float32)},
+    def bias(n):
+        return (0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    return {"conv1": {"kernel": _conv_kernel(rng, 3, 3, 3, 8), "bias": bias(8)},
+            "conv2": {"kernel": _conv_kernel(rng, 3, 3, 8, 12), "bias": bias(12)},
             "head": _dense(rng, 2 * 2 * 12, 10)}
 
 
@@ -227,6 +234,17 @@ def test_several_inputs_and_outputs():
         np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-5, err_msg=f"output {k}")
 
 
+def test_an_input_the_model_ignores():
+    """A pytree input with an entry the model does not use (a feature kept for bookkeeping)."""
+    params = _multi_params()
+    rng = np.random.default_rng(12)
+    x = {"jets": rng.standard_normal((5, 4)).astype(np.float32),
+         "leptons": rng.standard_normal((5, 3)).astype(np.float32),
+         "run_number": rng.standard_normal((5, 1)).astype(np.float32)}
+    m = convert_and_check(lambda p, x: two_tower(p, x)[0], params, x, name="IgnoresAnInput")
+    assert len(m.graph.inputs) == 3   # the C++ signature still takes every input, in pytree order
+
+
 # ------------------------------------------------------------------- jitted and param-less functions
 def test_jitted_function():
     params = _mlp_params()
@@ -289,11 +307,20 @@ class RandomProgram:
         self.params = {}
         self.steps = []            # (description, fn(params, env) -> new value)
         env = [jnp.asarray(v) for v in self.inputs]
+        deps = [{0}, {1}]          # which inputs each value depends on
         for _ in range(n_steps):
             desc, step = self._pick(env)
-            env.append(step(self.params, env))
-            self.steps.append((desc, step))
+            self._append(env, deps, desc, step)
         self.n_outputs = 1 + int(r.random() < 0.4)
+        # the outputs must depend on every input, or the program tests less than it claims
+        while missing := {0, 1} - set().union(*deps[-self.n_outputs:]):
+            i, k = len(env) - 1, min(missing)
+            self._append(env, deps, f"v{i} + mean(v{k})", lambda p, e: e[i] + jnp.mean(e[k]))
+
+    def _append(self, env, deps, desc, step):
+        env.append(step(self.params, env))
+        deps.append(set().union(*(deps[int(j)] for j in re.findall(r"v(\d+)", desc))))
+        self.steps.append((desc, step))
 
     def __repr__(self):
         return " ; ".join(d for d, _ in self.steps)
@@ -320,10 +347,11 @@ class RandomProgram:
             if kind == "binary":
                 name = list(_BINARY)[int(r.integers(len(_BINARY)))]
                 if j is None:
-                    return f"{name}(v{i}, c{bshape})", self._with_const(bshape, lambda a, c, f=_BINARY[name]: f(a, c), i)
+                    return f"{name}(v{i}, c{bshape})", self._with_const(bshape, _BINARY[name], i)
                 return f"{name}(v{i}, v{j})", lambda p, e, f=_BINARY[name]: f(e[i], e[j])
             if j is None:
-                return f"where(v{i}>0, v{i}, c{bshape})", self._with_const(bshape, lambda a, c: jnp.where(a > 0, a, c), i)
+                return (f"where(v{i}>0, v{i}, c{bshape})",
+                        self._with_const(bshape, lambda a, c: jnp.where(a > 0, a, c), i))
             return f"where(v{i}>v{j}, v{i}, v{j}*0.5)", lambda p, e: jnp.where(e[i] > e[j], e[i], e[j] * 0.5)
         if kind == "transpose":
             perm = tuple(int(a) for a in r.permutation(x.ndim))

@@ -107,8 +107,8 @@ def emit_header(g, origin: str = "") -> str:
             for k, (dtype, size) in enumerate(slots):
                 ct = ctype(dtype)
                 w.line(f"std::vector<{ct}> fBuffer{k} = std::vector<{ct}>({max(size, 1)});")
-            for name, k in assign.items():
-                w.line(f"{ctype(g.tensors[name].dtype)}* tensor_{name} = fBuffer{k}.data();")
+            for tname, k in assign.items():
+                w.line(f"{ctype(g.tensors[tname].dtype)}* tensor_{tname} = fBuffer{k}.data();")
             w.line()
             with w.block(f"Session(std::string weight_file = \"{name}.dat\")"):
                 if weights:
@@ -133,6 +133,10 @@ def emit_header(g, origin: str = "") -> str:
             params += [f"{_sig_type(g.tensors[o], False)} tensor_{o}" for o in g.outputs]
             w.comment("Writes every output into caller-owned memory; allocates nothing.")
             with w.block(f"void run({', '.join(params)})"):
+                read = {base[i] for op in g.ops for i in op.inputs}
+                for i in g.inputs:
+                    if i not in read:   # the function ignores this input; keep the signature uniform
+                        w.line(f"(void)tensor_{i};")
                 for op in g.ops:
                     op.emit(w, g)
             w.line()
