@@ -1,6 +1,7 @@
 """Reductions: Reduce (sum/max/min/prod over axes), ArgReduce (argmax/argmin), Cumulative (cumsum...)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..tensor import ctype, strides_of
@@ -25,6 +26,16 @@ def accumulate(kind, acc, x, dtype) -> str:
     if not dtype.startswith("float"):
         s = s.replace(" || {x} != {x}", "")
     return s.format(acc=acc, x=x)
+
+
+@contextmanager
+def lanes(w, shape, axis):
+    """Loops over every position except along `axis`; yields (loop indices, offset of the lane
+    start, element stride along the lane)."""
+    st = strides_of(shape)
+    keep = [k for k in range(len(shape)) if k != axis]
+    with w.loops([shape[k] for k in keep]) as oi:
+        yield oi, w.index(oi, [st[k] for k in keep]), st[axis]
 
 
 @dataclass(eq=False)
@@ -78,19 +89,16 @@ class ArgReduce(Op):
 
     def emit(self, w, g):
         t = g.tensors[self.inputs[0]]
-        st = strides_of(t.shape)
-        keep = [k for k in range(len(t.shape)) if k != self.axis]
         out = g.tensors[self.outputs[0]]
         cmp = ">" if self.kind == "max" else "<"
         nan = t.dtype.startswith("float")
         w.comment(f"{self.op_type} axis={self.axis}")
-        with w.loops([t.shape[k] for k in keep]) as oi:
-            base = w.index(oi, [st[k] for k in keep])
+        with lanes(w, t.shape, self.axis) as (oi, base, step):
             best, arg, x = w.fresh("best"), w.fresh("arg"), w.fresh("x")
             w.line(f"{ctype(t.dtype)} {best} = {w.ref(t.name)}[{base}];")
             w.line(f"size_t {arg} = 0;")
             with w.block(f"for (size_t r = 1; r < {t.shape[self.axis]}; ++r)"):
-                w.line(f"{ctype(t.dtype)} {x} = {w.ref(t.name)}[{base} + r * {st[self.axis]}];")
+                w.line(f"{ctype(t.dtype)} {x} = {w.ref(t.name)}[{base} + r * {step}];")
                 cond = f"{x} {cmp} {best}" + (f" || ({x} != {x} && {best} == {best})" if nan else "")
                 w.line(f"if ({cond}) {{ {best} = {x}; {arg} = r; }}")
             w.line(f"{w.ref(out.name)}[{w.index(oi, strides_of(out.shape))}] = static_cast<{ctype(self.index_dtype)}>({arg});")
@@ -115,18 +123,15 @@ class Cumulative(Op):
 
     def emit(self, w, g):
         t = g.tensors[self.inputs[0]]
-        st = strides_of(t.shape)
         n = t.shape[self.axis]
-        keep = [k for k in range(len(t.shape)) if k != self.axis]
         src, dst = w.ref(t.name), w.ref(self.outputs[0])
         w.comment(f"{self.op_type} axis={self.axis}{' reverse' if self.reverse else ''}")
-        with w.loops([t.shape[k] for k in keep]) as oi:
-            base = w.index(oi, [st[k] for k in keep])
+        with lanes(w, t.shape, self.axis) as (_, base, step):
             acc = w.fresh("acc")
             w.line(f"{ctype(t.dtype)} {acc} = {init_value(self.kind, t.dtype)};")
             pos = f"({n - 1} - r)" if self.reverse else "r"
             with w.block(f"for (size_t r = 0; r < {n}; ++r)"):
-                at = f"{base} + {pos} * {st[self.axis]}"
+                at = f"{base} + {pos} * {step}"
                 w.line(accumulate(self.kind, acc, f"{src}[{at}]", t.dtype))
                 w.line(f"{dst}[{at}] = {acc};")
 
@@ -149,13 +154,10 @@ class Softmax(Op):
 
     def emit(self, w, g):
         t = g.tensors[self.inputs[0]]
-        st = strides_of(t.shape)
-        n, s = t.shape[self.axis], st[self.axis]
-        keep = [k for k in range(len(t.shape)) if k != self.axis]
+        n = t.shape[self.axis]
         x, y, T = w.ref(t.name), w.ref(self.outputs[0]), ctype(t.dtype)
         w.comment(f"Softmax axis={self.axis}")
-        with w.loops([t.shape[k] for k in keep]) as oi:
-            base = w.index(oi, [st[k] for k in keep])
+        with lanes(w, t.shape, self.axis) as (_, base, s):
             at = f"{base} + r * {s}" if s != 1 else f"{base} + r"
             mx, total = w.fresh("mx"), w.fresh("sum")
             w.line(f"{T} {mx} = -std::numeric_limits<{T}>::infinity();")
