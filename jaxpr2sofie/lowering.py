@@ -52,6 +52,14 @@ def source_line(eqn) -> str:
 _SAME_VALUES = {"convert_element_type", "copy", "broadcast_in_dim", "reshape", "squeeze", "stop_gradient"}
 
 
+def _known(a):
+    """A conversion-time value as NumPy; PRNG keys (which NumPy cannot hold) stay JAX arrays:
+    they only ever feed other folded equations (e.g. Flax's RNN carry initialisation)."""
+    if jax.dtypes.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key):
+        return a
+    return np.asarray(a)
+
+
 def _literal_value(v):
     aval = v.aval
     return Const(np.asarray(v.val, dtype=aval.dtype), "literal")
@@ -69,7 +77,7 @@ def _fold(eqn, arrays):
         return [np.broadcast_to(expanded, shape)]
     out = eqn.primitive.bind(*arrays, **eqn.params)
     outs = out if eqn.primitive.multiple_results else [out]
-    return [np.asarray(o) for o in outs]
+    return [_known(o) for o in outs]
 
 
 class Lowering:
@@ -91,7 +99,7 @@ class Lowering:
             return env[v]
 
         for v, c in zip(jaxpr.constvars, consts):
-            env[v] = c if isinstance(c, (str, Const, Poison)) else Const(np.asarray(c), "const")
+            env[v] = c if isinstance(c, (str, Const, Poison)) else Const(_known(c), "const")
         for v, a in zip(jaxpr.invars, args):
             env[v] = a
         for eqn in jaxpr.eqns:
