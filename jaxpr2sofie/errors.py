@@ -45,3 +45,7 @@ class InputError(Jaxpr2SofieError):
 
 class WeightFileError(Jaxpr2SofieError):
     """The weight file could not be loaded by the generated Session."""
+
+
+class KerasBackendError(Jaxpr2SofieError):
+    """Keras was imported with a backend other than JAX; tracing needs the JAX backend."""

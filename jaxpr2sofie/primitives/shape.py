@@ -84,6 +84,26 @@ def _rev(ctx, eqn, x):
     return ctx.add(Slice([ctx.tensor(x)], starts=starts, limits=limits, steps=steps), hint="rev")
 
 
+@handles(lax.stack_p, params=("axis",))
+def _stack_rule(ctx, eqn, *xs):
+    # jnp.stack (and Keras' ops.stack, e.g. TimeDistributed): each operand gains a size-1 axis,
+    # then one Concat along it.
+    axis, shape = int(eqn.params["axis"]), tuple(out_aval(eqn).shape)
+    parts = [ctx.tensor(reshape_to(ctx, x, shape[:axis] + (1,) + shape[axis + 1:])) for x in xs]
+    return parts[0] if len(parts) == 1 else ctx.add(Concat(parts, axis=axis), hint="stack")
+
+
+@handles(lax.unstack_p, params=("axis",))
+def _unstack_rule(ctx, eqn, x):
+    axis, shape = int(eqn.params["axis"]), ctx.shape(x)
+    outs = []
+    for k, v in enumerate(eqn.outvars):
+        starts, limits = [0] * len(shape), list(shape)
+        starts[axis], limits[axis] = k, k + 1
+        outs.append(reshape_to(ctx, slice_of(ctx, x, starts, limits), tuple(v.aval.shape)))
+    return outs
+
+
 @handles(lax.split_p, params=("axis", "sizes"))
 def _split(ctx, eqn, x):
     axis, shape = int(eqn.params["axis"]), ctx.shape(x)
@@ -159,4 +179,11 @@ CASES += [
     Case("iota_2d_int", lambda x: x + lax.broadcasted_iota("int32", (3, 4), 1) * 2, (i32(3, 4),), ("iota",)),
     Case("copy_rank1", lambda x: lax.copy_p.bind(x) + 1.0, (f32(5),), ("copy",)),
     Case("stop_gradient_3d", lambda x: x * lax.stop_gradient(_jnp.tanh(x)), (f32(2, 3, 4),), ("stop_gradient",)),
+    Case("stack_axis0_with_const", lambda a, b: _jnp.stack([a, _jnp.tanh(b), _jnp.ones((2, 3), "float32")]),
+         (f32(2, 3), f32(2, 3)), ("stack",)),
+    Case("stack_last_axis_3d", lambda a, b: _jnp.stack([a, b], axis=-1) * 2.0, (f32(2, 3, 4), f32(2, 3, 4)),
+         ("stack",)),
+    Case("stack_single_int", lambda a: _jnp.stack([a + 1], axis=1), (i32(3, 4),), ("stack",)),
+    Case("unstack_axis1", lambda x: tuple(v * 2.0 for v in _jnp.unstack(x, axis=1)), (f32(2, 3, 4),), ("unstack",)),
+    Case("unstack_axis0_rank2", lambda x: _jnp.unstack(_jnp.tanh(x)), (f32(3, 5),), ("unstack",)),
 ]
