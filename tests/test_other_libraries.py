@@ -63,3 +63,16 @@ def test_haiku_with_state_batchnorm_conv():
     fn = lambda ps, x: net.apply(ps[0], ps[1], x, False)[0]
     m = convert_and_check(fn, (params, state), x, atol=1e-4)
     np.testing.assert_allclose(m.compile()(x), net.apply(params, state, x, False)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("script", ["jax_example.py", "equinox_haiku_example.py"])
+def test_example_scripts_run(script, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "examples" / script
+    res = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    errors = [float(line.split("max abs error ")[1].split(",")[0]) for line in res.stdout.splitlines()
+              if "max abs error" in line]
+    assert errors and max(errors) < 1e-5
