@@ -19,8 +19,34 @@ extern "C" void J2S_SGEMM(const char* transa, const char* transb, const int* m, 
 
 # Helpers every header carries (inside its own namespace, so several headers can share a file).
 _GEMM = """\
-// Row-major C = op(A) * op(B) + beta * C through column-major BLAS (C^T = op(B)^T op(A)^T).
+// Row-major C = op(A) * op(B) + beta * C (beta is 0 or 1). Small products (batch-1 inference)
+// run as plain loops: a BLAS call costs more than the arithmetic there. Larger ones go to BLAS
+// in column-major form (C^T = op(B)^T op(A)^T).
 inline void gemm(bool ta, bool tb, int M, int N, int K, const float* A, const float* B, float beta, float* C) {
+   if (M <= 8 || static_cast<long>(M) * N * K <= 4096) {
+      for (int i = 0; i < M; ++i) {
+         float* c = C + static_cast<long>(i) * N;
+         if (beta == 0.f)
+            std::fill_n(c, N, 0.f);
+         if (tb) {
+            for (int j = 0; j < N; ++j) {
+               const float* b = B + static_cast<long>(j) * K;
+               float acc = 0.f;
+               for (int k = 0; k < K; ++k)
+                  acc += (ta ? A[static_cast<long>(k) * M + i] : A[static_cast<long>(i) * K + k]) * b[k];
+               c[j] += acc;
+            }
+         } else {
+            for (int k = 0; k < K; ++k) {
+               const float a = ta ? A[static_cast<long>(k) * M + i] : A[static_cast<long>(i) * K + k];
+               const float* b = B + static_cast<long>(k) * N;
+               for (int j = 0; j < N; ++j)
+                  c[j] += a * b[j];
+            }
+         }
+      }
+      return;
+   }
    const float alpha = 1.f;
    const int lda = ta ? M : K, ldb = tb ? K : N;
    J2S_SGEMM(tb ? "T" : "N", ta ? "T" : "N", &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &N);
