@@ -14,6 +14,7 @@ class Graph:
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self._weight_ids: dict[int, str] = {}
+        self._keepalive: list = []   # the arrays behind _weight_ids: their ids stay unique while held
         self.reuse_buffers = False   # set by the `reuse_buffers` pass
 
     # -- tensors --------------------------------------------------------------
@@ -43,7 +44,7 @@ class Graph:
         arr = np.ascontiguousarray(array)
         name = self.add_tensor(label, arr.shape, arr.dtype, "weight", data=arr, label=label)
         self._weight_ids[key] = name
-        self._keepalive = getattr(self, "_keepalive", []) + [array]   # ids stay unique while we hold them
+        self._keepalive.append(array)
         return name
 
     # -- operators ------------------------------------------------------------
