@@ -7,14 +7,12 @@ import jax
 import jax.extend.core as jex_core
 import numpy as np
 
-from .errors import UnsupportedPrimitiveError
+from .errors import UnsupportedDtypeError, UnsupportedPrimitiveError
+from .source import UNKNOWN, user_line
 from .sofie.graph import Graph
+from .sofie.tensor import CTYPES
 from .sofie.ops.elementwise import Scalar
 
-try:  # the only private JAX import: a readable "file:line (function)" for error messages
-    from jax._src.source_info_util import summarize as _summarize
-except Exception:  # pragma: no cover - JAX moved it; messages lose the line, nothing else breaks
-    _summarize = None
 
 
 @dataclass(eq=False)
@@ -37,16 +35,27 @@ class Unsupported(Exception):
         self.reason = reason
 
 
-UNKNOWN = "unknown source line"
-
-
 def source_line(eqn) -> str:
-    if _summarize is None:
-        return UNKNOWN
-    try:
-        return _summarize(eqn.source_info) or UNKNOWN
-    except Exception:
-        return UNKNOWN
+    return user_line(eqn.source_info)
+
+
+def _unrepresentable(eqn) -> str:
+    """Why an equation's results cannot exist in the generated C++ (complex numbers, float64, ...),
+    or "" when they can. Reported with the equation's line, like any unsupported primitive."""
+    if any(isinstance(p, (jex_core.Jaxpr, jex_core.ClosedJaxpr)) for p in eqn.params.values()):
+        return ""   # a call or a loop: the equations inside are checked one by one
+    for v in eqn.outvars:
+        dt = np.dtype(v.aval.dtype) if not jax.dtypes.issubdtype(v.aval.dtype, jax.dtypes.prng_key) else None
+        if dt is None:
+            return "produces PRNG keys from input values: random numbers drawn at run time are not supported"
+        if dt == np.float64:
+            return ("computes in float64 (jax_enable_x64 is on and the function casts to or creates float64): "
+                    "the generated C++ computes in float32; use float32 here")
+        if dt.name not in CTYPES:
+            kind = "complex numbers" if dt.kind == "c" else f"{dt.name} values"
+            return (f"produces {kind} ({dt.name}), which the generated C++ cannot represent; "
+                    f"supported dtypes: {', '.join(CTYPES)}")
+    return ""
 
 
 _SAME_VALUES = {"convert_element_type", "copy", "broadcast_in_dim", "reshape", "squeeze", "stop_gradient"}
@@ -90,7 +99,7 @@ class Lowering:
         self.sites: list = []     # source lines of the calls we are inlined in, innermost last
 
     # -- walking --------------------------------------------------------------
-    def run(self, jaxpr, consts, args) -> list:
+    def run(self, jaxpr, consts, args, on_eqn=None) -> list:
         env = {}
 
         def read(v):
@@ -102,10 +111,12 @@ class Lowering:
             env[v] = c if isinstance(c, (str, Const, Poison)) else Const(_known(c), "const")
         for v, a in zip(jaxpr.invars, args):
             env[v] = a
-        for eqn in jaxpr.eqns:
+        for k, eqn in enumerate(jaxpr.eqns):
             outs = self.lower_eqn(eqn, [read(v) for v in eqn.invars])
             for v, o in zip(eqn.outvars, outs):
                 env[v] = o
+            if on_eqn is not None:
+                on_eqn(k + 1)
         return [read(v) for v in jaxpr.outvars]
 
     def lower_eqn(self, eqn, ins) -> list:
@@ -131,6 +142,10 @@ class Lowering:
         if handler is None:
             self.report(eqn, "no conversion rule for this primitive")
             return [Poison() for _ in range(n_out)]
+        unrepresentable = _unrepresentable(eqn)
+        if unrepresentable:
+            self.report(eqn, unrepresentable)
+            return [Poison() for _ in range(n_out)]
         bad = check_params(name, handler, eqn.params)
         if bad:
             self.report(eqn, f"unexpected parameter(s) {sorted(bad)}: this JAX version lowers the primitive "
@@ -141,6 +156,9 @@ class Lowering:
             out = handler.fn(self, eqn, *ins)
         except Unsupported as e:
             self.report(eqn, e.reason)
+            return [Poison() for _ in range(n_out)]
+        except UnsupportedDtypeError as e:   # e.g. an operator that takes float32 only
+            self.report(eqn, str(e))
             return [Poison() for _ in range(n_out)]
         finally:
             self.eqn = outer
