@@ -62,6 +62,29 @@ HELPERS = {"gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS}
 # helpers that need the BLAS declaration (and a BLAS library at link time)
 BLAS_HELPERS = {"gemm_blas"}
 
+# The floating-point environment of XLA's CPU code, which JAX's results come from: denormal inputs
+# read as zero and denormal results flush to zero. run() sets it for its own duration and restores
+# the caller's mode on return, so nothing leaks into the calling program.
+_FLUSH_DENORMALS = """\
+struct FlushDenormals {
+#if defined(__SSE2__) || defined(_M_X64)
+   unsigned int saved = _mm_getcsr();
+   FlushDenormals() { _mm_setcsr(saved | 0x8040u); }   // FTZ | DAZ
+   ~FlushDenormals() { _mm_setcsr(saved); }
+#elif defined(__aarch64__)
+   std::uint64_t saved = 0;
+   FlushDenormals() {
+      __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved));
+      const std::uint64_t fz = saved | (std::uint64_t(1) << 24);
+      __asm__ __volatile__("msr fpcr, %0" : : "r"(fz));
+   }
+   ~FlushDenormals() { __asm__ __volatile__("msr fpcr, %0" : : "r"(saved)); }
+#endif
+   FlushDenormals(const FlushDenormals&) = delete;
+   FlushDenormals& operator=(const FlushDenormals&) = delete;
+};
+"""
+
 _READ = """\
 template <typename T>
 void read_tensor(std::istream& f, const std::string& file, const std::string& name, T* data, size_t n) {
@@ -154,6 +177,9 @@ def render(g) -> tuple:
     h.line()
     for inc in INCLUDES:
         h.line(f"#include <{inc}>")
+    h.line("#if defined(__SSE2__) || defined(_M_X64)")
+    h.line("#include <xmmintrin.h>")
+    h.line("#endif")
     h.line()
     if needs & BLAS_HELPERS:
         h.lines.extend(_BLAS_DECL.splitlines())
@@ -162,6 +188,7 @@ def render(g) -> tuple:
         with h.block("namespace detail", tail=" // namespace detail"):
             for helper in sorted(needs):
                 h.lines.extend(h.indent + l if l else l for l in HELPERS[helper].splitlines())
+            h.lines.extend(h.indent + l if l else l for l in _FLUSH_DENORMALS.splitlines())
             h.lines.extend(h.indent + l if l else l for l in _READ.replace("@NAME@", name).splitlines())
         h.line()
         h.lines.extend(w.lines)
@@ -222,6 +249,8 @@ def _emit_session(w, g, base) -> dict:
         params += [f"{_sig_type(g.tensors[o], False)} tensor_{o}" for o in g.outputs]
         w.comment("Writes every output into caller-owned memory; allocates nothing.")
         with w.block(f"void run({', '.join(params)})"):
+            w.line("const detail::FlushDenormals fp_mode;   // as XLA computes: see detail::FlushDenormals")
+            w.line("(void)fp_mode;")
             read = {base[i] for op in g.ops for i in op.inputs}
             for i in g.inputs:
                 if i not in read:   # the function ignores this input; keep the signature uniform

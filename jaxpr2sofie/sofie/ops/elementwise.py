@@ -23,15 +23,17 @@ class Scalar:
     dtype: str
 
 
-_FLOAT_MAX = "(({0}) != ({0}) || ({0}) > ({1})) ? ({0}) : ({1})"   # NaN-propagating, as XLA
-_FLOAT_MIN = "(({0}) != ({0}) || ({0}) < ({1})) ? ({0}) : ({1})"
+# NaN-propagating, and +0 > -0, as XLA's maximum/minimum
+_FLOAT_MAX = "(({0}) != ({0}) || ({0}) > ({1}) || (({0}) == ({1}) && !std::signbit({0}))) ? ({0}) : ({1})"
+_FLOAT_MIN = "(({0}) != ({0}) || ({0}) < ({1}) || (({0}) == ({1}) && std::signbit({0}))) ? ({0}) : ({1})"
 
 # kind -> (template, SOFIE-style operator name). {0}.. are operands, {T} the output C++ type.
 TEMPLATES = {
     "neg": ("-({0})", "Neg"),
     "exp": ("std::exp({0})", "Exp"),
     "exp2": ("std::exp2({0})", "Exp2"),
-    "log": ("std::log({0})", "Log"),
+    # glibc's log reads a denormal's bits, past the denormals-are-zero mode; a comparison does not
+    "log": ("std::log(({0}) == 0 ? ({T})0 : ({0}))", "Log"),
     "log1p": ("std::log1p({0})", "Log1p"),
     "expm1": ("std::expm1({0})", "Expm1"),
     "sqrt": ("std::sqrt({0})", "Sqrt"),
