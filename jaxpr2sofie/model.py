@@ -56,11 +56,15 @@ class SofieModel:
 
     def compile(self, cxx=None, blas=None, flags=None):
         """Build the generated C++ for real and load it: returns a callable `compiled(*inputs)`."""
+        from . import sanitize
         from .build import CompiledModel, compile_library
         from .progress import Progress
         progress = Progress(self._progress)
         progress.stage(f"compiling {self.name}.hxx")
-        self._compiled = CompiledModel(self.graph, compile_library(self.graph, cxx=cxx, blas=blas, flags=flags))
+        if sanitize.enabled():   # JAXPR2SOFIE_SANITIZE=1: a test mode under ASan and UBSan
+            self._compiled = sanitize.SanitizedModel(self.graph, sanitize.build_runner(self.graph, cxx=cxx, blas=blas))
+        else:
+            self._compiled = CompiledModel(self.graph, compile_library(self.graph, cxx=cxx, blas=blas, flags=flags))
         progress.done(f"compiled {self.name}")
         return self._compiled
 

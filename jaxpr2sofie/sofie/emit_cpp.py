@@ -199,6 +199,8 @@ def render(g) -> tuple:
 
 def _emit_session(w, g, base) -> dict:
     name = g.name
+    w.comment("One Session per thread: run() and infer() write the Session's intermediate buffers, so a")
+    w.comment("Session is not shared between threads; any number of Sessions may run side by side.")
     with w.block("struct Session", tail=";"):
         weights = g.weights()
         if weights:

@@ -1,0 +1,134 @@
+"""The generated code under AddressSanitizer and UndefinedBehaviorSanitizer.
+
+With JAXPR2SOFIE_SANITIZE=1, `SofieModel.compile()` builds the model into a small program with
+`-fsanitize=address,undefined` (any report is fatal) instead of a shared library, and each call
+runs that program on the inputs: an instrumented library cannot be loaded into Python without
+preloading the sanitizer runtime, a separate process needs nothing. Slow; for tests only.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .build import CompiledModel, cache_dir, find_blas, find_compiler
+from .errors import BuildError, WeightFileError
+from .sofie.emit_cpp import BLAS_HELPERS, c_api_source, render, write_weights
+
+FLAGS = ["-O1", "-g", "-std=c++17", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+         "-fno-omit-frame-pointer", "-Wall", "-Wextra"]
+
+_RUNNER = """\
+// Runs the model once: inputs from in<k>.bin, outputs to out<k>.bin (raw bytes, row-major).
+#include <cstdio>
+#include <vector>
+extern "C" {
+void* j2s_create(const char* weight_file, char* err, int errlen);
+void j2s_run(void* s, void** in, void** out);
+void j2s_destroy(void* s);
+}
+static const long kIn[] = {@IN@}, kOut[] = {@OUT@};
+int main(int argc, char** argv) {
+   if (argc != 3) return 64;
+   char err[2048] = {0};
+   void* s = j2s_create(argv[1], err, sizeof err);
+   if (!s) { std::fprintf(stderr, "weights: %s\\n", err); return 65; }
+   std::vector<std::vector<char>> in, out;
+   std::vector<void*> pin, pout;
+   for (unsigned k = 0; k < sizeof kIn / sizeof kIn[0]; ++k) {
+      in.emplace_back(kIn[k] ? kIn[k] : 1);
+      if (kIn[k]) {
+         std::FILE* f = std::fopen((std::string(argv[2]) + "/in" + std::to_string(k) + ".bin").c_str(), "rb");
+         if (!f || std::fread(in.back().data(), 1, kIn[k], f) != static_cast<size_t>(kIn[k])) return 66;
+         std::fclose(f);
+      }
+   }
+   for (long n : kOut) out.emplace_back(n ? n : 1);
+   for (auto& v : in) pin.push_back(v.data());
+   for (auto& v : out) pout.push_back(v.data());
+   j2s_run(s, pin.data(), pout.data());
+   for (unsigned k = 0; k < out.size(); ++k) {
+      std::FILE* f = std::fopen((std::string(argv[2]) + "/out" + std::to_string(k) + ".bin").c_str(), "wb");
+      if (!f) return 67;
+      std::fwrite(out[k].data(), 1, kOut[k], f);
+      std::fclose(f);
+   }
+   j2s_destroy(s);
+   return 0;
+}
+"""
+
+
+def enabled() -> bool:
+    return os.environ.get("JAXPR2SOFIE_SANITIZE", "") == "1"
+
+
+def build_runner(graph, cxx=None, blas=None) -> Path:
+    """The sanitized program of a graph; cached by content hash like the libraries."""
+    header, needs = render(graph)
+    b = find_blas(blas) if needs & BLAS_HELPERS else None
+    nbytes = lambda names: ", ".join(str(graph.tensors[n].size * np.dtype(graph.tensors[n].dtype).itemsize)
+                                     for n in names) or "0"
+    main = "#include <string>\n" + _RUNNER.replace("@IN@", nbytes(graph.inputs)).replace("@OUT@", nbytes(graph.outputs))
+    capi = c_api_source(graph, f"{graph.name}.hxx")
+    compiler = find_compiler(cxx)
+    cmd_tail = FLAGS + ["-Werror"] + ([f"-DJ2S_SGEMM={b.sgemm}"] if b else [])
+    key = hashlib.sha256("\0".join(["sanitize", header, capi, main, compiler, *cmd_tail,
+                                    *(b.link if b else ())]).encode()).hexdigest()[:24]
+    exe = cache_dir() / key / "runner"
+    if exe.exists():
+        return exe
+    work = Path(tempfile.mkdtemp(prefix=f"{graph.name}-asan-", dir=cache_dir()))
+    (work / f"{graph.name}.hxx").write_text(header)
+    (work / "capi.cpp").write_text(capi)
+    (work / "main.cpp").write_text(main)
+    cmd = [compiler, *cmd_tail, "capi.cpp", "main.cpp", "-o", "runner", *(b.link if b else ())]
+    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise BuildError(f"compiling the sanitized program failed ({' '.join(cmd)} in {work}):\n{res.stderr[-4000:]}")
+    try:
+        work.rename(exe.parent)
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+    return exe
+
+
+class SanitizedModel(CompiledModel):
+    """Called like a CompiledModel; each call runs the sanitized program, and any sanitizer report
+    (or crash) raises BuildError with the report."""
+
+    def __init__(self, graph, exe: Path):
+        self.graph = graph
+        self.exe = Path(exe)
+        self._tmp = tempfile.TemporaryDirectory(prefix="j2s-asan-")
+        self.weight_file = Path(self._tmp.name) / f"{graph.name}.dat"
+        write_weights(graph, self.weight_file)
+        self._session = None
+        self.inputs = [(n, graph.tensors[n].shape, np.dtype(graph.tensors[n].dtype)) for n in graph.inputs]
+        self.outputs = [(graph.tensors[n].shape, np.dtype(graph.tensors[n].dtype)) for n in graph.outputs]
+
+    def __call__(self, *args):
+        arrays = self._check(args)
+        with tempfile.TemporaryDirectory(prefix="j2s-asan-io-") as d:
+            for k, a in enumerate(arrays):
+                (Path(d) / f"in{k}.bin").write_bytes(a.tobytes())
+            env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=86",
+                       UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=87")
+            res = subprocess.run([str(self.exe), str(self.weight_file), d], capture_output=True, text=True, env=env,
+                                 timeout=600)
+            if res.returncode == 65:
+                raise WeightFileError(res.stderr.strip())
+            if res.returncode != 0 or "runtime error" in res.stderr or "Sanitizer" in res.stderr:
+                raise BuildError(f"the sanitized model {self.graph.name} failed (exit {res.returncode}):\n"
+                                 f"{res.stderr[-6000:]}")
+            outs = [np.frombuffer((Path(d) / f"out{k}.bin").read_bytes(), dtype=dt).reshape(s).copy()
+                    for k, (s, dt) in enumerate(self.outputs)]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def close(self):
+        pass
