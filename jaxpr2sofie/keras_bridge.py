@@ -98,7 +98,7 @@ def _file_problem(path: Path) -> str | None:
             f"legacy .h5 Keras model. {_RESAVE}")
 
 
-def _load(keras, path: Path, custom_objects):
+def _load(keras, path: Path, custom_objects, safe_mode: bool = True):
     if not path.exists():
         raise FileNotFoundError(f"no Keras model file at {path}")
     if path.suffix.lower() not in _LOADABLE:
@@ -113,10 +113,15 @@ def _load(keras, path: Path, custom_objects):
             raise ModelFileError(f"{path}: {problem}")
     try:
         # compile=False: the optimizer and losses are not needed for inference and may not deserialize.
-        return keras.models.load_model(path, custom_objects=custom_objects, compile=False)
+        # safe_mode: a .keras file may carry Python code (Lambda layers); Keras refuses to run it unless told
+        return keras.models.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
     except Exception as e:
         # Keras' messages often omit the file, and for a damaged file the cause is not obvious.
-        if "truncated" in str(e):
+        if "safe_mode" in str(e):
+            hint = ("The file holds Python code (e.g. a Lambda layer), which is not run by default: a model file "
+                    "should not execute code when loaded. If you trust this file, pass "
+                    "from_keras(path, safe_mode=False); better, replace the Lambda by a registered custom layer.")
+        elif "truncated" in str(e):
             hint = "The file is incomplete (an interrupted save, download or copy): " + _RESAVE[0].lower() + _RESAVE[1:]
         elif "No model config" in str(e):
             hint = ("The file holds weights only (saved with model.save_weights): build the model in Python, "
@@ -190,7 +195,7 @@ class KerasFunction(NamedTuple):
     name: str             # the file's stem, or the model's own name
 
 
-def keras_function(model_or_path, example_input=None, custom_objects=None) -> KerasFunction:
+def keras_function(model_or_path, example_input=None, custom_objects=None, safe_mode: bool = True) -> KerasFunction:
     """The pure function, params and example input `from_keras` converts, without converting them.
 
     For callers that need the function itself, e.g. `jaxpr2sofie inspect` listing the primitives of
@@ -199,7 +204,7 @@ def keras_function(model_or_path, example_input=None, custom_objects=None) -> Ke
     keras = _keras()
     if isinstance(model_or_path, (str, os.PathLike)):
         path = Path(model_or_path)
-        model = _load(keras, path, custom_objects)
+        model = _load(keras, path, custom_objects, safe_mode)
         default_name = path.stem
     else:
         model = model_or_path
@@ -232,7 +237,8 @@ def keras_function(model_or_path, example_input=None, custom_objects=None) -> Ke
     return KerasFunction(keras_model, params, example_input, default_name or "KerasModel")
 
 
-def from_keras(model_or_path, example_input=None, name: str | None = None, custom_objects=None):
+def from_keras(model_or_path, example_input=None, name: str | None = None, custom_objects=None,
+               safe_mode: bool = True):
     """Convert a Keras 3 model (an in-memory model, or a `.keras` / legacy `.h5` file) on the JAX backend.
 
     Sequential, Functional and subclassed models; several inputs (list or dict) and outputs.
@@ -240,7 +246,8 @@ def from_keras(model_or_path, example_input=None, name: str | None = None, custo
     with batch size 1 (subclassed models have no declared inputs and need it), and the compiled
     model then takes its inputs in the order of `model.inputs`, named after each `keras.Input`
     in the C++. Outputs come back in the flattened order of the model's outputs (a dict: sorted
-    keys). `custom_objects` is handed to `keras.models.load_model` for files. Inference mode:
+    keys). `custom_objects` is handed to `keras.models.load_model` for files; `safe_mode=True` (Keras'
+    default, kept) refuses files that carry Python code such as Lambda layers. Inference mode:
     Dropout is the identity, BatchNormalization uses its moving statistics. Weights are named by
     their Keras variable path. Returns a `SofieModel` (see `convert`).
 
@@ -262,5 +269,5 @@ def from_keras(model_or_path, example_input=None, name: str | None = None, custo
     """
     from .model import convert, model_name
 
-    kf = keras_function(model_or_path, example_input, custom_objects)
+    kf = keras_function(model_or_path, example_input, custom_objects, safe_mode)
     return convert(kf.fn, kf.params, kf.example_input, name=model_name(name, kf.name))

@@ -40,8 +40,12 @@ class SofieModel:
     def header(self) -> str:
         return emit_header(self.graph)
 
-    def generate(self, directory=".") -> tuple:
-        """Write `<Name>.hxx` and `<Name>.dat` into `directory`; returns both paths."""
+    def generate(self, directory=".", weights: str = "text") -> tuple:
+        """Write `<Name>.hxx` and `<Name>.dat` into `directory`; returns both paths. `weights`:
+        "text" (SOFIE's format) or "binary" (loads many times faster); the header reads either."""
+        from .sofie.weights import FORMATS
+        if weights not in FORMATS:
+            raise ValueError(f"weights={weights!r}: choose one of {', '.join(FORMATS)}")
         d = Path(directory)
         if d.suffix.lower() in (".hxx", ".hpp", ".h", ".dat", ".cpp", ".cxx") or d.is_file():
             raise ValueError(f"generate() takes a directory, got {str(directory)!r}, which looks like a file: the files "
@@ -51,7 +55,7 @@ class SofieModel:
         d.mkdir(parents=True, exist_ok=True)
         hxx, dat = d / f"{self.name}.hxx", d / f"{self.name}.dat"
         hxx.write_text(self.header())
-        write_weights(self.graph, dat)
+        write_weights(self.graph, dat, weights)
         return hxx, dat
 
     def compile(self, cxx=None, blas=None, flags=None):

@@ -92,6 +92,9 @@ def _model_files(model) -> tuple:
                                 "generate it again with SofieModel.generate()")
     if not dat.exists():
         raise RootWorkflowError(f"{hxx.name} has no weight file beside it: {dat} is missing")
+    if dat.read_bytes()[:4] == b"J2SW":
+        raise RootWorkflowError(f"{dat} is a binary weight file: jaxpr2sofie.root ships the weights inside the "
+                                "declared code as text; generate the model with weights='text' (the default)")
     return header, dat.read_text()
 
 

@@ -6,9 +6,10 @@ import json
 import numpy as np
 
 from .tensor import ctype
+from .weights import BINARY_READER, format_values, table_hash, write_weights  # noqa: F401 (re-exported)
 from .writer import Writer
 
-INCLUDES = ["algorithm", "cmath", "cstdint", "cstdlib", "fstream", "limits", "stdexcept", "string", "tuple", "vector"]
+INCLUDES = ["algorithm", "cmath", "cstdint", "cstdlib", "cstring", "fstream", "limits", "stdexcept", "string", "tuple", "vector"]
 
 _BLAS_DECL = """\
 #ifndef J2S_SGEMM
@@ -190,6 +191,8 @@ def render(g) -> tuple:
                 h.lines.extend(h.indent + l if l else l for l in HELPERS[helper].splitlines())
             h.lines.extend(h.indent + l if l else l for l in _FLUSH_DENORMALS.splitlines())
             h.lines.extend(h.indent + l if l else l for l in _READ.replace("@NAME@", name).splitlines())
+            if g.weights():
+                h.lines.extend(h.indent + l if l else l for l in BINARY_READER.splitlines())
         h.line()
         h.lines.extend(w.lines)
     h.line()
@@ -220,7 +223,7 @@ def _emit_session(w, g, base) -> dict:
         w.line()
         with w.block(f"Session(std::string weight_file = \"{name}.dat\")"):
             if weights:
-                w.line("std::ifstream f(weight_file);")
+                w.line("std::ifstream f(weight_file, std::ios::binary);")
                 w.line("if (!f)")
                 w.line(f"   throw std::runtime_error(\"TMVA_SOFIE_{name}: cannot open weight file '\" + weight_file + \"'\");")
                 w.line("load_weights(f, weight_file);")
@@ -232,6 +235,12 @@ def _emit_session(w, g, base) -> dict:
         w.comment("Reads every weight tensor; throws std::runtime_error on missing, foreign or extra data.")
         with w.block("void load_weights(std::istream& f, const std::string& source)"):
             if weights:
+                with w.block("if (f.peek() == 'J')"):   # binary ("J2SW..."); text begins with "tensor_"
+                    w.line(f"detail::BinaryReader r(f, source, \"{name}\", {table_hash(g):#x}ull, {len(weights)});")
+                    for t in weights:
+                        w.line(f"r.tensor(\"{t.name}\", tensor_{t.name}, {t.size});")
+                    w.line("r.finish();")
+                    w.line("return;")
                 for t in weights:
                     w.line(f"detail::read_tensor(f, source, \"{t.name}\", tensor_{t.name}, {t.size});")
                 w.line("f >> std::ws;")
@@ -272,23 +281,6 @@ def _emit_session(w, g, base) -> dict:
             else:
                 w.line(f"return {{{', '.join(f'std::move(out_{o})' for o in g.outputs)}}};")
     return assign
-
-
-def format_values(arr: np.ndarray) -> str:
-    flat = np.asarray(arr).reshape(-1)
-    if flat.dtype.kind == "f":
-        flat = flat.astype(np.float64)
-        return " ".join(map("{:.9g}".format, flat.tolist()))
-    return " ".join(str(int(v)) for v in flat.astype(np.int64).tolist())
-
-
-def write_weights(g, path) -> None:
-    """SOFIE's text format: `tensor_<name> <length>` then the values, tensor after tensor."""
-    with open(path, "w") as f:
-        for t in g.weights():
-            f.write(f"tensor_{t.name} {t.size}\n")
-            f.write(format_values(t.data))
-            f.write("\n")
 
 
 def c_api_source(g, header: str) -> str:
