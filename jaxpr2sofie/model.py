@@ -40,12 +40,20 @@ class SofieModel:
     def header(self) -> str:
         return emit_header(self.graph)
 
-    def generate(self, directory=".", weights: str = "text") -> tuple:
+    def generate(self, directory=".", weights: str = "text", backend: str = "jaxpr2sofie") -> tuple:
         """Write `<Name>.hxx` and `<Name>.dat` into `directory`; returns both paths. `weights`:
-        "text" (SOFIE's format) or "binary" (loads many times faster); the header reads either."""
+        "text" (SOFIE's format) or "binary" (loads many times faster); the header reads either.
+        `backend="sofie"` has ROOT's own SOFIE generate the header from the ONNX export (a ROOT
+        with TMVA SOFIE needed); "auto" does so when SOFIE is there and parses every operator."""
+        from . import sofie_backend
         from .sofie.weights import FORMATS
         if weights not in FORMATS:
             raise ValueError(f"weights={weights!r}: choose one of {', '.join(FORMATS)}")
+        if backend not in sofie_backend.BACKENDS:
+            raise ValueError(f"backend={backend!r}: choose one of {', '.join(sofie_backend.BACKENDS)}")
+        if backend == "sofie" or (backend == "auto" and not sofie_backend.sofie_status()
+                                  and sofie_backend.sofie_can_parse(self)):
+            return sofie_backend.generate_with_sofie(self, Path(directory))
         d = Path(directory)
         if d.suffix.lower() in (".hxx", ".hpp", ".h", ".dat", ".cpp", ".cxx") or d.is_file():
             raise ValueError(f"generate() takes a directory, got {str(directory)!r}, which looks like a file: the files "
