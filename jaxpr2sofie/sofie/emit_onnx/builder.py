@@ -50,6 +50,10 @@ def exports(*classes):
     return register
 
 
+def _contiguous(a) -> np.ndarray:
+    return np.asarray(a, order="C")   # unlike np.ascontiguousarray, keeps a 0-d array 0-d
+
+
 def onnx_dtype(dtype) -> int:
     from onnx import helper
     return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
@@ -101,7 +105,7 @@ class Builder:
 
     # -- constants and graph tensors -----------------------------------------------------------
     def const(self, array, hint="const") -> str:
-        arr = np.ascontiguousarray(array)
+        arr = _contiguous(array)
         key = (arr.dtype.name, arr.shape, arr.tobytes())
         if key not in self._consts:
             name = self.fresh(hint)
@@ -122,7 +126,7 @@ class Builder:
             t = self.g.tensors[name]
             if t.data is None:
                 raise KeyError(f"tensor {name} used before it is computed")
-            self.inits[name] = np.ascontiguousarray(t.data)
+            self.inits[name] = _contiguous(t.data)
             self.meta[name] = (tuple(t.shape), t.dtype)
             self.env[name] = name
         return self.env[name]
@@ -141,7 +145,7 @@ class Builder:
                 arr = np.flip(arr, tuple(flip)) if flip else arr
                 single = self.uses.get(name, 0) == 1
                 label = name if single else self.fresh(f"{name}_view")
-                self.inits[label] = np.ascontiguousarray(arr)
+                self.inits[label] = _contiguous(arr)
                 self.meta[label] = (arr.shape, arr.dtype.name)
                 self._views[key] = label
             return self._views[key]
@@ -230,6 +234,10 @@ class Builder:
         shape = tuple(shape)
         if self.shape(v) == shape:
             return v
+        if any(isinstance(d, str) for d in shape):
+            # A symbolic output shape comes from a run-time operand that carries the same
+            # symbolic dims, so ONNX broadcasting already produces it.
+            return v
         return self.node("Expand", [v, self.ints(shape)], hint="expand", shape=shape, dtype=self.dtype(v))
 
     def cast(self, v, dtype):
@@ -240,7 +248,8 @@ class Builder:
     def ew(self, op_type, *xs, dtype=None, **attrs):
         """An elementwise node with numpy broadcasting; its shape is tracked when the inputs' are."""
         shapes = [self.shape(x) for x in xs]
-        shape = np.broadcast_shapes(*shapes) if all(s is not None for s in shapes) else None
+        known = all(s is not None and all(isinstance(d, (int, np.integer)) for d in s) for s in shapes)
+        shape = np.broadcast_shapes(*shapes) if known else None
         return self.node(op_type, list(xs), hint=op_type.lower(), shape=shape,
                          dtype=dtype or self.dtype(xs[0]), **attrs)
 
