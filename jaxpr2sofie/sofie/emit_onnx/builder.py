@@ -118,7 +118,11 @@ class Builder:
         return self.const(np.asarray(value, dtype=dtype), "scalar")
 
     def ints(self, values) -> str:
-        return self.const(np.asarray(list(values), dtype=np.int64), "ints")
+        values = list(values)
+        if any(isinstance(v, str) for v in values):
+            raise NotExportable(f"a shape or index list {values} with a symbolic dimension: this operator "
+                                "has no ONNX export for run-time sizes yet")
+        return self.const(np.asarray(values, dtype=np.int64), "ints")
 
     def value(self, name: str) -> str:
         """The ONNX value of a graph tensor; a weight becomes an initializer named after it."""
@@ -143,6 +147,8 @@ class Builder:
                 arr = np.transpose(arr, perm) if perm is not None else arr
                 arr = arr.reshape(then) if then is not None else arr
                 arr = np.flip(arr, tuple(flip)) if flip else arr
+                if arr.shape == tuple(t.shape) and perm is None and not flip:
+                    return self.value(name)
                 single = self.uses.get(name, 0) == 1
                 label = name if single else self.fresh(f"{name}_view")
                 self.inits[label] = _contiguous(arr)
@@ -166,7 +172,11 @@ class Builder:
         shape = tuple(int(d) if not isinstance(d, str) else d for d in shape)
         if self.shape(v) == shape:
             return v
-        return self.node("Reshape", [v, self.ints(shape)], hint="reshape", shape=shape, dtype=self.dtype(v))
+        symbolic = [k for k, d in enumerate(shape) if isinstance(d, str)]
+        if len(symbolic) > 1:
+            raise NotExportable(f"reshape to {shape}: more than one symbolic dimension")
+        target = [-1 if isinstance(d, str) else d for d in shape]   # ONNX infers the one run-time size
+        return self.node("Reshape", [v, self.ints(target)], hint="reshape", shape=shape, dtype=self.dtype(v))
 
     def transpose(self, v, perm):
         """A Transpose; two in a row (NHWC -> NCHW around a Conv, and back) fold into one or none."""

@@ -112,9 +112,9 @@ def _native_pool(b, op, x):
     rest = [k for k in range(r) if k not in pooled]
     if not pooled:
         return _tap_pool(b, op, x)
+    # ONNX pools want [N, C, windowed...]: the first other axis is N, the rest fold into C
     lead = [x.shape[k] for k in rest]
-    nc = [lead[0], int(np.prod(lead[1:], dtype=np.int64))] if len(lead) >= 2 else [1] + lead + [1] * (1 - len(lead))
-    nc = nc[:2]
+    nc = [lead[0], int(np.prod(lead[1:], dtype=np.int64))] if lead else [1, 1]
     v = b.transpose(b.value(x.name), rest + pooled)
     v = b.reshape(v, nc + [x.shape[k] for k in pooled])
     if op.kind == "min":

@@ -2,6 +2,8 @@
 which ONNX lacks, unrolled along their axis), Softmax."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..ops.reduce import ArgReduce, Cumulative, Reduce, Softmax
 from .builder import NotExportable, exports
 
@@ -13,16 +15,40 @@ _COMBINE = {"prod": "Mul", "max": "Max", "min": "Min"}
 
 @exports(Reduce)
 def _reduce(b, op):
-    return [b.reduce(_REDUCE[op.kind], b.value(op.inputs[0]), list(op.axes))]
+    t = b.g.tensors[op.inputs[0]]
+    if op.kind in ("max", "min") and t.dtype == "float32" and len(op.axes) <= 3:
+        return [_max_as_pool(b, op, t)]
+    return [b.reduce(_REDUCE[op.kind], b.value(t.name), list(op.axes))]
+
+
+def _max_as_pool(b, op, t):
+    """A float max/min over up to three axes as one MaxPool whose window covers them: SOFIE's parser
+    has no ReduceMax, and max over particles/pixels is the usual aggregation of HEP networks."""
+    kept = [k for k in range(len(t.shape)) if k not in op.axes]
+    window = [t.shape[k] for k in op.axes]
+    channels = int(np.prod([t.shape[k] for k in kept], dtype=np.int64))
+    v = b.view(t.name, perm=tuple(kept + list(op.axes)))
+    v = b.reshape(v, [1, channels] + window)
+    if op.kind == "min":
+        v = b.ew("Neg", v)
+    y = b.node("MaxPool", [v], hint="reduce_" + op.kind, shape=[1, channels] + [1] * len(window),
+               dtype=t.dtype, kernel_shape=window)
+    if op.kind == "min":
+        y = b.ew("Neg", y)
+    return b.reshape(y, b.g.tensors[op.outputs[0]].shape)
 
 
 @exports(ArgReduce)
 def _arg_reduce(b, op):
-    x = b.value(op.inputs[0])
+    """TopK with k=1 (in SOFIE's list, unlike ArgMax): ONNX puts the lower index first on ties,
+    as JAX's argmax does."""
+    t = b.g.tensors[op.inputs[0]]
     out = b.g.tensors[op.outputs[0]]
-    i = b.node("ArgMax" if op.kind == "max" else "ArgMin", [x], hint="arg" + op.kind, shape=out.shape,
-               dtype="int64", axis=op.axis, keepdims=0)
-    return [b.cast(i, op.index_dtype)]
+    kept = tuple(1 if k == op.axis else n for k, n in enumerate(t.shape))
+    _, i = b.node("TopK", [b.value(t.name), b.ints([1])], hint="arg" + op.kind, n_out=2, shape=kept,
+                  dtype=t.dtype, axis=op.axis, largest=int(op.kind == "max"), sorted=1)
+    b.meta[i] = (kept, "int64")
+    return [b.cast(b.reshape(i, out.shape), op.index_dtype)]
 
 
 @exports(Cumulative)
