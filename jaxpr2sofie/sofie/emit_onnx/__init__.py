@@ -39,7 +39,7 @@ SOFIE_OPS = frozenset({
     "Range", "LSTM", "GRU", "RNN", "If", "Identity",
 })
 
-__all__ = ["to_onnx", "model_op_types", "OnnxExportError", "SOFIE_OPS", "DEFAULT_OPSET", "OPSETS", "RULES",
+__all__ = ["to_onnx", "build_graph", "model_op_types", "OnnxExportError", "SOFIE_OPS", "DEFAULT_OPSET", "OPSETS", "RULES",
            "exports", "NotExportable"]
 
 
@@ -53,17 +53,33 @@ def _onnx():
 
 def to_onnx(graph, opset: int = DEFAULT_OPSET, doc: str = ""):
     """The graph as an onnx.ModelProto (checked by the caller with onnx.checker if wanted)."""
-    onnx = _onnx()
+    _onnx()
     from onnx import helper
 
     if opset not in OPSETS:
         raise ValueError(f"opset {opset} is not supported by the ONNX export; choose one of "
                          f"{OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
-    b = Builder(graph, opset)
-    problems = [(op.op_type, op.origin, f"no ONNX export rule for operator class {type(op).__name__}")
-                for op in graph.ops if type(op) not in RULES]
+    missing = [(op.op_type, op.origin, f"no ONNX export rule for operator class {type(op).__name__}")
+               for op in graph.ops if type(op) not in RULES]
+    if missing:
+        raise OnnxExportError(missing)
+    problems = []
+    g = build_graph(Builder(graph, opset), problems)
     if problems:
         raise OnnxExportError(problems)
+    opsets = [helper.make_opsetid("", opset)]
+    return helper.make_model(g, opset_imports=opsets, producer_name="jaxpr2sofie",
+                             ir_version=helper.find_min_ir_version_for(opsets), doc_string=doc)
+
+
+def build_graph(b, problems: list):
+    """Every operator of `b.g` through its rule, into an onnx GraphProto; rule failures are appended to
+    `problems` and the walk goes on, so all of them are reported at once. A rule for an operator
+    that owns sub-graphs (a Loop or If body) calls this again on a Builder for the sub-graph."""
+    import onnx
+    from onnx import helper
+
+    graph = b.g
     for name in graph.inputs:
         t = graph.tensors[name]
         b.env[name] = name
@@ -77,22 +93,15 @@ def to_onnx(graph, opset: int = DEFAULT_OPSET, doc: str = ""):
             values = [b.fresh("unexported") for _ in op.outputs]
         for tensor, v in zip(op.outputs, values):
             b.bind(tensor, v, first)
-    if problems:
-        raise OnnxExportError(problems)
     for name in graph.outputs:
         if b.env[name] != name:
-            b.origin = "graph output"
             b.nodes.append(helper.make_node("Identity", [b.env[name]], [name], name=b.fresh("n_output")))
     nodes, inits = _live(b, graph.outputs)
-    g = helper.make_graph(
+    return helper.make_graph(
         nodes, graph.name,
         inputs=[_value_info(graph.tensors[n]) for n in graph.inputs],
         outputs=[_value_info(graph.tensors[n]) for n in graph.outputs],
         initializer=[onnx.numpy_helper.from_array(arr, name) for name, arr in inits.items()])
-    opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(g, opset_imports=opsets, producer_name="jaxpr2sofie",
-                              ir_version=helper.find_min_ir_version_for(opsets), doc_string=doc)
-    return model
 
 
 def _value_info(t):
