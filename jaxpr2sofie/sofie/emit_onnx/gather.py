@@ -17,13 +17,19 @@ def _starts(b, op, operand, indices):
     idx = b.cast(b.value(indices.name), "int64")
     hi = np.array([operand.shape[d] - op.slice_sizes[d] for d in op.start_index_map], np.int64)
     zero, top = b.const(np.zeros_like(hi), "zeros"), b.const(hi, "start_limit")
+    clamped = b.ew("Min", b.ew("Max", idx, zero), top)
     valid = None
     if op.mode == "fill":
-        inside = b.ew("And", b.ew("GreaterOrEqual", idx, zero, dtype="bool"),
-                      b.ew("LessOrEqual", idx, top, dtype="bool"))
-        # all components in range: the minimum over the index vector of a 0/1 cast
-        valid = b.cast(b.reduce("ReduceMin", b.cast(inside, "int32"), [len(indices.shape) - 1]), "bool")
-    return b.ew("Min", b.ew("Max", idx, zero), top), valid
+        # In range exactly where clamping changed nothing; every component must be. Spelled with
+        # operators SOFIE's parser reads (Equal, Cast, ReduceSum), not And/ReduceMin.
+        same = b.ew("Equal", idx, clamped, dtype="bool")
+        k = len(op.start_index_map)
+        if k == 1:
+            valid = b.reshape(same, indices.shape[:-1])
+        else:
+            count = b.reduce("ReduceSum", b.cast(same, "float32"), [len(indices.shape) - 1])
+            valid = b.ew("Equal", count, b.scalar(k, "float32"), dtype="bool")
+    return clamped, valid
 
 
 def _is_take(op, operand, out):
