@@ -71,6 +71,9 @@ class Builder:
         self._consts: dict = {}
         self._views: dict = {}
         self._transposed: dict = {}    # value -> (source, perm) of a Transpose node made here
+        # value -> (n, make): a sum over n elements whose division by n `make()` spells as one mean
+        # operator (sum pooling + divide = AveragePool, ReduceSum + divide = ReduceMean)
+        self.sums: dict = {}
         self.uses: dict = {}
         for op in graph.ops:
             for name in op.inputs:
@@ -288,7 +291,8 @@ class Builder:
                         n.input[k] = tensor
             if v in self.meta:
                 self.meta[tensor] = self.meta.pop(v)
-            if v in self._transposed:
-                self._transposed[tensor] = self._transposed.pop(v)
+            for memo in (self._transposed, self.sums):
+                if v in memo:
+                    memo[tensor] = memo.pop(v)
             v = tensor
         self.env[tensor] = v

@@ -132,13 +132,18 @@ def _native_pool(b, op, x):
     shape = nc + [out[k] for k in pooled]
     if op.kind == "sum":
         y = b.node("AveragePool", [v], hint="avg_pool", shape=shape, count_include_pad=1, **attrs)
-        y = b.ew("Mul", y, b.scalar(float(np.prod(attrs["kernel_shape"])), x.dtype))
     else:
         y = b.node("MaxPool", [v], hint="max_pool", shape=shape, **attrs)
     if op.kind == "min":
         y = b.ew("Neg", y)
     y = b.reshape(y, [x.shape[k] for k in rest] + [out[k] for k in pooled])
-    return b.transpose(y, [(rest + pooled).index(k) for k in range(r)])
+    y = b.transpose(y, [(rest + pooled).index(k) for k in range(r)])
+    if op.kind != "sum":
+        return y
+    taps = int(np.prod(attrs["kernel_shape"], dtype=np.int64))
+    total = b.ew("Mul", y, b.scalar(float(taps), x.dtype))
+    b.sums[total] = (taps, lambda: y)   # average pooling (sum / taps) stays one AveragePool
+    return total
 
 
 def _tap_pool(b, op, x):

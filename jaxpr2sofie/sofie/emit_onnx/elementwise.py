@@ -148,6 +148,9 @@ def _elementwise(b, op):
     xs = [b.scalar(a.value, a.dtype) if isinstance(a, Scalar) else b.value(a) for a in op.args]
     out = b.g.tensors[op.outputs[0]]
     k = op.kind
+    mean = _as_mean(b, op, xs)
+    if mean is not None:
+        return [b.expand(mean, out.shape)]
     if k in UNARY:
         v = b.ew(UNARY[k], *xs)
     elif k in BINARY:
@@ -160,6 +163,14 @@ def _elementwise(b, op):
         raise NotExportable(f"elementwise kind {k!r} has no ONNX form")
     v = b.cast(v, out.dtype) if b.dtype(v) not in (None, out.dtype) else v
     return [b.expand(v, out.shape)]
+
+
+def _as_mean(b, op, xs):
+    """sum / n, where the sum's rule knows a mean operator for it (AveragePool, ReduceMean)."""
+    if op.kind != "div" or not isinstance(op.args[1], Scalar) or xs[0] not in b.sums:
+        return None
+    n, make = b.sums[xs[0]]
+    return make() if float(op.args[1].value) == float(n) else None
 
 
 def _check_tables():

@@ -18,7 +18,12 @@ def _reduce(b, op):
     t = b.g.tensors[op.inputs[0]]
     if op.kind in ("max", "min") and t.dtype == "float32" and len(op.axes) <= 3:
         return [_max_as_pool(b, op, t)]
-    return [b.reduce(_REDUCE[op.kind], b.value(t.name), list(op.axes))]
+    x = b.value(t.name)
+    y = b.reduce(_REDUCE[op.kind], x, list(op.axes))
+    if op.kind == "sum" and t.dtype == "float32":   # jnp.mean is a sum and a division
+        count = int(np.prod([t.shape[k] for k in op.axes], dtype=np.int64))
+        b.sums[y] = (count, lambda: b.reduce("ReduceMean", x, list(op.axes)))
+    return [y]
 
 
 def _max_as_pool(b, op, t):
