@@ -313,6 +313,18 @@ def test_unknown_opset_is_refused():
         m.to_onnx(opset=12)
 
 
+def test_cnn_stays_nchw_between_layers():
+    """NHWC in: one Transpose in, one before the flatten; bias, ReLU and pools run in NCHW; the
+    average pool (window sum / 16) is one AveragePool."""
+    x = tm._inputs(2, 2, 16, 16, 3)[0]
+    model = j2s.convert(tm.cnn, tm._cnn_params(), x, name="CNN").to_onnx()
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Transpose") == 2 and ops.count("AveragePool") == 1, ops
+    assert "Div" not in ops and "Mul" not in ops, ops
+    bias = next(i for i in model.graph.initializer if i.name == "conv1_bias")
+    assert list(bias.dims) == [1, 8, 1, 1]   # the bias, permuted at export time to broadcast over NCHW
+
+
 def test_transposes_around_convolutions_fold():
     """NCHW in, NCHW out: the NHWC round trip of the canonical Conv leaves no Transpose in the export."""
     k = np.random.default_rng(3).standard_normal((4, 3, 3, 3)).astype(np.float32)

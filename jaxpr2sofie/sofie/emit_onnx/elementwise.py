@@ -143,24 +143,66 @@ def _logical(b, op, *xs):
     return b.ew(bitwise, *xs)
 
 
+def _before_transpose(b, op, out):
+    """When every run-time operand is the same Transpose (NCHW -> NHWC after a Conv) and the rest
+    are weights or scalars, the operands before it and that permutation: the operator is applied
+    in the source layout and transposed after, so Conv -> bias -> Relu -> Conv chains keep NCHW
+    and the transposes between them cancel. None otherwise."""
+    perm, moved = None, []
+    for a in op.args:
+        if isinstance(a, Scalar):
+            moved.append(b.scalar(a.value, a.dtype))
+            continue
+        v = b.value(a) if b.g.tensors[a].data is None else None
+        if v is None:
+            moved.append(a)          # a weight: permuted below, once the permutation is known
+            continue
+        if v not in b._transposed or b.shape(v) != tuple(out.shape):
+            return None
+        src, p = b._transposed[v]
+        if perm not in (None, p):
+            return None
+        perm = p
+        moved.append(src)
+    if perm is None:
+        return None
+    inverse = tuple(perm.index(k) for k in range(len(perm)))
+    for k, a in enumerate(op.args):
+        if isinstance(a, str) and b.g.tensors[a].data is not None:
+            shape = b.g.tensors[a].shape
+            if len(shape) > len(perm):
+                return None
+            moved[k] = b.view(a, (1,) * (len(perm) - len(shape)) + tuple(shape), perm=inverse)
+    return moved, perm
+
+
+def _apply(b, op, xs, out):
+    k = op.kind
+    if k in UNARY:
+        return b.ew(UNARY[k], *xs)
+    if k in BINARY:
+        return b.ew(BINARY[k], *xs, dtype=out.dtype)
+    if k in LOGICAL:
+        return _logical(b, op, *xs)
+    if k in COMPOSED:
+        return COMPOSED[k](b, op, *xs)
+    raise NotExportable(f"elementwise kind {k!r} has no ONNX form")
+
+
 @exports(Elementwise)
 def _elementwise(b, op):
-    xs = [b.scalar(a.value, a.dtype) if isinstance(a, Scalar) else b.value(a) for a in op.args]
     out = b.g.tensors[op.outputs[0]]
-    k = op.kind
+    moved = _before_transpose(b, op, out)
+    if moved is not None:
+        xs, perm = moved
+        v = _apply(b, op, xs, out)
+        v = b.cast(v, out.dtype) if b.dtype(v) not in (None, out.dtype) else v
+        return [b.transpose(v, perm)]
+    xs = [b.scalar(a.value, a.dtype) if isinstance(a, Scalar) else b.value(a) for a in op.args]
     mean = _as_mean(b, op, xs)
     if mean is not None:
         return [b.expand(mean, out.shape)]
-    if k in UNARY:
-        v = b.ew(UNARY[k], *xs)
-    elif k in BINARY:
-        v = b.ew(BINARY[k], *xs, dtype=out.dtype)
-    elif k in LOGICAL:
-        v = _logical(b, op, *xs)
-    elif k in COMPOSED:
-        v = COMPOSED[k](b, op, *xs)
-    else:
-        raise NotExportable(f"elementwise kind {k!r} has no ONNX form")
+    v = _apply(b, op, xs, out)
     v = b.cast(v, out.dtype) if b.dtype(v) not in (None, out.dtype) else v
     return [b.expand(v, out.shape)]
 
