@@ -314,15 +314,28 @@ def test_unknown_opset_is_refused():
 
 
 def test_cnn_stays_nchw_between_layers():
-    """NHWC in: one Transpose in, one before the flatten; bias, ReLU and pools run in NCHW; the
-    average pool (window sum / 16) is one AveragePool."""
+    """NHWC in: one Transpose in, one before the flatten; ReLU and pools run in NCHW; each bias is
+    its Conv's own input; the average pool (window sum / 16) is one AveragePool."""
     x = tm._inputs(2, 2, 16, 16, 3)[0]
     model = j2s.convert(tm.cnn, tm._cnn_params(), x, name="CNN").to_onnx()
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("Transpose") == 2 and ops.count("AveragePool") == 1, ops
-    assert "Div" not in ops and "Mul" not in ops, ops
-    bias = next(i for i in model.graph.initializer if i.name == "conv1_bias")
-    assert list(bias.dims) == [1, 8, 1, 1]   # the bias, permuted at export time to broadcast over NCHW
+    assert ops == ["Transpose", "Conv", "Relu", "MaxPool", "Conv", "Relu", "AveragePool", "Transpose", "Reshape",
+                   "Gemm", "Softmax"], ops
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert [list(n.input[1:]) for n in convs] == [["conv1_kernel", "conv1_bias"], ["conv2_kernel", "conv2_bias"]]
+    kernel = next(i for i in model.graph.initializer if i.name == "conv1_kernel")
+    assert list(kernel.dims) == [8, 3, 3, 3]   # HWIO permuted to OIHW at export time, name kept
+
+
+def test_elementwise_after_conv_runs_in_nchw():
+    """A per-channel scale after a Conv (batch norm) is applied in NCHW with the weight permuted."""
+    fn = lambda p, x: jnp.tanh(tm._conv2d(x, p) * p["scale"])
+    p = {**tm._cnn_params()["conv1"], "scale": np.linspace(0.5, 1.5, 8, dtype=np.float32)}
+    x = tm._inputs(3, 2, 6, 6, 3)[0]
+    model = export_and_check(j2s.convert(fn, p, x, name="Scaled"), x)
+    assert [n.op_type for n in model.graph.node] == ["Transpose", "Conv", "Mul", "Tanh", "Transpose"]
+    scale = next(i for i in model.graph.initializer if i.name == "scale")
+    assert list(scale.dims) == [1, 8, 1, 1]
 
 
 def test_transposes_around_convolutions_fold():

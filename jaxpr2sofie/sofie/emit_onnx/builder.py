@@ -74,6 +74,7 @@ class Builder:
         # value -> (n, make): a sum over n elements whose division by n `make()` spells as one mean
         # operator (sum pooling + divide = AveragePool, ReduceSum + divide = ReduceMean)
         self.sums: dict = {}
+        self.biasable: dict = {}       # output of a Conv node without bias -> that node
         self.uses: dict = {}
         for op in graph.ops:
             for name in op.inputs:

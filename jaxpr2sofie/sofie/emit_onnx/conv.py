@@ -54,6 +54,7 @@ def _conv(b, op):
         y = b.node("Conv", [x, _oihw(b, op, d)], hint="conv", shape=(n, cout, *out[1:-1]), dtype="float32",
                    kernel_shape=list(ksizes), strides=list(op.strides), dilations=list(op.rhs_dilation),
                    group=op.groups, pads=sym + sym)
+        b.biasable[y] = b.nodes[-1]
     return [b.transpose(y, _to_last(d))]
 
 

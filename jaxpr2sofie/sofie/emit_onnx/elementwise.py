@@ -189,9 +189,34 @@ def _apply(b, op, xs, out):
     raise NotExportable(f"elementwise kind {k!r} has no ONNX form")
 
 
+def _conv_bias(b, op):
+    """conv(x) + per-channel bias becomes the Conv node's own bias input (SOFIE's Conv fuses it)."""
+    if op.kind != "add" or len(op.inputs) != 2 or any(isinstance(a, Scalar) for a in op.args):
+        return None
+    tensors = [b.g.tensors[a] for a in op.args]
+    run = [t for t in tensors if t.data is None]
+    weights = [t for t in tensors if t.data is not None]
+    if len(run) != 1 or len(weights) != 1 or b.uses.get(run[0].name) != 1:
+        return None
+    v = b.value(run[0].name)
+    if v not in b._transposed:
+        return None
+    src, perm = b._transposed[v]
+    conv, w = b.biasable.get(src), weights[0]
+    channels = b.shape(src)[1]
+    if conv is None or w.size != channels or w.shape[-1] != channels or b.shape(v) != tuple(run[0].shape):
+        return None
+    conv.input.append(b.view(w.name, (channels,)))
+    del b.biasable[src]
+    return b.transpose(src, perm)
+
+
 @exports(Elementwise)
 def _elementwise(b, op):
     out = b.g.tensors[op.outputs[0]]
+    fused = _conv_bias(b, op)
+    if fused is not None:
+        return [fused]
     moved = _before_transpose(b, op, out)
     if moved is not None:
         xs, perm = moved
