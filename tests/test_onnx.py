@@ -214,6 +214,7 @@ def _hep_models():
     yield "cnn", j2s.convert(tm.cnn, tm._cnn_params(), tm._inputs(2, 2, 16, 16, 3)[0], name="CNN")
     yield "two_tower", j2s.convert(tm.two_tower, tm._multi_params(),
                                    {"jets": np.ones((1, 4), np.float32), "leptons": np.ones((1, 3), np.float32)})
+    yield "standardise_softplus", j2s.convert(tm._standardise_and_score, None, np.ones((2, 7), np.float32))
     yield "flax_cnn", flax_cnn()[0]
     for kind in ("mlp", "cnn", "lstm"):
         yield f"keras_{kind}", keras_model(kind)[0]

@@ -75,6 +75,7 @@ class Builder:
         # operator (sum pooling + divide = AveragePool, ReduceSum + divide = ReduceMean)
         self.sums: dict = {}
         self.biasable: dict = {}       # output of a Conv node without bias -> that node
+        self.negations: dict = {}      # boolean value made by a Not node -> its input
         self.uses: dict = {}
         for op in graph.ops:
             for name in op.inputs:
@@ -292,7 +293,7 @@ class Builder:
                         n.input[k] = tensor
             if v in self.meta:
                 self.meta[tensor] = self.meta.pop(v)
-            for memo in (self._transposed, self.sums):
+            for memo in (self._transposed, self.sums, self.negations):
                 if v in memo:
                     memo[tensor] = memo.pop(v)
             v = tensor

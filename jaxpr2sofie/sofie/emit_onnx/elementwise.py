@@ -81,9 +81,15 @@ def _is_finite(b, op, x):
     return b.ew("Not", bad)
 
 
+def _not(b, x):
+    out = b.ew("Not", x)
+    b.negations[out] = x
+    return out
+
+
 @composed("ne")
 def _ne(b, op, x, y):
-    return b.ew("Not", b.ew("Equal", x, y, dtype="bool"))
+    return _not(b, b.ew("Equal", x, y, dtype="bool"))
 
 
 @composed("rem")
@@ -121,6 +127,8 @@ def _integer_pow(b, op, x):
 @composed("select")
 def _select(b, op, which, *cases):
     if b.dtype(which) == "bool":
+        if which in b.negations:   # where(x != x, ...) in jnp.logaddexp: SOFIE reads no Not
+            return b.ew("Where", b.negations[which], cases[0], cases[1], dtype=b.dtype(cases[0]))
         return b.ew("Where", which, cases[1], cases[0], dtype=b.dtype(cases[0]))
     out = cases[-1]
     for c in range(len(cases) - 2, -1, -1):
@@ -137,7 +145,7 @@ def _cast(b, op, x):
 def _logical(b, op, *xs):
     boolean, bitwise = LOGICAL[op.kind]
     if b.dtype(xs[0]) == "bool":
-        return b.ew(boolean, *xs)
+        return _not(b, xs[0]) if op.kind == "not" else b.ew(boolean, *xs)
     if b.opset < 18:
         raise NotExportable(f"bitwise {op.kind} on {b.dtype(xs[0])} needs ONNX opset 18 or later")
     return b.ew(bitwise, *xs)

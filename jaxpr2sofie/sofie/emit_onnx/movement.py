@@ -12,7 +12,13 @@ def _out(b, op):
 
 @exports(Reshape)
 def _reshape(b, op):
-    return [b.view(op.inputs[0], tuple(op.shape))]
+    shape = tuple(op.shape)
+    v = b.view(op.inputs[0], shape)
+    src = b.env.get(op.inputs[0])
+    if src in b.sums and v != src:   # jnp.mean(..., keepdims=True): the sum is reshaped, then divided
+        n, make = b.sums[src]
+        b.sums[v] = (n, lambda: b.reshape(make(), shape))
+    return [v]
 
 
 @exports(Identity)
