@@ -80,6 +80,23 @@ class SofieModel:
         progress.done(f"compiled {self.name}")
         return self._compiled
 
+    def to_onnx(self, path=None, opset: int | None = None):
+        """The model as standard ONNX (for ROOT's SOFIE parser, onnxruntime, Netron): returns the
+        onnx.ModelProto and writes it to `path` when given. Needs `pip install onnx`, no compiler.
+
+        >>> import jax.numpy as jnp, numpy as np, jaxpr2sofie as j2s
+        >>> m = j2s.convert(lambda p, x: jnp.tanh(x @ p), np.ones((3, 2), np.float32), np.ones((1, 3), np.float32))
+        >>> sorted(n.op_type for n in m.to_onnx().graph.node)
+        ['MatMul', 'Tanh']
+        """
+        from .sofie.emit_onnx import DEFAULT_OPSET, to_onnx
+        model = to_onnx(self.graph, DEFAULT_OPSET if opset is None else opset, doc=f"{self.name}, converted by jaxpr2sofie")
+        if path is not None:
+            import onnx
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            onnx.save(model, str(path))
+        return model
+
     # -- checking -----------------------------------------------------------------
     def reference(self, *inputs):
         """The original function under JAX, on flat inputs: one array or a tuple."""

@@ -1,0 +1,124 @@
+"""The ONNX emitter: the operator graph as a standard ONNX model, for ROOT's SOFIE parser (which reads
+only ONNX), ONNX Runtime and Netron.
+
+Opset: ONNX default domain, opset 18 by default (``opset=`` accepts 17 to 21). 18 is the first
+with bitwise operators on integers; SOFIE's parser reads both the opset-17 and the opset-18 forms
+of the reductions. ONNX Runtime 1.32 runs all of 17-21. The IR version is the lowest that opset
+allows, so older runtimes open the file too.
+
+Layout: one rule per operator class (`RULES`, registered with `@exports`), one module per operator
+family; a rule appends nodes through the `Builder`. Weights are initializers named by their key
+paths (`params_Dense_0_kernel`); graph inputs and outputs keep the names the C++ Session uses.
+A dimension that is a string (a symbolic batch) becomes a `dim_param`.
+
+The operators SOFIE's ONNX parser registers are listed in `SOFIE_OPS`; rules prefer them and fall
+back to other standard ONNX operators only where none fits (`model_op_types` tells which a model
+uses). Two traps of that parser are avoided on purpose: asymmetric convolution padding is an
+explicit Pad node (the parser would average it), and a Gemm without bias has no C input.
+
+Still to come with run-time control flow: an operator that owns sub-graphs exports them as ONNX
+graph attributes (Loop/If bodies) through a child Builder sharing the parent's names; the
+registry and the Builder need no change for that.
+"""
+from __future__ import annotations
+
+from .builder import RULES, Builder, NotExportable, OnnxExportError, exports, onnx_dtype
+from . import conv, elementwise, gather, linalg, movement, reduce   # noqa: F401  (registers the rules)
+
+DEFAULT_OPSET = 18
+OPSETS = range(17, 22)
+
+# Operators ROOT TMVA SOFIE's ONNX parser reads (issue 12's list).
+SOFIE_OPS = frozenset({
+    "Gemm", "MatMul", "Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalization",
+    "LayerNormalization", "Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softmax", "Softplus", "Erf",
+    "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Sin", "Cos", "Floor", "Add", "Sub", "Mul", "Div", "Pow",
+    "Max", "Min", "Mean", "Sum", "Where", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Cast",
+    "Reshape", "Transpose", "Concat", "Slice", "Split", "Squeeze", "Unsqueeze", "Expand", "Tile", "Pad",
+    "Gather", "GatherND", "ReduceMean", "ReduceSum", "ReduceProd", "ReduceSumSquare", "Einsum", "TopK",
+    "Range", "LSTM", "GRU", "RNN", "If", "Identity",
+})
+
+__all__ = ["to_onnx", "build_graph", "model_op_types", "OnnxExportError", "SOFIE_OPS", "DEFAULT_OPSET", "OPSETS", "RULES",
+           "exports", "NotExportable"]
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:   # pragma: no cover - depends on the environment
+        raise ImportError("ONNX export needs the `onnx` package: pip install onnx") from None
+    return onnx
+
+
+def to_onnx(graph, opset: int = DEFAULT_OPSET, doc: str = ""):
+    """The graph as an onnx.ModelProto (checked by the caller with onnx.checker if wanted)."""
+    _onnx()
+    from onnx import helper
+
+    if opset not in OPSETS:
+        raise ValueError(f"opset {opset} is not supported by the ONNX export; choose one of "
+                         f"{OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    missing = [(op.op_type, op.origin, f"no ONNX export rule for operator class {type(op).__name__}")
+               for op in graph.ops if type(op) not in RULES]
+    if missing:
+        raise OnnxExportError(missing)
+    problems = []
+    g = build_graph(Builder(graph, opset), problems)
+    if problems:
+        raise OnnxExportError(problems)
+    opsets = [helper.make_opsetid("", opset)]
+    return helper.make_model(g, opset_imports=opsets, producer_name="jaxpr2sofie",
+                             ir_version=helper.find_min_ir_version_for(opsets), doc_string=doc)
+
+
+def build_graph(b, problems: list):
+    """Every operator of `b.g` through its rule, into an onnx GraphProto; rule failures are appended to
+    `problems` and the walk goes on, so all of them are reported at once. A rule for an operator
+    that owns sub-graphs (a Loop or If body) calls this again on a Builder for the sub-graph."""
+    import onnx
+    from onnx import helper
+
+    graph = b.g
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        b.env[name] = name
+        b.meta[name] = (tuple(t.shape), t.dtype)
+    for op in graph.ops:
+        first, b.origin = len(b.nodes), op.origin
+        try:
+            values = RULES[type(op)](b, op)
+        except NotExportable as e:
+            problems.append((op.op_type, op.origin, str(e)))
+            values = [b.fresh("unexported") for _ in op.outputs]
+        for tensor, v in zip(op.outputs, values):
+            b.bind(tensor, v, first)
+    for name in graph.outputs:
+        if b.env[name] != name:
+            b.nodes.append(helper.make_node("Identity", [b.env[name]], [name], name=b.fresh("n_output")))
+    nodes, inits = _live(b, graph.outputs)
+    return helper.make_graph(
+        nodes, graph.name,
+        inputs=[_value_info(graph.tensors[n]) for n in graph.inputs],
+        outputs=[_value_info(graph.tensors[n]) for n in graph.outputs],
+        initializer=[onnx.numpy_helper.from_array(arr, name) for name, arr in inits.items()])
+
+
+def _value_info(t):
+    from onnx import helper
+    return helper.make_tensor_value_info(t.name, onnx_dtype(t.dtype), list(t.shape))
+
+
+def _live(b, outputs):
+    """Nodes and initializers some graph output depends on (folded transposes leave dead nodes)."""
+    need, keep = set(outputs), []
+    for n in reversed(b.nodes):
+        if any(o in need for o in n.output):
+            keep.append(n)
+            need.update(i for i in n.input if i)
+    return keep[::-1], {k: v for k, v in b.inits.items() if k in need}
+
+
+def model_op_types(model) -> set:
+    """The ONNX operator types a model uses (to compare with SOFIE_OPS)."""
+    return {n.op_type for n in model.graph.node}
