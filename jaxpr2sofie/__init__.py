@@ -9,11 +9,12 @@ from .errors import (BuildError, InputError, Jaxpr2SofieError, KerasBackendError
 __version__ = "0.1.0"
 
 _LAZY = {"convert": "model", "SofieModel": "model", "Validation": "model",
-         "from_flax": "flax_bridge", "from_nnx": "flax_bridge", "from_keras": "keras_bridge"}
+         "from_flax": "flax_bridge", "from_nnx": "flax_bridge", "from_keras": "keras_bridge",
+         "OnnxExportError": "sofie.emit_onnx"}
 
 __all__ = ["convert", "from_flax", "from_nnx", "from_keras", "SofieModel", "Validation", "Jaxpr2SofieError",
            "UnsupportedPrimitiveError", "TraceError", "UnsupportedDtypeError", "BuildError", "InputError",
-           "WeightFileError", "KerasBackendError", "ModelFileError", "__version__"]
+           "WeightFileError", "KerasBackendError", "ModelFileError", "OnnxExportError", "__version__"]
 
 
 def __getattr__(name):

@@ -151,9 +151,17 @@ def _convert(args):
 
 def cmd_convert(args) -> int:
     _, m = _convert(args)
-    hxx, dat = m.generate(args.output)
+    hxx, dat = m.generate(args.output, weights=args.weights)
     print(m.summary())
     print(f"\nwrote {hxx} and {dat}")
+    if args.onnx:
+        from .sofie.emit_onnx import DEFAULT_OPSET
+        try:
+            m.to_onnx(args.onnx, opset=args.opset)
+        except ImportError as e:   # onnx not installed: the message names the package
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.onnx} (ONNX opset {args.opset or DEFAULT_OPSET})")
     if args.validate:
         print(f"C++ vs JAX on a random input: {m.validate()}")
     return 0
@@ -284,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "convert":
             c.add_argument("-o", "--output", default=".", metavar="DIR",
                            help="directory for <NAME>.hxx and <NAME>.dat, created if missing (default: .)")
+            c.add_argument("--onnx", metavar="FILE",
+                           help="also write the model as ONNX, for ROOT's SOFIE parser, onnxruntime and Netron "
+                                "(needs the onnx package)")
+            c.add_argument("--opset", type=int, choices=range(17, 22), metavar="{17..21}",
+                           help="ONNX opset for --onnx (default 18)")
+            c.add_argument("--weights", choices=("text", "binary"), default="text",
+                           help="weight file format: SOFIE's text format (default) or the faster-loading binary one")
             c.add_argument("--validate", action="store_true",
                            help="also compile the generated C++ with the C++ compiler and compare its outputs "
                                 "with JAX on a random input (prints the largest errors)")

@@ -185,3 +185,17 @@ def test_model_file_that_raises_names_file_and_line(tmp_path):
     assert "Traceback" not in res.stderr, res.stderr
     assert f"error: running the model file {p} failed at {p}:3: FileNotFoundError" in res.stderr, res.stderr
     assert "weights_not_there.npy" in res.stderr
+
+
+def test_convert_writes_onnx_and_binary_weights(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    example = Path(__file__).resolve().parents[1] / "jaxpr2sofie" / "examples.py"
+    res = run_cli("convert", example, "--name", "Tagger", "-o", tmp_path, "--onnx", tmp_path / "t.onnx",
+                  "--opset", "17", "--weights", "binary")
+    assert res.returncode == 0, res.stderr
+    model = onnx.load(str(tmp_path / "t.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert any(o.version == 17 for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    assert (tmp_path / "Tagger.dat").read_bytes()[:4] == b"J2SW"
+    bad = run_cli("convert", example, "-o", tmp_path, "--onnx", tmp_path / "x.onnx", "--opset", "12")
+    assert bad.returncode == 2 and "--opset" in bad.stderr

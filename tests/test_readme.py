@@ -49,3 +49,16 @@ def test_demo_needs_only_the_base_install():
             "print(m.validate().max_abs < 1e-5)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "True", res.stderr[-3000:]
+
+
+def test_readme_onnx_example_runs_as_written(tmp_path):
+    import subprocess
+    import sys
+    import pytest
+    pytest.importorskip("onnxruntime")
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- onnx-example:start -->")[1].split("<!-- onnx-example:end -->")[0]
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.splitlines() == ["['Gemm', 'Relu', 'Gemm', 'Softmax']", "True"], res.stdout
