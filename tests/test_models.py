@@ -12,7 +12,7 @@ from jax import lax
 
 import jaxpr2sofie as j2s
 
-from helpers import convert_and_check
+from helpers import assert_close, convert_and_check
 
 
 def _dense(rng, n_in, n_out):
@@ -231,7 +231,7 @@ def test_several_inputs_and_outputs():
     assert isinstance(got, tuple) and len(got) == len(want) == 4
     for k, (g, w) in enumerate(zip(got, want)):
         assert g.shape == w.shape, f"output {k}: {g.shape} != {w.shape}"
-        np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-5, err_msg=f"output {k}")
+        assert_close(g, np.asarray(w), what=f"output {k}")
 
 
 def test_an_input_the_model_ignores():

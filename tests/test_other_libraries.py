@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import convert_and_check
+from helpers import assert_close, convert_and_check
 
 eqx = pytest.importorskip("equinox")
 hk = pytest.importorskip("haiku")
@@ -21,7 +21,7 @@ def test_equinox_mlp():
     fn = lambda p, x: jax.vmap(eqx.combine(p, static))(x)
     x = rng.standard_normal((4, 8)).astype(np.float32)
     m = convert_and_check(fn, params, x)
-    np.testing.assert_allclose(m.compile()(x), jax.vmap(model)(x), rtol=1e-5, atol=1e-5)
+    assert_close(m.compile()(x), np.asarray(jax.vmap(model)(x)), what="equinox")
     assert "layers.0.weight" in {t.label for t in m.graph.weights()}
 
 
@@ -45,7 +45,7 @@ def test_haiku_mlp():
     x = rng.standard_normal((4, 8)).astype(np.float32)
     params = net.init(jax.random.PRNGKey(0), x)
     m = convert_and_check(net.apply, params, x)          # the recipe: apply is already fn(params, x)
-    np.testing.assert_allclose(m.compile()(x), net.apply(params, x), rtol=1e-5, atol=1e-5)
+    assert_close(m.compile()(x), np.asarray(net.apply(params, x)), what="haiku")
 
 
 def test_haiku_with_state_batchnorm_conv():
@@ -62,7 +62,7 @@ def test_haiku_with_state_batchnorm_conv():
     # the recipe: params and state together, inference mode, keep the output only
     fn = lambda ps, x: net.apply(ps[0], ps[1], x, False)[0]
     m = convert_and_check(fn, (params, state), x, atol=1e-4)
-    np.testing.assert_allclose(m.compile()(x), net.apply(params, state, x, False)[0], rtol=1e-4, atol=1e-4)
+    assert_close(m.compile()(x), np.asarray(net.apply(params, state, x, False)[0]), atol=1e-4, what="haiku state")
 
 
 @pytest.mark.parametrize("script", ["jax_example.py", "equinox_haiku_example.py"])
