@@ -68,7 +68,7 @@ def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
     header = emit_header(graph)
     capi = c_api_source(graph, f"{graph.name}.hxx")
     compiler = find_compiler(cxx)
-    needs_blas = any(op.uses_blas for op in graph.ops)
+    needs_blas = any(op.uses_blas for op in graph.walk())
     b = find_blas(blas) if needs_blas else None
     flags = list(flags or DEFAULT_FLAGS)
     # JAXPR2SOFIE_STRICT=1 (set by the test suite) turns any compiler warning into a failure
@@ -186,7 +186,7 @@ def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None) -> fl
     from .sofie.tensor import ctype
     header = emit_header(graph)
     compiler = find_compiler(cxx)
-    b = find_blas(blas) if any(op.uses_blas for op in graph.ops) else None
+    b = find_blas(blas) if any(op.uses_blas for op in graph.walk()) else None
     names = list(graph.inputs) + list(graph.outputs)
     buffers = "\n".join(f"   std::vector<{ctype(graph.tensors[n].dtype)}> b{k}({max(1, graph.tensors[n].size)}, 1);"
                         for k, n in enumerate(names))

@@ -7,11 +7,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .lowering import Const, Lowering
+from .lowering import Lowering
+from .primitives import HANDLERS
 from .sofie.emit_cpp import emit_header, write_weights
 from .sofie.graph import Graph
 from .sofie.passes import run_passes
 from .trace import Traced, trace
+from .values import Const
 
 
 @dataclass
@@ -131,7 +133,7 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     if label == "<lambda>":
         label = "Model"
     g = Graph(label)
-    ctx = Lowering(g)
+    ctx = Lowering(g, HANDLERS)
     cj = traced.closed_jaxpr
     args = [Const(v, lab) for v, lab in zip(traced.param_values, traced.param_labels)]
     args += [g.add_input(lab, shape, dtype) for lab, (shape, dtype) in zip(traced.input_labels, traced.input_avals)]

@@ -38,8 +38,6 @@ class Traced:
     param_values: list                # numpy arrays
     input_labels: list
     input_avals: list                 # (shape, dtype) per input leaf
-    in_tree: Any
-    out_tree: Any
     flat_fn: Callable                 # flat_fn(*param_leaves, *input_leaves) -> list of outputs
 
     def reference(self, *inputs) -> list:
@@ -68,14 +66,12 @@ def trace(fn: Callable, params, example_input) -> Traced:
                          "with the shape and dtype the model will be called with")
     p_values = [np.asarray(v) for v in p_leaves]
     n_p = len(p_leaves)
-    holder = {}
 
     def flat_fn(*args):
         p = jax.tree_util.tree_unflatten(p_tree, args[:n_p])
         x = jax.tree_util.tree_unflatten(x_tree, args[n_p:])
         y = fn(x) if params is None else fn(p, x)
-        leaves, holder["out_tree"] = jax.tree_util.tree_flatten(y)
-        return leaves
+        return jax.tree_util.tree_leaves(y)
 
     specs = [jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for v in p_values]
     specs += [jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for v in x_leaves]
@@ -89,8 +85,7 @@ def trace(fn: Callable, params, example_input) -> Traced:
             "give data-dependent operations a static size (e.g. jnp.nonzero(x, size=N)), and keep shapes static."
         ) from e
     return Traced(closed, p_labels, p_values, x_labels,
-                  [(tuple(np.shape(v)), np.asarray(v).dtype) for v in x_leaves],
-                  x_tree, holder["out_tree"], flat_fn)
+                  [(tuple(np.shape(v)), np.asarray(v).dtype) for v in x_leaves], flat_fn)
 
 
 def primitive_inventory(jaxpr, found=None) -> dict:

@@ -1,14 +1,15 @@
-"""Nested jaxprs: call-like primitives are inlined; control flow is resolved where it is static."""
+"""Nested jaxprs: call-like primitives are inlined; scan and while become one C++ loop over a
+sub-graph (Loop), cond/switch a run-time branch (If/Switch) unless the index is known."""
 from __future__ import annotations
 
 import jax.extend.core.primitives as P
 import numpy as np
 from jax import lax
 
-from ..lowering import Const, Unsupported
-from ..sofie.ops.movement import Concat
+from ..sofie.ops.control import Branch, Loop
+from ..sofie.ops.movement import Identity
+from ..values import Const, Poison, Unsupported
 from . import handles
-from .shape import reshape_to, slice_of
 
 
 @handles(P.jit_p, params=("jaxpr", "name", "donated_invars", "inline", "keep_unused", "in_shardings",
@@ -41,74 +42,92 @@ def _remat(ctx, eqn, *args):
     return ctx.inline(eqn.params["jaxpr"], args)
 
 
+def _results(ctx, op, hint):
+    out = ctx.add(op, hint=hint)
+    return out if isinstance(out, list) else [out]
+
+
+def _failed(outs) -> bool:
+    """A sub-graph output could not be converted: its problem is already in the list."""
+    return any(isinstance(o, Poison) for o in outs)
+
+
+def _check_carries(what, state_avals, outs, ctx):
+    for k, (aval, o) in enumerate(zip(state_avals, outs)):
+        if ctx.dtype(o) != np.dtype(aval.dtype).name or ctx.shape(o) != tuple(aval.shape):
+            raise Unsupported(f"{what} whose carry {k} changes from {np.dtype(aval.dtype).name}{list(aval.shape)} to "
+                              f"{ctx.dtype(o)}{list(ctx.shape(o))} in the body: a loop carry keeps its type")
+
+
+def _untangle(body, n_carry):
+    """A new carry that *is* another carry's old value (a swap) would be overwritten before it
+    is copied; give it a buffer of its own inside the body."""
+    state = body.inputs[:n_carry]
+    for k, new in enumerate(body.outputs[:n_carry]):
+        base, op = new, body.producer(new)
+        while op is not None and op.aliases_input:
+            base, op = op.inputs[0], body.producer(op.inputs[0])
+        if base in state and base != state[k]:
+            (body.outputs[k],) = body.add_op(Identity([new]), hint="carry_next")
+
+
+def _locals(ctx, avals, hint, kind="intermediate"):
+    return [ctx.local(hint, tuple(a.shape), np.dtype(a.dtype).name, kind) for a in avals]
+
+
 @handles(lax.cond_p, params=("branches",))
 def _cond(ctx, eqn, index, *args):
+    branches = eqn.params["branches"]
     if isinstance(index, Const):   # the branch is decided at conversion time
-        branches = eqn.params["branches"]
         i = min(max(int(index.array), 0), len(branches) - 1)
         return ctx.inline(branches[i], args)
-    raise Unsupported("lax.cond whose predicate depends on the input: run-time branches are not supported yet; "
-                      "compute both sides and pick with jnp.where")
+    subs = [ctx.subgraph(b, args) for b in branches]
+    if any(_failed(outs) for _, outs in subs):
+        return [Poison() for _ in eqn.outvars]
+    op = Branch([ctx.tensor(index)], branches=tuple(g for g, _ in subs))
+    op.refresh()
+    return _results(ctx, op, "cond")
 
 
 @handles(lax.while_p, params=("cond_jaxpr", "body_jaxpr", "cond_nconsts", "body_nconsts"))
 def _while(ctx, eqn, *args):
-    # A loop whose condition is known at conversion time (a counter) is unrolled; one that
-    # tests a value computed from the input needs run-time loops, which are a later issue.
+    # Reaching here means something is computed at run time (a loop over known values only is
+    # folded by the walker), so the condition is evaluated in C++ before every step.
     p = eqn.params
     cn, bn = int(p["cond_nconsts"]), int(p["body_nconsts"])
     cconsts, bconsts, carry = args[:cn], args[cn:cn + bn], list(args[cn + bn:])
-    for _ in range(MAX_UNROLL + 1):
-        (pred,) = ctx.inline(p["cond_jaxpr"], [*cconsts, *carry])
-        if not isinstance(pred, Const):
-            raise Unsupported("lax.while_loop whose condition depends on the input: run-time loops are not "
-                              "supported yet; use a loop with a static trip count")
-        if not bool(pred.array):
-            return carry
-        carry = list(ctx.inline(p["body_jaxpr"], [*bconsts, *carry]))
-    raise Unsupported(f"lax.while_loop running more than {MAX_UNROLL} iterations: too long to unroll")
-
-
-# Unrolling a scan emits its body once per step; beyond this the code grows too large to be useful.
-MAX_UNROLL = 256
-
-
-def _step_of(ctx, x, i):
-    """x[i] along the leading axis."""
-    if isinstance(x, Const):
-        return Const(x.array[i], x.hint)
-    shape = ctx.shape(x)
-    starts = [i] + [0] * (len(shape) - 1)
-    limits = [i + 1] + list(shape[1:])
-    return reshape_to(ctx, slice_of(ctx, x, starts, limits), shape[1:])
-
-
-def _stack(ctx, steps):
-    if all(isinstance(s, Const) for s in steps):
-        return Const(np.stack([s.array for s in steps]), steps[0].hint)
-    parts = [reshape_to(ctx, ctx.tensor(s), (1,) + ctx.shape(s)) for s in steps]
-    return parts[0] if len(parts) == 1 else ctx.add(Concat([ctx.tensor(p) for p in parts], axis=0), hint="stack")
+    avals = [v.aval for v in p["body_jaxpr"].jaxpr.invars[bn:]]
+    state = _locals(ctx, avals, "carry")
+    cond, couts = ctx.subgraph(p["cond_jaxpr"], [*cconsts, *state], inputs=state)
+    body, bouts = ctx.subgraph(p["body_jaxpr"], [*bconsts, *state], inputs=state)
+    if _failed(couts) or _failed(bouts):
+        return [Poison() for _ in eqn.outvars]
+    _check_carries("lax.while_loop", avals, bouts, ctx)
+    _untangle(body, len(state))
+    op = Loop([ctx.tensor(c) for c in carry], body=body, cond=cond, n_carry=len(state))
+    op.refresh()
+    return _results(ctx, op, "while")
 
 
 @handles(lax.scan_p, params=("jaxpr", "length", "reverse", "num_consts", "num_carry", "linear", "unroll",
                              "_split_transpose"))
 def _scan(ctx, eqn, *args):
-    # A scan has a static trip count, so it can be unrolled; run-time loops are a later issue.
+    # One C++ loop over the body; `unroll` is a scheduling hint for XLA and changes no value.
     p = eqn.params
     length, nc, ncar = int(p["length"]), int(p["num_consts"]), int(p["num_carry"])
-    if length > MAX_UNROLL:
-        raise Unsupported(f"lax.scan of length {length}: scans are unrolled and at most {MAX_UNROLL} steps are "
-                          "supported until run-time loops land")
-    if length == 0:
-        raise Unsupported("lax.scan of length 0")
-    consts, carry, xs = args[:nc], list(args[nc:nc + ncar]), args[nc + ncar:]
-    per_step = {}
-    for i in (range(length - 1, -1, -1) if p["reverse"] else range(length)):
-        outs = ctx.inline(p["jaxpr"], [*consts, *carry, *[_step_of(ctx, x, i) for x in xs]])
-        carry, per_step[i] = list(outs[:ncar]), outs[ncar:]
-    n_ys = len(eqn.outvars) - ncar
-    ys = [_stack(ctx, [per_step[i][k] for i in range(length)]) for k in range(n_ys)]
-    return [*carry, *ys]
+    consts, carry, xs = args[:nc], list(args[nc:nc + ncar]), list(args[nc + ncar:])
+    invars = p["jaxpr"].jaxpr.invars
+    state = _locals(ctx, [v.aval for v in invars[nc:nc + ncar]], "carry")
+    slices = _locals(ctx, [v.aval for v in invars[nc + ncar:]], "x_step", kind="slice")
+    body, outs = ctx.subgraph(p["jaxpr"], [*consts, *state, *slices], inputs=[*state, *slices])
+    if _failed(outs):
+        return [Poison() for _ in eqn.outvars]
+    _check_carries("lax.scan", [v.aval for v in invars[nc:nc + ncar]], outs[:ncar], ctx)
+    _untangle(body, ncar)
+    op = Loop([ctx.tensor(c) for c in carry] + [ctx.tensor(x) for x in xs], body=body, n_carry=ncar,
+              n_xs=len(xs), length=length, reverse=bool(p["reverse"]))
+    op.refresh()
+    return _results(ctx, op, "scan")
 
 
 # ---------------------------------------------------------------------------------------------

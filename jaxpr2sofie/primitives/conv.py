@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..lowering import Const, Unsupported
+from ..values import Const, Unsupported
 from ..sofie.ops.conv import Conv
 from ..sofie.ops.movement import Reshape, Transpose
 from . import handles, out_aval

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..lowering import Const
+from ..values import Const
 from ..sofie.ops.elementwise import Elementwise
 from . import handles, out_aval
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..lowering import Unsupported
+from ..values import Unsupported
 from ..sofie.ops.gather import Gather
 from . import handles, out_aval
 from .cases import Case, f32, i32

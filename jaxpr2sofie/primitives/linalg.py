@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..lowering import Unsupported
+from ..values import Unsupported
 from ..sofie.ops.linalg import MatMul
 from ..sofie.ops.movement import Transpose
 from . import handles, out_aval

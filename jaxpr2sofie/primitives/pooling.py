@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..lowering import Const, Unsupported
+from ..values import Const, Unsupported
 from ..sofie.ops.pool import Pool
 from . import handles, out_aval
 from .cases import Case, f32, i32

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..lowering import Const, Unsupported
-from ..sofie.ops.elementwise import Scalar
+from ..values import Const, Scalar, Unsupported
 from ..sofie.ops.movement import Concat, Expand, Pad, Reshape, Slice, Transpose, reverse
 from . import handles, out_aval
 
@@ -59,6 +58,14 @@ def slice_of(ctx, x, starts, limits, steps=None):
     return ctx.add(Slice([ctx.tensor(x)], starts=tuple(starts), limits=tuple(limits), steps=steps), hint="slice")
 
 
+def slice_axis(ctx, x, axis: int, start: int, stop: int):
+    """x[..., start:stop, ...] along one axis: the one helper unstack, split and friends share."""
+    shape = ctx.shape(x)
+    starts, limits = [0] * len(shape), list(shape)
+    starts[axis], limits[axis] = int(start), int(stop)
+    return slice_of(ctx, x, starts, limits)
+
+
 @handles(lax.slice_p, params=("start_indices", "limit_indices", "strides"))
 def _slice(ctx, eqn, x):
     p = eqn.params
@@ -96,23 +103,14 @@ def _stack_rule(ctx, eqn, *xs):
 @handles(lax.unstack_p, params=("axis",))
 def _unstack_rule(ctx, eqn, x):
     axis, shape = int(eqn.params["axis"]), ctx.shape(x)
-    outs = []
-    for k, v in enumerate(eqn.outvars):
-        starts, limits = [0] * len(shape), list(shape)
-        starts[axis], limits[axis] = k, k + 1
-        outs.append(reshape_to(ctx, slice_of(ctx, x, starts, limits), tuple(v.aval.shape)))
-    return outs
+    return [reshape_to(ctx, slice_axis(ctx, x, axis, k, k + 1), tuple(v.aval.shape)) for k, v in enumerate(eqn.outvars)]
 
 
 @handles(lax.split_p, params=("axis", "sizes"))
 def _split(ctx, eqn, x):
-    axis, shape = int(eqn.params["axis"]), ctx.shape(x)
-    outs, at = [], 0
+    axis, outs, at = int(eqn.params["axis"]), [], 0
     for size in eqn.params["sizes"]:
-        starts = [0] * len(shape)
-        limits = list(shape)
-        starts[axis], limits[axis] = at, at + int(size)
-        outs.append(slice_of(ctx, x, starts, limits))
+        outs.append(slice_axis(ctx, x, axis, at, at + int(size)))
         at += int(size)
     return outs
 

@@ -97,7 +97,7 @@ def result_type(g) -> str:
 
 def emit_header(g, origin: str = "") -> str:
     name = g.name
-    uses_blas = any(op.uses_blas for op in g.ops)
+    uses_blas = any(op.uses_blas for op in g.walk())
     base = g.plan()
     outs = set(g.outputs)
     w = Writer({n: "tensor_" + b for n, b in base.items()})

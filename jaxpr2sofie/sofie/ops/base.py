@@ -5,6 +5,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 
+@dataclass(frozen=True)
+class Scalar:
+    """A compile-time scalar operand, written inline as a literal."""
+    value: object
+    dtype: str
+
+
 @dataclass(eq=False)
 class Op:
     """One SOFIE-style operator.
@@ -36,6 +43,14 @@ class Op:
 
     def emit(self, w, g) -> None:
         raise NotImplementedError
+
+    # -- operators that own sub-graphs (loops, branches) override these ----------
+    def subgraphs(self) -> list:
+        """Child graphs whose operators this operator runs (a loop body, the branches of an If)."""
+        return []
+
+    def refresh(self) -> None:
+        """Recompute `inputs` after a pass changed the sub-graphs (the tensors they read)."""
 
     def flops(self, g) -> int:
         return 0

@@ -13,7 +13,7 @@ class MatMul(Op):
     """out[b] = op(A[b]) @ op(B[b]) (+ bias), row-major, one BLAS sgemm per batch entry.
 
     A is stored [batch, M, K] ([batch, K, M] when trans_a), B [batch, K, N] ([batch, N, K] when
-    trans_b); a batch count of 1 on either side broadcasts. The output shape is whatever the
+    trans_b). The output shape is whatever the
     source primitive says (its element order is [batch, M, N]). `bias` (inputs[2], if present)
     has N elements (added to every row) or M*N elements.
     """
@@ -24,8 +24,6 @@ class MatMul(Op):
     trans_a: bool = False
     trans_b: bool = False
     out_shape: tuple = ()
-    a_batched: bool = True
-    b_batched: bool = True
     uses_blas = True
 
     @property
@@ -53,8 +51,8 @@ class MatMul(Op):
                 w.line(f"std::copy_n({bias}, {nb}, {out} + {r} * {nb});")
         ta, tb = str(self.trans_a).lower(), str(self.trans_b).lower()
         with w.loops([self.batch], stem="b") as (bi,):
-            ao = w.index([bi], [mk if self.a_batched else 0])
-            bo = w.index([bi], [kn if self.b_batched else 0])
+            ao = w.index([bi], [mk])
+            bo = w.index([bi], [kn])
             oo = w.index([bi], [mn])
             w.line(f"detail::gemm({ta}, {tb}, {self.m}, {self.n}, {self.k}, {a} + {ao}, {b} + {bo}, {beta}, {out} + {oo});")
 
