@@ -135,7 +135,7 @@ def _scan(ctx, eqn, *args):
 import jax   # noqa: E402
 import jax.numpy as _jnp   # noqa: E402
 
-from .cases import Case, f32   # noqa: E402
+from .cases import Case, f32, i32   # noqa: E402
 
 
 @jax.custom_vjp
@@ -159,22 +159,77 @@ def _rnn(p, xs):
     return lax.scan(step, _jnp.zeros((1, 4), "float32"), xs)
 
 
+def _scan_sum(xs, **kw):
+    return lax.scan(lambda c, x: (c * 0.9 + x, c * x), _jnp.zeros(xs.shape[1:], xs.dtype), xs, **kw)
+
+
+def _carries_consts_ints(p, xs):
+    """Several carries of three dtypes, a weight read in the body, a y that is the old carry."""
+    def step(c, x):
+        h, n, seen = c
+        h2 = _jnp.tanh(h @ p + x)
+        return (h2, n + (x.sum() > 0).astype("int32"), seen | (x > 1.0)), (h, n)
+    return lax.scan(step, (_jnp.zeros(3, "float32"), _jnp.int32(0), _jnp.zeros(3, bool)), xs)
+
+
+def _swap(xs):
+    return lax.scan(lambda c, x: ((c[1] + x, c[0]), c[0] - c[1]), (_jnp.ones(2, "float32"), -_jnp.ones(2, "float32")),
+                    xs)
+
+
+def _nested(xs):
+    def outer(c, row):
+        inner, ys = lax.scan(lambda a, v: (a + v * c, a), _jnp.float32(0.0), row)
+        return c * 0.5 + inner, ys[::-1]
+    return lax.scan(outer, _jnp.float32(1.0), xs, reverse=True)
+
+
+def _until_big(x):
+    """Doubles until the sum passes 100: the trip count depends on the input."""
+    return lax.while_loop(lambda c: c[1].sum() < 100.0, lambda c: (c[0] + 1, c[1] * 2.0 + 0.5),
+                          (_jnp.int32(0), _jnp.abs(x)))
+
+
+def _switch(i, x):
+    return lax.switch(i[0], [lambda a: a + 1.0, lambda a: _jnp.sin(a) * 3.0, lambda a: a @ a.T @ a], x)
+
+
+LOOP = dict(ops=("Loop",), no_ops=("Concat",))
 CASES = [
-    Case("jit_nested", jax.jit(lambda x: jax.jit(_jnp.sin)(x) * 2.0), (f32(3, 4),), ("jit", "sin")),
+    Case("jit_nested", jax.jit(lambda x: jax.jit(_jnp.sin)(x) * 2.0), (f32(3, 4),), ("jit", "sin"), ops=("Sin", "Mul")),
     Case("closed_call", lambda x: _closed_cos(x) * 2.0, (f32(3, 4),), ("closed_call",)),
-    Case("while_static_trip_count", lambda x: lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, _jnp.sin(c[1])),
-                                                             (0, x))[1], (f32(3, 4),), ("while",)),
+    Case("while_counter_and_tensor", lambda x: lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, _jnp.sin(c[1])),
+                                                              (0, x))[1], (f32(3, 4),), ("while",), **LOOP),
     Case("custom_jvp_call", jax.nn.relu6, (f32(3, 4, scale=5.0),), ("custom_jvp_call",)),
     Case("custom_vjp_call", _clip_grad, (f32(3, 4),), ("custom_vjp_call",)),
     Case("remat", jax.checkpoint(lambda x: _jnp.sin(x) * _jnp.cos(x)), (f32(3, 4),), ("remat2",)),
     Case("cond_static_predicate", lambda x: lax.cond(True, lambda a: a + 1.0, lambda a: a - 1.0, x),
-         (f32(3, 4),), ("cond",)),
-    Case("fori_loop_unrolled", lambda x: lax.fori_loop(0, 3, lambda i, a: a * 0.5 + _jnp.sin(a), x),
-         (f32(3, 4),), ("scan",)),
+         (f32(3, 4),), ("cond",), no_ops=("If", "Switch")),
+    Case("fori_loop_counted", lambda x: lax.fori_loop(0, 3, lambda i, a: a * 0.5 + _jnp.sin(a), x),
+         (f32(3, 4),), ("scan",), **LOOP),
     Case("scan_rnn", _rnn, (f32(5, 1, 3),), ("scan", "dot_general"),
-         params={"wx": f32(3, 4, scale=0.5), "wh": f32(4, 4, scale=0.5)}),
+         params={"wx": f32(3, 4, scale=0.5), "wh": f32(4, 4, scale=0.5)}, ops=("Loop", "MatMul", "Tanh"),
+         no_ops=("Concat",)),
     Case("scan_reverse", lambda xs: lax.scan(lambda c, x: (c + x, c * x), _jnp.zeros(3, "float32"), xs, reverse=True),
-         (f32(4, 3),), ("scan",)),
+         (f32(4, 3),), ("scan",), **LOOP),
+    Case("scan_length_1", _scan_sum, (f32(1, 3),), ("scan",), **LOOP),
+    Case("scan_length_2_reverse", lambda xs: _scan_sum(xs, reverse=True), (f32(2, 2, 3),), ("scan",), **LOOP),
+    Case("scan_length_2000", _scan_sum, (f32(2000, 3),), ("scan",), atol=1e-4, **LOOP),
+    Case("scan_unroll_param", lambda xs: _scan_sum(xs, unroll=4), (f32(9, 2),), ("scan",), **LOOP),
+    Case("scan_carries_consts_ints_bools", _carries_consts_ints, (f32(6, 3),), ("scan",), params=f32(3, 3, scale=0.5),
+         **LOOP),
+    Case("scan_swapped_carries", _swap, (f32(5, 2),), ("scan",), **LOOP),
+    Case("scan_nested_in_reverse_scan", _nested, (f32(4, 3),), ("scan",), **LOOP),
+    Case("scan_int_sequence", lambda xs: lax.scan(lambda c, x: (c * 3 + x, c % 7), _jnp.int32(1), xs),
+         (i32(5, high=4),), ("scan",), **LOOP),
+    Case("fori_loop_1000", lambda x: lax.fori_loop(0, 1000, lambda i, a: a * 0.99 + _jnp.sin(i * 0.01), x),
+         (f32(2, 3),), ("scan",), atol=1e-4, **LOOP),
+    Case("fori_loop_runtime_bound", lambda n, x: lax.fori_loop(0, n[0], lambda i, a: a * 0.5 + i, x),
+         (np.array([5], np.int32), f32(3)), ("while",), **LOOP),
+    Case("while_data_dependent", _until_big, (f32(2, 3),), ("while",), **LOOP),
+    Case("cond_runtime_predicate", lambda x: lax.cond(x.sum() > 0, lambda a: a * 2.0, lambda a: _jnp.cos(a), x),
+         (f32(3, 4),), ("cond",), ops=("If", "Mul", "Cos")),
+    Case("switch_runtime_index", _switch, (np.array([1], np.int32), f32(3, 3)), ("cond",), ops=("Switch",)),
 ]
 # second shapes for the rules above (every primitive is tested on at least two shapes)
 CASES += [
@@ -183,7 +238,7 @@ CASES += [
     Case("remat_dense", lambda p, x: jax.checkpoint(lambda a: _jnp.tanh(a @ p))(x), (f32(2, 5),), ("remat2",),
          params=f32(5, 3)),
     Case("switch_static_index", lambda x: lax.switch(2, [lambda a: a, lambda a: -a, lambda a: a * 3.0], x),
-         (f32(2, 3, 4),), ("cond",)),
+         (f32(2, 3, 4),), ("cond",), no_ops=("If", "Switch")),
     Case("while_counter_rank1", lambda x: lax.while_loop(lambda c: c[0] < 5, lambda c: (c[0] + 2, c[1] * 0.9 + 1.0),
-                                                         (0, x))[1], (f32(6),), ("while",)),
+                                                         (0, x))[1], (f32(6),), ("while",), **LOOP),
 ]
