@@ -205,8 +205,10 @@ LAYERS = [
     ("relu_layer_clipped_leaky_threshold", lambda: L.ReLU(max_value=1.5, negative_slope=0.1, threshold=0.2), [In(5)]),
     ("prelu", lambda: L.PReLU(), [In(5)]),
     ("softmax_layer_axis1", lambda: L.Softmax(axis=1), [In(3, 4)]),
-    # recurrent and attention layers (lax.scan over time, unrolled at conversion)
+    # recurrent and attention layers (lax.scan over time: one C++ loop, any sequence length)
     ("lstm", lambda: L.LSTM(5), [In(6, 3)]),
+    ("lstm_1000_steps", lambda: L.LSTM(5), [In(1000, 3)]),
+    ("gru_backwards_reset_before", lambda: L.GRU(4, go_backwards=True, reset_after=False), [In(7, 3)]),
     ("gru_sequences", lambda: L.GRU(4, return_sequences=True), [In(5, 3)]),
     ("simple_rnn", lambda: L.SimpleRNN(4), [In(6, 3)]),
     ("bidirectional_gru", lambda: L.Bidirectional(L.GRU(3, return_sequences=True)), [In(5, 2)]),
