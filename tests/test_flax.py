@@ -287,9 +287,13 @@ def test_linen_attention_and_friends():
 
 
 # Recurrent layers: RNG keys built inside the function (the zero initial carry) are folded away;
-# the time loop is a scan, unrolled at conversion time.
+# the time loop is a scan, one C++ loop whatever the sequence length.
 def test_linen_lstm():
     linen_check(nn.RNN(nn.LSTMCell(5)), rand(2, 6, 3))
+
+
+def test_linen_simple_cell_rnn_long_sequence():
+    linen_check(nn.RNN(nn.SimpleCell(4)), rand(1, 600, 3))
 
 
 def test_nnx_lstm():
