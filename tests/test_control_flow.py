@@ -84,3 +84,17 @@ def test_loop_tensors_never_share_a_buffer_while_the_loop_runs():
             used = {assign[base[n]] for n in touched(op) if base.get(n) in assign}
             owned = {base[n] for n in touched(op) if base.get(n) in assign}
             assert len(used) == len(owned), "two tensors of one loop share a buffer"
+
+
+def test_dynamic_slice_and_update_at_an_index_computed_from_the_input():
+    def f(x):
+        i = jnp.argmax(x[:, 0]).astype(jnp.int32) - 1          # may be -1: clamped as JAX clamps
+        window = lax.dynamic_slice(x, (i, 1), (3, 2))
+        return window, lax.dynamic_update_slice(x, window * -1.0, (i + 2, 0))
+    base = rng.standard_normal((6, 4)).astype(np.float32)
+    inputs = []
+    for row in (0, 2, 5):
+        x = base.copy()
+        x[row, 0] = 10.0
+        inputs.append(x)
+    convert_and_check(f, None, inputs[0], extra_inputs=inputs[1:])

@@ -108,3 +108,69 @@ class Gather(Op):
             parts.append(f"batching={tuple(self.operand_batching_dims)}<-{tuple(self.start_indices_batching_dims)}")
         parts.append(f"mode={self.mode}" + (f" fill={self.fill_value}" if self.mode == "fill" else ""))
         return " ".join(parts)
+
+
+def _clamped_offset(w, g, dims, starts, sizes, shape) -> str:
+    """C++ element offset of a window whose start per dimension is a literal or the first element
+    of a run-time tensor, each clamped so the window stays inside `shape` (as XLA clamps)."""
+    st = strides_of(shape)
+    terms = []
+    for d, s in enumerate(starts):
+        hi = int(shape[d]) - int(sizes[d])
+        if isinstance(s, str):
+            v = w.fresh("start")
+            w.line(f"int64_t {v} = static_cast<int64_t>({w.ref(s)}[0]);")
+            w.line(f"{v} = {v} < 0 ? 0 : ({v} > {hi} ? {hi} : {v});")
+            terms.append(f"{v} * {st[d]}")
+        elif min(max(int(s), 0), hi) * st[d]:
+            terms.append(str(min(max(int(s), 0), hi) * st[d]))
+    return " + ".join(terms) or "0"
+
+
+@dataclass(eq=False)
+class DynamicSlice(Op):
+    """lax.dynamic_slice: inputs [operand, run-time start tensors...]; `starts` holds per
+    dimension an int or the name of a scalar tensor (one of the inputs)."""
+    starts: tuple = ()
+    sizes: tuple = ()
+
+    def infer(self, g):
+        return [(tuple(int(s) for s in self.sizes), g.tensors[self.inputs[0]].dtype)]
+
+    def emit(self, w, g):
+        src = g.tensors[self.inputs[0]]
+        w.comment(f"DynamicSlice {self.describe()}")
+        if numel(self.sizes) == 0:
+            return
+        off = _clamped_offset(w, g, range(len(self.sizes)), self.starts, self.sizes, src.shape)
+        copy_view(w, w.ref(self.outputs[0]), strides_of(self.sizes), 0, f"({w.ref(src.name)} + {off})",
+                  strides_of(src.shape), 0, self.sizes)
+
+    def describe(self):
+        return f"sizes={tuple(self.sizes)} starts={tuple(self.starts)}"
+
+
+@dataclass(eq=False)
+class DynamicUpdateSlice(Op):
+    """lax.dynamic_update_slice: inputs [operand, update, run-time start tensors...]; the output is
+    the operand with the update written at the (clamped) start."""
+    starts: tuple = ()
+
+    def infer(self, g):
+        t = g.tensors[self.inputs[0]]
+        return [(t.shape, t.dtype)]
+
+    def emit(self, w, g):
+        src, upd = g.tensors[self.inputs[0]], g.tensors[self.inputs[1]]
+        out = w.ref(self.outputs[0])
+        w.comment(f"DynamicUpdateSlice {self.describe()}")
+        if w.ref(src.name) != out and src.size:
+            w.line(f"std::copy_n({w.ref(src.name)}, {src.size}, {out});")
+        if upd.size == 0:
+            return
+        off = _clamped_offset(w, g, range(len(upd.shape)), self.starts, upd.shape, src.shape)
+        copy_view(w, f"({out} + {off})", strides_of(src.shape), 0, w.ref(upd.name), strides_of(upd.shape), 0,
+                  upd.shape)
+
+    def describe(self):
+        return f"starts={tuple(self.starts)}"
