@@ -88,9 +88,15 @@ class SofieModel:
     def summary(self) -> str:
         g = self.graph
         rows = [("#", "operator", "output", "shape", "dtype", "FLOPs", "details")]
-        for k, op in enumerate(g.ops):
-            out = g.tensors[op.outputs[0]]
-            rows.append((str(k), op.op_type, out.name, str(tuple(out.shape)), out.dtype, str(op.flops(g)), op.describe()))
+
+        def add_rows(ops, depth):   # a loop body or a branch is listed under its operator, indented
+            for op in ops:
+                out = g.tensors[op.outputs[0]]
+                rows.append((str(len(rows) - 1), "  " * depth + op.op_type, out.name, str(tuple(out.shape)), out.dtype,
+                             str(op.flops(g)), op.describe()))
+                for sub in op.subgraphs():
+                    add_rows(sub.ops, depth + 1)
+        add_rows(g.ops, 0)
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines = [f"Model {self.name}"]
         for t in (g.tensors[n] for n in g.inputs):

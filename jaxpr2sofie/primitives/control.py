@@ -184,6 +184,14 @@ def _nested(xs):
     return lax.scan(outer, _jnp.float32(1.0), xs, reverse=True)
 
 
+def _attend(p, xs):
+    """Dense + bias + softmax in a body: the fusion passes must fire inside loops too."""
+    def step(c, x):
+        s = jax.nn.softmax(_jnp.concatenate([c, x]) @ p["w"] + p["b"])
+        return s * c.sum() + 0.1, s
+    return lax.scan(step, _jnp.ones(3, "float32"), xs)
+
+
 def _until_big(x):
     """Doubles until the sum passes 100: the trip count depends on the input."""
     return lax.while_loop(lambda c: c[1].sum() < 100.0, lambda c: (c[0] + 1, c[1] * 2.0 + 0.5),
@@ -194,6 +202,12 @@ def _switch(i, x):
     return lax.switch(i[0], [lambda a: a + 1.0, lambda a: _jnp.sin(a) * 3.0, lambda a: a @ a.T @ a], x)
 
 
+def _rnn_loss(p, xs):
+    h, ys = _rnn(p, xs)
+    return (h ** 2).sum() + (ys * xs[:, :, :1]).sum()
+
+
+_RNN = {"wx": f32(3, 4, scale=0.5), "wh": f32(4, 4, scale=0.5)}
 LOOP = dict(ops=("Loop",), no_ops=("Concat",))
 CASES = [
     Case("jit_nested", jax.jit(lambda x: jax.jit(_jnp.sin)(x) * 2.0), (f32(3, 4),), ("jit", "sin"), ops=("Sin", "Mul")),
@@ -220,6 +234,8 @@ CASES = [
          **LOOP),
     Case("scan_swapped_carries", _swap, (f32(5, 2),), ("scan",), **LOOP),
     Case("scan_nested_in_reverse_scan", _nested, (f32(4, 3),), ("scan",), **LOOP),
+    Case("scan_body_fuses_gemm_softmax", _attend, (f32(4, 2),), ("scan", "dot_general"),
+         params={"w": f32(5, 3), "b": f32(3)}, ops=("Loop", "Gemm", "Softmax"), no_ops=("MatMul", "Exp")),
     Case("scan_int_sequence", lambda xs: lax.scan(lambda c, x: (c * 3 + x, c % 7), _jnp.int32(1), xs),
          (i32(5, high=4),), ("scan",), **LOOP),
     Case("fori_loop_1000", lambda x: lax.fori_loop(0, 1000, lambda i, a: a * 0.99 + _jnp.sin(i * 0.01), x),
@@ -246,4 +262,7 @@ CASES += [
          (f32(2, 3, 4),), ("cond",), no_ops=("If", "Switch")),
     Case("while_counter_rank1", lambda x: lax.while_loop(lambda c: c[0] < 5, lambda c: (c[0] + 2, c[1] * 0.9 + 1.0),
                                                          (0, x))[1], (f32(6),), ("while",), **LOOP),
+    # the gradient of a scan is a second, reverse scan over the saved residuals
+    Case("grad_rnn_scan_wrt_params", jax.grad(_rnn_loss), (f32(7, 1, 3),), ("scan", "add_any"), params=_RNN, **LOOP),
+    Case("grad_rnn_scan_wrt_input", jax.grad(_rnn_loss, argnums=1), (f32(7, 1, 3),), ("scan",), params=_RNN, **LOOP),
 ]

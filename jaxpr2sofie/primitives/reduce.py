@@ -59,7 +59,8 @@ import jax.numpy as _jnp   # noqa: E402
 from .cases import Case, f32, i32   # noqa: E402
 
 CASES = [
-    Case("reduce_sum_axes", lambda x: (x.sum(axis=1), x.sum(axis=(0, 2)), x.sum()), (f32(3, 4, 5),), ("reduce_sum",)),
+    Case("reduce_sum_axes", lambda x: (x.sum(axis=1), x.sum(axis=(0, 2)), x.sum()), (f32(3, 4, 5),), ("reduce_sum",),
+         ops=("ReduceSum",)),
     Case("reduce_max_min", lambda x: (x.max(axis=0), x.min(axis=-1)), (f32(3, 4, 5),), ("reduce_max", "reduce_min")),
     Case("reduce_prod", lambda x: _jnp.prod(x, axis=1), (f32(3, 4, low=0.5, high=1.5),), ("reduce_prod",)),
     Case("reduce_int", lambda x: (x.sum(axis=1), x.max(axis=0), x.min(axis=0)), (i32(3, 4, low=-9, high=9),),
