@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..values import Unsupported
 from ..sofie.ops.gather import Gather
+from ..values import Unsupported
 from . import handles, out_aval
 from .cases import Case, f32, i32
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..values import Unsupported
 from ..sofie.ops.linalg import MatMul
 from ..sofie.ops.movement import Transpose
+from ..values import Unsupported
 from . import handles, out_aval
 
 
