@@ -227,6 +227,8 @@ CASES = [
     Case("scan_reverse", lambda xs: lax.scan(lambda c, x: (c + x, c * x), _jnp.zeros(3, "float32"), xs, reverse=True),
          (f32(4, 3),), ("scan",), **LOOP),
     Case("scan_length_1", _scan_sum, (f32(1, 3),), ("scan",), **LOOP),
+    Case("scan_length_0", lambda x, xs: lax.scan(lambda c, v: (c * v, c), x, xs), (f32(3), f32(0, 3)), ("scan",),
+         **LOOP),
     Case("scan_length_2_reverse", lambda xs: _scan_sum(xs, reverse=True), (f32(2, 2, 3),), ("scan",), **LOOP),
     Case("scan_length_2000", _scan_sum, (f32(2000, 3),), ("scan",), atol=1e-4, **LOOP),
     Case("scan_unroll_param", lambda xs: _scan_sum(xs, unroll=4), (f32(9, 2),), ("scan",), **LOOP),

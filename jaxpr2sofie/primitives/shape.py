@@ -206,4 +206,9 @@ CASES += [
     Case("stack_single_int", lambda a: _jnp.stack([a + 1], axis=1), (i32(3, 4),), ("stack",)),
     Case("unstack_axis1", lambda x: tuple(v * 2.0 for v in _jnp.unstack(x, axis=1)), (f32(2, 3, 4),), ("unstack",)),
     Case("unstack_axis0_rank2", lambda x: _jnp.unstack(_jnp.tanh(x)), (f32(3, 5),), ("unstack",)),
+    # lax.associative_scan lowers to strided slices, pads and the combining op: no rule of its own
+    Case("associative_scan_add", lambda x: lax.associative_scan(_jnp.add, x, axis=1), (f32(3, 11),),
+         ("slice", "pad", "add", "concatenate")),
+    Case("associative_scan_max_reverse", lambda x: lax.associative_scan(_jnp.maximum, x, axis=0, reverse=True),
+         (f32(6, 4),), ("slice", "pad", "max", "rev")),
 ]

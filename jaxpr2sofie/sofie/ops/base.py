@@ -5,6 +5,15 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 
+def emit_ops(w, g, ops) -> None:
+    """Emit operators in order; one whose outputs are all empty (a zero-size slice) has nothing
+    to compute, and its loops would compare an unsigned index with 0."""
+    for op in ops:
+        if op.outputs and all(g.tensors[o].size == 0 for o in op.outputs):
+            continue
+        op.emit(w, g)
+
+
 @dataclass(frozen=True)
 class Scalar:
     """A compile-time scalar operand, written inline as a literal."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..tensor import ctype
-from .base import Op
+from .base import Op, emit_ops
 
 
 def copy_tensor(w, g, src: str, dst: str) -> None:
@@ -25,8 +25,7 @@ def copy_tensor(w, g, src: str, dst: str) -> None:
 
 
 def emit_graph(w, g, sub) -> None:
-    for op in sub.ops:
-        op.emit(w, g)
+    emit_ops(w, g, sub.ops)
 
 
 def _free(op, graphs) -> list:
@@ -82,6 +81,10 @@ class Loop(Op):
         nc = self.n_carry
         state, slices = self.body.inputs[:nc], self.body.inputs[nc:]
         w.comment(f"Loop {self.describe()} ({self.origin})" if self.origin else f"Loop {self.describe()}")
+        if self.length == 0:   # no step: the carries pass through, the (empty) ys need nothing
+            for init, out in zip(self.inputs[:nc], self.outputs[:nc]):
+                copy_tensor(w, g, init, out)
+            return
         for init, s in zip(self.inputs[:nc], state):
             copy_tensor(w, g, init, s)
         if self.length is None:
