@@ -1,8 +1,8 @@
 """Sorting along one axis: Sort (lax.sort: several operands, lexicographic keys, stable) and TopK.
 
 Both sort a row of indices (a scratch buffer the memory plan places) with a comparator, then
-gather every operand through the permutation. Floats use XLA's total order on the values the
-comparator sees: -0.0 before +0.0 and NaN after everything.
+gather every operand through the permutation. Floats order as jnp.sort does: NaN after
+everything, -0.0 equal to +0.0 (a stable sort keeps their order).
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from .base import Op
 
 def _less(dtype: str, a: str, b: str) -> str:
     if dtype.startswith("float"):
-        return (f"(!std::isnan({a}) && (std::isnan({b}) || {a} < {b} || "
-                f"({a} == {b} && std::signbit({a}) && !std::signbit({b}))))")
+        return f"(!std::isnan({a}) && (std::isnan({b}) || {a} < {b}))"
     return f"({a} < {b})"
 
 
