@@ -69,21 +69,47 @@ def test_long_rnn_scan_matches_jax():
     convert_and_check(rnn, p, rng.standard_normal((2500, 1, 3)).astype(np.float32), atol=1e-4)
 
 
-def test_loop_tensors_never_share_a_buffer_while_the_loop_runs():
+def test_loop_buffers_outer_tensors_and_carries_are_never_shared_inside_the_loop():
     def f(x, y):
         a = jnp.tanh(x) * 2.0                     # read inside the body: must outlive the loop
-        c, ys = lax.scan(lambda c, v: (jnp.sin(c + v * a) * 0.5, c * a), jnp.zeros(4), y)
+        def step(c, v):
+            h = jnp.sin(c + v * a)
+            for _ in range(4):                    # a chain of body intermediates that can share buffers
+                h = jnp.cos(h) * 0.5 + h
+            return h, c * a
+        c, ys = lax.scan(step, jnp.zeros(4), y)
         return c + 1.0, ys * 3.0
     x, y = rng.standard_normal(4).astype(np.float32), rng.standard_normal((6, 4)).astype(np.float32)
     m = convert_and_check(lambda xs: f(*xs), None, (x, y))
     g = m.graph
     slots, assign = g.buffer_plan()
     base = g.plan()
-    for op in g.ops:
-        if op.subgraphs():
-            used = {assign[base[n]] for n in touched(op) if base.get(n) in assign}
-            owned = {base[n] for n in touched(op) if base.get(n) in assign}
-            assert len(used) == len(owned), "two tensors of one loop share a buffer"
+    (loop,) = [op for op in g.ops if op.subgraphs()]
+    slot = lambda n: assign.get(base[n])
+    pinned = {base[n] for n in [*loop.inputs, *loop.outputs, *loop.body.inputs] if slot(n) is not None}
+    inside = {base[n] for n in touched(loop) if slot(n) is not None} - pinned
+    assert len({slot(n) for n in pinned}) == len(pinned), "two tensors the whole loop needs share a buffer"
+    assert not {slot(n) for n in pinned} & {slot(n) for n in inside}, "a body tensor reuses a buffer the loop needs"
+    assert len({slot(n) for n in inside}) < len(inside), "body intermediates should share buffers"
+
+
+def test_branches_share_memory():
+    def f(x):
+        def heavy(a, k):
+            for _ in range(3):
+                a = jnp.sin(a * k) + a
+            return a
+        return lax.switch(jnp.argmax(x[0]).astype(jnp.int32), [lambda a: heavy(a, 1.0), lambda a: heavy(a, 2.0),
+                                                              lambda a: heavy(a, 3.0)], x)
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    inputs = [x.copy() for _ in range(3)]
+    for k, v in enumerate(inputs):
+        v[0, k] = 9.0
+    m = convert_and_check(f, None, inputs[0], extra_inputs=inputs[1:])
+    (switch,) = [op for op in m.graph.ops if op.subgraphs()]
+    slots, assign = m.graph.buffer_plan()
+    per_branch = [{assign[n] for op in b.ops for n in touched(op) if n in assign} for b in switch.branches]
+    assert per_branch[0] & per_branch[1] & per_branch[2], "the branches should reuse each other's buffers"
 
 
 def test_dynamic_slice_and_update_at_an_index_computed_from_the_input():

@@ -142,16 +142,17 @@ class Graph:
         Without reuse every intermediate owns a buffer. With reuse, a buffer returns to a free
         pool after the last operator that reads the tensor (or a view of it); an operator's
         outputs and scratch are placed *before* its inputs are released, so no operator ever
-        writes into memory it is still reading. An operator with sub-graphs counts as one step
-        touching everything its sub-graphs touch: a loop body's tensors and every tensor the
-        body reads stay alive for the whole loop and share nothing with each other.
+        writes into memory it is still reading. Sub-graphs are planned in line (see `events`):
+        what a loop or branch reads from outside, its carries and its outputs stay alive for the
+        whole operator; a body's own intermediates live only within one pass over the body, so
+        they share buffers with each other, and the branches of an If share memory.
         """
         own = self.allocated()
         if not self.reuse_buffers:
             return [(t.dtype, t.size) for t in own], {t.name: k for k, t in enumerate(own)}
         base = self.plan()
         owned = {t.name for t in own}
-        steps = [[n for n in touched(op) if base.get(n, n) in owned] for op in self.ops]
+        steps = [[n for n in names if base.get(n, n) in owned] for op in self.ops for names in events(op)]
         last = {}
         for i, names in enumerate(steps):
             for name in names:
@@ -183,6 +184,30 @@ class Graph:
         outs = set(self.outputs)
         return [t for n, t in self.tensors.items()
                 if t.kind == "intermediate" and base[n] == n and n not in outs]
+
+
+def events(op) -> list:
+    """The memory plan's view of an operator: a list of steps, each the tensors touched then.
+
+    A plain operator is one step. An operator with sub-graphs opens and closes with a step
+    touching everything that must survive the whole operator (its inputs, including the outer
+    tensors its sub-graphs read, its outputs, scratch and loop state), and runs each sub-graph's
+    operators as steps in between, then a step reading that sub-graph's outputs (copied out at
+    its end). Every pass over a body rewrites an intermediate before reading it, so lifetimes
+    within one pass are all the plan needs; branches run one at a time, so theirs may overlap.
+    """
+    subs = op.subgraphs()
+    if not subs:
+        return [touched(op)]
+    pinned = list(dict.fromkeys([*op.outputs, *op.scratch_names.values(), *op.inputs,
+                                 *(n for sub in subs for n in sub.inputs)]))
+    steps = [pinned]
+    for sub in subs:
+        for inner in sub.ops:
+            steps += events(inner)
+        steps.append([o for o in sub.outputs if o])
+    steps.append(pinned)
+    return steps
 
 
 def touched(op) -> list:
