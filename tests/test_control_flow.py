@@ -124,3 +124,17 @@ def test_dynamic_slice_and_update_at_an_index_computed_from_the_input():
         x[row, 0] = 10.0
         inputs.append(x)
     convert_and_check(f, None, inputs[0], extra_inputs=inputs[1:])
+
+
+def test_branches_and_loops_nested_in_each_other():
+    def f(x):
+        def body(c, v):
+            c = lax.cond(v.sum() > 0, lambda a: a + v, lambda a: a * 0.5 - v, c)          # If in a scan
+            n, c = lax.while_loop(lambda s: s[1].sum() > 1.0, lambda s: (s[0] + 1, s[1] * 0.7), (0, c))   # while in a scan
+            return c, n
+        c, ns = lax.scan(body, jnp.ones(3), x)
+        y = lax.cond(c.sum() > 0.5, lambda a: lax.scan(lambda q, r: (q * r, q), a, x)[0], lambda a: a, c)   # scan in an If
+        return c, ns, y
+    xs = [rng.standard_normal((6, 3)).astype(np.float32) for _ in range(4)]
+    m = convert_and_check(f, None, xs[0], extra_inputs=xs[1:])
+    assert [op.op_type for op in m.graph.ops if op.subgraphs()] == ["Loop", "If"]
