@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BuildError, InputError, WeightFileError
-from .sofie.emit_cpp import c_api_source, emit_header, write_weights
+from .sofie.emit_cpp import BLAS_HELPERS, c_api_source, render, write_weights
 
 WARNINGS = ["-Wall", "-Wextra"]
 DEFAULT_FLAGS = ["-O3", "-march=native", "-std=c++17"]
@@ -27,12 +27,21 @@ def cache_dir() -> Path:
 
 
 def find_compiler(cxx: str | None = None) -> str:
-    for cand in ([cxx] if cxx else [os.environ.get("CXX"), "g++", "clang++", "c++"]):
-        if cand and shutil.which(cand):
+    """`cxx`, else $CXX, else the first of g++, clang++, c++ on the PATH. A compiler asked for by
+    name (argument or $CXX) that does not exist is an error, never a silent fallback."""
+    asked = cxx or os.environ.get("CXX")
+    if asked:
+        found = shutil.which(asked)
+        if not found:
+            source = "cxx=" if cxx else "the CXX environment variable"
+            raise BuildError(f"the C++ compiler {asked!r} given by {source} was not found: install it, fix the "
+                             "path, or unset CXX to use g++/clang++ from the PATH")
+        return found
+    for cand in ("g++", "clang++", "c++"):
+        if shutil.which(cand):
             return shutil.which(cand)
-    raise BuildError(
-        f"no C++ compiler found{' (asked for ' + cxx + ')' if cxx else ''}: install one "
-        "(Debian/Ubuntu: apt-get install g++) or set CXX to its path")
+    raise BuildError("no C++ compiler found: install one (Debian/Ubuntu: apt-get install g++) "
+                     "or set CXX to its path")
 
 
 @dataclass(frozen=True)
@@ -63,12 +72,29 @@ def find_blas(which: str | None = None) -> Blas:
     raise BuildError(f"unknown BLAS choice {which!r}: use 'scipy-openblas32' or 'system'")
 
 
+def shared_blas_library(b: Blas | None = None) -> str:
+    """The shared library file (or soname) of a BLAS, for loaders such as ROOT's gSystem.Load."""
+    b = b or find_blas()
+    if b.name == "scipy-openblas32":
+        import scipy_openblas32 as sob
+        return str(Path(sob.get_lib_dir()) / f"lib{sob.get_library()}.so")
+    return ctypes.util.find_library(b.name.split()[-1]) or b.name.split()[-1]
+
+
+def link_flags(blas: str | None = None) -> str:
+    """Compiler flags to build a program against any generated header: the C++ standard, the name
+    of the BLAS sgemm symbol and the BLAS link line (`jaxpr2sofie flags` prints them). A header
+    that calls no BLAS builds with or without them."""
+    b = find_blas(blas)
+    return " ".join(["-std=c++17", f"-DJ2S_SGEMM={b.sgemm}", *b.link])
+
+
 def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
     """Build the shared library of a graph's header plus its C entry point; cached by content hash."""
-    header = emit_header(graph)
+    header, needs = render(graph)
     capi = c_api_source(graph, f"{graph.name}.hxx")
     compiler = find_compiler(cxx)
-    needs_blas = any(op.uses_blas for op in graph.walk())
+    needs_blas = bool(needs & BLAS_HELPERS)
     b = find_blas(blas) if needs_blas else None
     flags = list(flags or DEFAULT_FLAGS)
     # JAXPR2SOFIE_STRICT=1 (set by the test suite) turns any compiler warning into a failure
@@ -131,6 +157,8 @@ class CompiledModel:
             if a.shape != tuple(shape):
                 raise InputError(f"input '{name}' has shape {a.shape}, the model was converted for {tuple(shape)}; "
                                  "convert again with an example input of the new shape")
+            if a.dtype == np.float64 and dtype == np.float32:
+                a = a.astype(np.float32)   # as JAX itself takes float64 arrays (without jax_enable_x64)
             if a.dtype != dtype:
                 raise InputError(f"input '{name}' has dtype {a.dtype}, the model expects {dtype}; "
                                  f"pass x.astype(np.{dtype.name})")
@@ -184,9 +212,9 @@ def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None) -> fl
     """Nanoseconds per `run()` call, timed inside a C++ program (best of 5 repetitions of `iters`
     calls, after a warm-up), so Python and ctypes overheads are excluded."""
     from .sofie.tensor import ctype
-    header = emit_header(graph)
+    header, needs = render(graph)
     compiler = find_compiler(cxx)
-    b = find_blas(blas) if any(op.uses_blas for op in graph.walk()) else None
+    b = find_blas(blas) if needs & BLAS_HELPERS else None
     names = list(graph.inputs) + list(graph.outputs)
     buffers = "\n".join(f"   std::vector<{ctype(graph.tensors[n].dtype)}> b{k}({max(1, graph.tensors[n].size)}, 1);"
                         for k, n in enumerate(names))

@@ -1,36 +1,119 @@
-"""Command line: `jaxpr2sofie demo | convert | inspect | bench`.
+"""Command line: `jaxpr2sofie demo | convert | inspect | bench | primitives`.
 
-A model file is a Python file (or an importable module name) defining, at module level:
+A model is a Keras file (`.keras`, or legacy `.h5`/`.hdf5`, converted with `from_keras`), or a
+Python file (or an importable module name) defining, at module level:
   function       fn(params, x) -> y   (or fn(x) when params is None); jitted or not
   params         a pytree of arrays, or None
   example_input  an array or a pytree of arrays fixing input shapes and dtypes
 Other names can be chosen with --function/--params/--input.
+
+examples:
+  jaxpr2sofie convert model.keras --name Net -o out/ --validate
+  jaxpr2sofie inspect my_model.py
+  jaxpr2sofie bench my_model.py --function predict --input x
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import runpy
-import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+_DEFAULT_NAMES = {"function": "function", "params": "params", "input": "example_input"}
+
+
+class LoadedModel(NamedTuple):
+    """What `convert` needs, from whichever kind of model file was given."""
+    fn: Any
+    params: Any
+    example_input: Any
+    name: str              # the model name used when --name is not given
+
+
+def _raised_where(e: BaseException, spec: str) -> str:
+    """The line of the model file (or, failing that, the innermost line) where an exception was raised."""
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{e.filename}:{e.lineno}"
+    frames = traceback.extract_tb(e.__traceback__)
+    own = [f for f in frames if Path(f.filename).resolve() == Path(spec).resolve()] if Path(spec).exists() else []
+    f = (own or frames or [None])[-1]
+    return f"{f.filename}:{f.lineno}" if f else spec
+
+
+def _run_model_code(spec: str) -> dict:
+    """The namespace of a Python model file or module.
+
+    A model file runs arbitrary user code: any failure in it is the user's to fix, so it is reported
+    as one line naming the file and the line, instead of a traceback through runpy or importlib.
+    """
+    path = Path(spec)
+    if spec.endswith(".py") or path.exists():
+        if not path.exists():
+            raise SystemExit(f"error: model file {spec} does not exist")
+        if path.is_dir():
+            raise SystemExit(f"error: {spec} is a directory: pass a Python model file (.py), a module name "
+                             f"or a Keras file ({', '.join(KERAS_SUFFIXES)})")
+        try:
+            return runpy.run_path(spec)
+        except Exception as e:
+            raise SystemExit(f"error: running the model file {spec} failed at {_raised_where(e, spec)}: "
+                             f"{type(e).__name__}: {e}") from None
+    try:
+        return vars(importlib.import_module(spec))
+    except Exception as e:
+        # "no module named <spec>" is a mistyped model name; a missing import inside the module is not
+        if isinstance(e, ModuleNotFoundError) and e.name and (spec == e.name or spec.startswith(e.name + ".")):
+            raise SystemExit(f"error: no model file or importable module named {spec} (a model is a .py file, "
+                             f"a module name, or a Keras file: {', '.join(KERAS_SUFFIXES)})") from None
+        raise SystemExit(f"error: importing the model module {spec} failed at {_raised_where(e, spec)}: "
+                         f"{type(e).__name__}: {e}") from None
+
 
 def load_model_file(spec: str, fn_name="function", params_name="params", input_name="example_input"):
-    if spec.endswith(".py") or Path(spec).exists():
-        if not Path(spec).exists():
-            raise SystemExit(f"error: model file {spec} does not exist")
-        ns = runpy.run_path(spec)
-    else:
-        ns = vars(importlib.import_module(spec))
+    """(fn, params, example_input) from a Python model file or an importable module name."""
+    ns = _run_model_code(spec)
     missing = [n for n in (fn_name, input_name) if n not in ns]
     if missing:
         raise SystemExit(f"error: {spec} defines no {', '.join(missing)}: a model file needs module-level "
                          f"`{fn_name}`, `{params_name}` (may be None) and `{input_name}` (see `jaxpr2sofie --help`)")
     return ns[fn_name], ns.get(params_name), ns[input_name]
+
+
+def load_keras_file(spec: str) -> LoadedModel:
+    """A `.keras`/`.h5` file through the Keras bridge, with its errors as one line each."""
+    if not Path(spec).exists():
+        # checked here too: importing Keras to learn that the file is missing takes seconds
+        raise SystemExit(f"error: model file {spec} does not exist")
+    try:
+        from .keras_bridge import keras_function
+        kf = keras_function(spec)
+    except ImportError as e:
+        raise SystemExit(f"error: {e}") from None
+    except (OSError, ValueError, TypeError) as e:
+        # the bridge's file errors name the file already; others (e.g. a free input dimension) do not
+        msg = str(e) if str(Path(spec)) in str(e) else f"{spec}: {e}"
+        raise SystemExit(f"error: {msg}") from None
+    return LoadedModel(kf.fn, kf.params, kf.example_input, kf.name)
+
+
+def load_model(args) -> LoadedModel:
+    """The model named on the command line: a Keras file, or a Python file or module."""
+    if args.model.lower().endswith(KERAS_SUFFIXES):
+        given = [f"--{k}" for k in _DEFAULT_NAMES if getattr(args, k) is not None]
+        if given:
+            raise SystemExit(f"error: {' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to "
+                             "Python model files: a Keras file holds one model, whose inputs come from the model "
+                             "itself")
+        return load_keras_file(args.model)
+    names = [getattr(args, k) or default for k, default in _DEFAULT_NAMES.items()]
+    return LoadedModel(*load_model_file(args.model, *names), name="Model")
 
 
 def _xla_latency_ns(fn, params, x, iters=300) -> float:
@@ -61,13 +144,13 @@ def latency_table(model, fn, params, x) -> str:
 
 
 def _convert(args):
-    from . import convert
-    fn, params, x = load_model_file(args.model, args.function, args.params, args.input)
-    return fn, params, x, convert(fn, params, x, name=args.name)
+    from .model import convert, model_name
+    loaded = load_model(args)
+    return loaded, convert(loaded.fn, loaded.params, loaded.example_input, name=model_name(args.name, loaded.name))
 
 
 def cmd_convert(args) -> int:
-    fn, params, x, m = _convert(args)
+    _, m = _convert(args)
     hxx, dat = m.generate(args.output)
     print(m.summary())
     print(f"\nwrote {hxx} and {dat}")
@@ -78,16 +161,16 @@ def cmd_convert(args) -> int:
 
 def cmd_inspect(args) -> int:
     from .errors import UnsupportedPrimitiveError
-    from .model import convert
+    from .model import convert, model_name
     from .primitives import HANDLERS
     from .trace import primitive_inventory, trace
-    fn, params, x = load_model_file(args.model, args.function, args.params, args.input)
+    fn, params, x, default_name = load_model(args)
     inv = primitive_inventory(trace(fn, params, x).closed_jaxpr)
     print(f"{'primitive':28s} {'uses':>5s}  rule")
     for name in sorted(inv):
         print(f"{name:28s} {inv[name]:5d}  {HANDLERS[name].family if name in HANDLERS else 'MISSING'}")
     try:
-        convert(fn, params, x, name=args.name)
+        convert(fn, params, x, name=model_name(args.name, default_name))
     except UnsupportedPrimitiveError as e:
         print("\n" + str(e))
         return 1
@@ -96,8 +179,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    fn, params, x, m = _convert(args)
-    print(latency_table(m, fn, params, x))
+    loaded, m = _convert(args)
+    print(latency_table(m, loaded.fn, loaded.params, loaded.example_input))
     return 0
 
 
@@ -118,6 +201,12 @@ def cmd_demo(args) -> int:
     print(latency_table(m, function, params, example_input))
     print(f"\nmachine: {_machine()}")
     return 0 if ok else 1
+
+
+def cmd_flags(args) -> int:
+    from .build import link_flags
+    print(link_flags())
+    return 0
 
 
 def primitive_table() -> str:
@@ -151,28 +240,59 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__       # here, not at import: the package may one day import this module
     p = argparse.ArgumentParser(prog="jaxpr2sofie", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="convert the bundled example, compile, validate against JAX, time against XLA")
-    d.add_argument("-o", "--output", default="out", help="directory for the generated files (default: out)")
+    p.add_argument("--version", action="version", version=f"jaxpr2sofie {__version__}",
+                   help="print the jaxpr2sofie version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = sub.add_parser("demo", help="convert the bundled example, compile, validate against JAX, time against XLA",
+                       description="Convert the bundled jet-tagging MLP, compile it, validate it against JAX "
+                                   "and time it against XLA.")
+    d.add_argument("-o", "--output", default="out", metavar="DIR",
+                   help="directory for the generated files, created if missing (default: out)")
     d.set_defaults(run=cmd_demo)
-    sub.add_parser("primitives", help="print the supported-primitive table (markdown)").set_defaults(run=cmd_primitives)
-    for name, run, text in (("convert", cmd_convert, "write <Name>.hxx and <Name>.dat for a model file"),
-                            ("inspect", cmd_inspect, "list the primitives of a model file and which are unsupported"),
+    sub.add_parser("flags", help="print the compiler flags to build a program against a generated header",
+                   description="Print the flags to compile and link a C++ program against any generated header: "
+                               "the C++ standard, the BLAS sgemm symbol and the BLAS link line, e.g. "
+                               "g++ -O2 -I out main.cpp $(jaxpr2sofie flags) -o main").set_defaults(run=cmd_flags)
+    sub.add_parser("primitives", help="print the supported-primitive table (markdown)",
+                   description="Print the table of supported JAX primitives (markdown).").set_defaults(
+                       run=cmd_primitives)
+    for name, run, text in (("convert", cmd_convert, "write <NAME>.hxx and <NAME>.dat for a model"),
+                            ("inspect", cmd_inspect, "list the primitives of a model and which are unsupported"),
                             ("bench", cmd_bench, "latency of the generated C++ against jax.jit on XLA CPU")):
-        c = sub.add_parser(name, help=text)
-        c.add_argument("model", help="a Python file or module name defining function, params, example_input")
-        c.add_argument("--function", default="function")
-        c.add_argument("--params", default="params")
-        c.add_argument("--input", default="example_input")
-        c.add_argument("--name", default="Model", help="model name: TMVA_SOFIE_<name>, <name>.hxx")
+        c = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                           epilog=f"example: jaxpr2sofie {name} model.keras --name Net"
+                                  + (" -o out/ --validate" if name == "convert" else ""))
+        c.add_argument("model", metavar="MODEL",
+                       help="a Keras file (.keras, or legacy .h5/.hdf5), or a Python file (.py) or importable "
+                            "module name defining `function`, `params` and `example_input` at module level")
+        c.add_argument("--function", metavar="NAME",
+                       help="Python model files: the module-level name of the function to convert, called "
+                            "fn(params, x), or fn(x) when params is None (default: function)")
+        c.add_argument("--params", metavar="NAME",
+                       help="Python model files: the module-level name of the parameter pytree, which may be "
+                            "None (default: params)")
+        c.add_argument("--input", metavar="NAME",
+                       help="Python model files: the module-level name of the example input, an array or pytree "
+                            "of arrays fixing the input shapes and dtypes (default: example_input)")
+        c.add_argument("--name", metavar="NAME",
+                       help="C++ model name: namespace TMVA_SOFIE_<NAME>, files <NAME>.hxx and <NAME>.dat "
+                            "(default: Model for a Python file, the file name without its extension for a Keras file)")
         if name == "convert":
-            c.add_argument("-o", "--output", default=".", help="output directory")
-            c.add_argument("--validate", action="store_true", help="also compile and compare with JAX")
+            c.add_argument("-o", "--output", default=".", metavar="DIR",
+                           help="directory for <NAME>.hxx and <NAME>.dat, created if missing (default: .)")
+            c.add_argument("--validate", action="store_true",
+                           help="also compile the generated C++ with the C++ compiler and compare its outputs "
+                                "with JAX on a random input (prints the largest errors)")
         c.set_defaults(run=run)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from .errors import Jaxpr2SofieError
     try:
         return args.run(args)

@@ -47,5 +47,10 @@ class WeightFileError(Jaxpr2SofieError):
     """The weight file could not be loaded by the generated Session."""
 
 
+class ModelFileError(Jaxpr2SofieError, ValueError):
+    """A model file (.keras, .h5) is missing, truncated, corrupt or not a model; the message names
+    the file and what to do."""
+
+
 class KerasBackendError(Jaxpr2SofieError):
     """Keras was imported with a backend other than JAX; tracing needs the JAX backend."""

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from .errors import TraceError
-from .model import SofieModel, convert
+from .model import SofieModel, convert, model_name
 
 # Call keywords that switch a linen module between training and inference, with their inference value.
 INFERENCE_FLAGS = {"train": False, "training": False, "is_training": False, "update_stats": False,
@@ -121,7 +121,7 @@ def from_flax(module, variables, example_input, name: str | None = None, **apply
     def fn(variables, x):
         return module.apply(variables, x, mutable=False, **kwargs)
 
-    label = name or type(module).__name__
+    label = model_name(name, type(module).__name__)
     with _flax_errors(f"linen module {type(module).__name__}"):
         return convert(fn, _to_dict(variables), example_input, name=label)
 
@@ -196,6 +196,6 @@ def from_nnx(module, example_input, name: str | None = None) -> SofieModel:
             flat.append((path, var.replace(node)))
         return nnx.merge(graphdef, nnx.from_flat_state(flat), rest)(x)
 
-    label = name or type(module).__name__
+    label = model_name(name, type(module).__name__)
     with _flax_errors(f"nnx module {type(module).__name__}"):
         return convert(fn, pure, example_input, name=label)

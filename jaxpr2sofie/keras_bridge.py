@@ -10,12 +10,14 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from .errors import KerasBackendError
+from .errors import KerasBackendError, ModelFileError
 
 _LOADABLE = (".keras", ".h5", ".hdf5")
 
@@ -41,14 +43,88 @@ def _keras():
     return keras
 
 
+# An HDF5 file starts with this signature at byte 0, or at 512, 1024, 2048, ... when it has a user block.
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_RESAVE = "Re-save the model from Keras with model.save('model.keras') and convert that file."
+
+
+def _has_hdf5_signature(path: Path, size: int) -> bool:
+    with open(path, "rb") as f:
+        offset = 0
+        while offset + len(_HDF5_SIGNATURE) <= size:
+            f.seek(offset)
+            if f.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+                return True
+            offset = 512 if offset == 0 else 2 * offset
+    return False
+
+
+def _file_problem(path: Path) -> str | None:
+    """What is wrong with a model file, judged from its bytes before Keras reads it; None if it looks right.
+
+    Keras' own messages for these cases name neither the file nor the cause: a truncated `.keras`
+    file is reported as "File not found", an `.h5` file that is not HDF5 as h5py's
+    "file signature not found".
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return f"the file is empty (0 bytes): the save, download or copy did not complete. {_RESAVE}"
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        return ("the file is a Git LFS pointer, not the model itself: fetch the model with `git lfs pull` "
+                "in the repository it came from")
+    is_zip, is_hdf5 = zipfile.is_zipfile(path), _has_hdf5_signature(path, size)
+    if path.suffix.lower() == ".keras":
+        if is_zip:
+            with zipfile.ZipFile(path) as z:
+                if "config.json" not in z.namelist():
+                    return f"the file is a zip archive but not a Keras model (it holds no config.json). {_RESAVE}"
+            return None
+        if is_hdf5:
+            return ("the file is a legacy HDF5 (.h5) model with a .keras name, and Keras reads a .keras file "
+                    "as a zip archive: rename it to .h5 (or re-save it with model.save('model.keras'))")
+        if head.startswith(b"PK"):
+            # a zip archive's index sits at its end: a zip header without it means the end is missing
+            return (f"the file is a truncated or damaged zip archive ({size} bytes; its end, with the zip index, "
+                    f"is missing): an interrupted save, download or copy. {_RESAVE}")
+        return (f"the file is not a Keras model: a .keras file is a zip archive, this one starts with "
+                f"{head[:16]!r}. {_RESAVE}")
+    if is_hdf5:
+        return None
+    if is_zip:
+        return "the file is a Keras 3 zip archive (.keras format) with an .h5 name: rename it to .keras"
+    return (f"the file is not an HDF5 file (no HDF5 signature; it starts with {head[:16]!r}), so it is not a "
+            f"legacy .h5 Keras model. {_RESAVE}")
+
+
 def _load(keras, path: Path, custom_objects):
     if not path.exists():
         raise FileNotFoundError(f"no Keras model file at {path}")
     if path.suffix.lower() not in _LOADABLE:
-        raise ValueError(f"{path.name}: expected a Keras 3 `.keras` file or a legacy `.h5` file "
+        raise ModelFileError(f"{path}: expected a Keras 3 `.keras` file or a legacy `.h5` file "
                          "(for a TensorFlow SavedModel directory, load it and save it as .keras first)")
-    # compile=False: the optimizer and losses are not needed for inference and may not deserialize.
-    return keras.models.load_model(path, custom_objects=custom_objects, compile=False)
+    # Keras also reads a model saved as an unzipped directory holding config.json: leave that to it.
+    if not (path.is_dir() and (path / "config.json").is_file()):
+        if not path.is_file():
+            raise ModelFileError(f"{path}: not a file. Pass a Keras 3 `.keras` file or a legacy `.h5` file.")
+        problem = _file_problem(path)
+        if problem:
+            raise ModelFileError(f"{path}: {problem}")
+    try:
+        # compile=False: the optimizer and losses are not needed for inference and may not deserialize.
+        return keras.models.load_model(path, custom_objects=custom_objects, compile=False)
+    except Exception as e:
+        # Keras' messages often omit the file, and for a damaged file the cause is not obvious.
+        if "truncated" in str(e):
+            hint = "The file is incomplete (an interrupted save, download or copy): " + _RESAVE[0].lower() + _RESAVE[1:]
+        elif "No model config" in str(e):
+            hint = ("The file holds weights only (saved with model.save_weights): build the model in Python, "
+                    "call model.load_weights on this file and pass the model itself to from_keras.")
+        else:
+            hint = ("If the model has custom layers, pass them with custom_objects={'Name': cls}; if the file is "
+                    "truncated or damaged, re-save it with model.save('model.keras').")
+        raise ModelFileError(f"{path}: Keras could not load this model file ({type(e).__name__}: {e}). {hint}") from e
 
 
 def _example_from_spec(model):
@@ -106,29 +182,19 @@ def _unique_paths(variables) -> list:
     return paths
 
 
-def from_keras(model_or_path, example_input=None, name: str | None = None, custom_objects=None):
-    """Convert a Keras 3 model (an in-memory model, or a `.keras` / legacy `.h5` file) on the JAX backend.
+class KerasFunction(NamedTuple):
+    """A Keras model as the three things `convert` takes, plus the name the model goes by."""
+    fn: Callable          # fn(params, x): the model in inference mode
+    params: dict          # Keras variable path -> array
+    example_input: Any
+    name: str             # the file's stem, or the model's own name
 
-    Sequential, Functional and subclassed models; several inputs (list or dict) and outputs.
-    `example_input` fixes the input shapes and dtypes; by default it is built from `model.inputs`
-    with batch size 1 (subclassed models have no declared inputs and need it), and the compiled
-    model then takes its inputs in the order of `model.inputs`, named after each `keras.Input`
-    in the C++. Outputs come back in the flattened order of the model's outputs (a dict: sorted
-    keys). `custom_objects` is handed to `keras.models.load_model` for files. Inference mode:
-    Dropout is the identity, BatchNormalization uses its moving statistics. Weights are named by
-    their Keras variable path. Returns a `SofieModel` (see `convert`).
 
-    Keras must run on the JAX backend: if Keras is not imported yet this sets KERAS_BACKEND=jax;
-    if it was imported with another backend, `KerasBackendError` says what to do.
+def keras_function(model_or_path, example_input=None, custom_objects=None) -> KerasFunction:
+    """The pure function, params and example input `from_keras` converts, without converting them.
 
-    >>> import os; os.environ["KERAS_BACKEND"] = "jax"      # before Keras is imported
-    >>> import keras, numpy as np, jaxpr2sofie as j2s
-    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
-    ...                           keras.layers.Dense(3, activation="softmax")])
-    >>> m = j2s.from_keras(model, name="Tagger")      # or j2s.from_keras("tagger.keras")
-    >>> x = np.ones((1, 8), np.float32)
-    >>> bool(np.allclose(m.compile()(x), model.predict(x, verbose=0), atol=1e-5))
-    True
+    For callers that need the function itself, e.g. `jaxpr2sofie inspect` listing the primitives of
+    a model that does not convert, or `bench` timing it under XLA. Arguments as for `from_keras`.
     """
     keras = _keras()
     if isinstance(model_or_path, (str, os.PathLike)):
@@ -149,8 +215,6 @@ def from_keras(model_or_path, example_input=None, name: str | None = None, custo
     if not model.built:
         model(arrange(example_input))   # a subclassed model creates its variables on its first call
 
-    from .model import convert
-
     trainable, non_trainable = model.trainable_variables, model.non_trainable_variables
     paths = _unique_paths(list(trainable) + list(non_trainable))
     t_paths, n_paths = paths[:len(trainable)], paths[len(trainable):]
@@ -165,4 +229,38 @@ def from_keras(model_or_path, example_input=None, name: str | None = None, custo
         outputs, _ = model.stateless_call(trainable_values, non_trainable_values, arrange(x), **kwargs)
         return outputs
 
-    return convert(keras_model, params, example_input, name=name or default_name or "KerasModel")
+    return KerasFunction(keras_model, params, example_input, default_name or "KerasModel")
+
+
+def from_keras(model_or_path, example_input=None, name: str | None = None, custom_objects=None):
+    """Convert a Keras 3 model (an in-memory model, or a `.keras` / legacy `.h5` file) on the JAX backend.
+
+    Sequential, Functional and subclassed models; several inputs (list or dict) and outputs.
+    `example_input` fixes the input shapes and dtypes; by default it is built from `model.inputs`
+    with batch size 1 (subclassed models have no declared inputs and need it), and the compiled
+    model then takes its inputs in the order of `model.inputs`, named after each `keras.Input`
+    in the C++. Outputs come back in the flattened order of the model's outputs (a dict: sorted
+    keys). `custom_objects` is handed to `keras.models.load_model` for files. Inference mode:
+    Dropout is the identity, BatchNormalization uses its moving statistics. Weights are named by
+    their Keras variable path. Returns a `SofieModel` (see `convert`).
+
+    A file that does not exist raises FileNotFoundError; one Keras cannot read (empty, truncated,
+    not a zip archive or not HDF5, a .keras/.h5 name on the other format) raises `ModelFileError`
+    (a ValueError) naming the file, what is wrong with it and what to do.
+
+    Keras must run on the JAX backend: if Keras is not imported yet this sets KERAS_BACKEND=jax;
+    if it was imported with another backend, `KerasBackendError` says what to do.
+
+    >>> import os; os.environ["KERAS_BACKEND"] = "jax"      # before Keras is imported
+    >>> import keras, numpy as np, jaxpr2sofie as j2s
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+    ...                           keras.layers.Dense(3, activation="softmax")])
+    >>> m = j2s.from_keras(model, name="Tagger")      # or j2s.from_keras("tagger.keras")
+    >>> x = np.ones((1, 8), np.float32)
+    >>> bool(np.allclose(m.compile()(x), model.predict(x, verbose=0), atol=1e-5))
+    True
+    """
+    from .model import convert, model_name
+
+    kf = keras_function(model_or_path, example_input, custom_objects)
+    return convert(kf.fn, kf.params, kf.example_input, name=model_name(name, kf.name))

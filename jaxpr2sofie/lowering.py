@@ -9,26 +9,34 @@ import jax
 import jax.extend.core as jex_core
 import numpy as np
 
-from .errors import Jaxpr2SofieError, UnsupportedPrimitiveError
+from .errors import Jaxpr2SofieError, UnsupportedDtypeError, UnsupportedPrimitiveError
 from .sofie.graph import Graph
+from .sofie.tensor import CTYPES
+from .source import UNKNOWN, user_line
 from .values import Const, Poison, Scalar, Unsupported
-
-try:  # the only private JAX import: a readable "file:line (function)" for error messages
-    from jax._src.source_info_util import summarize as _summarize
-except Exception:  # pragma: no cover - JAX moved it; messages lose the line, nothing else breaks
-    _summarize = None
-
-
-UNKNOWN = "unknown source line"
 
 
 def source_line(eqn) -> str:
-    if _summarize is None:
-        return UNKNOWN
-    try:
-        return _summarize(eqn.source_info) or UNKNOWN
-    except Exception:
-        return UNKNOWN
+    return user_line(eqn.source_info)
+
+
+def _unrepresentable(eqn) -> str:
+    """Why an equation's results cannot exist in the generated C++ (complex numbers, float64, ...),
+    or "" when they can. Reported with the equation's line, like any unsupported primitive."""
+    if any(isinstance(p, (jex_core.Jaxpr, jex_core.ClosedJaxpr)) for p in eqn.params.values()):
+        return ""   # a call or a loop: the equations inside are checked one by one
+    for v in eqn.outvars:
+        dt = np.dtype(v.aval.dtype) if not jax.dtypes.issubdtype(v.aval.dtype, jax.dtypes.prng_key) else None
+        if dt is None:
+            return "produces PRNG keys from input values: random numbers drawn at run time are not supported"
+        if dt == np.float64:
+            return ("computes in float64 (jax_enable_x64 is on and the function casts to or creates float64): "
+                    "the generated C++ computes in float32; use float32 here")
+        if dt.name not in CTYPES:
+            kind = "complex numbers" if dt.kind == "c" else f"{dt.name} values"
+            return (f"produces {kind} ({dt.name}), which the generated C++ cannot represent; "
+                    f"supported dtypes: {', '.join(CTYPES)}")
+    return ""
 
 
 _SAME_VALUES = {"convert_element_type", "copy", "broadcast_in_dim", "reshape", "squeeze", "stop_gradient"}
@@ -77,7 +85,7 @@ class Lowering:
         self.sites: list = [] if sites is None else sites   # source lines of enclosing calls, innermost last
 
     # -- walking --------------------------------------------------------------
-    def run(self, jaxpr, consts, args) -> list:
+    def run(self, jaxpr, consts, args, on_eqn=None) -> list:
         env = {}
 
         def read(v):
@@ -89,10 +97,12 @@ class Lowering:
             env[v] = c if isinstance(c, (str, Const, Poison)) else Const(_known(c), "const")
         for v, a in zip(jaxpr.invars, args):
             env[v] = a
-        for eqn in jaxpr.eqns:
+        for k, eqn in enumerate(jaxpr.eqns):
             outs = self.lower_eqn(eqn, [read(v) for v in eqn.invars])
             for v, o in zip(eqn.outvars, outs):
                 env[v] = o
+            if on_eqn is not None:
+                on_eqn(k + 1)
         return [read(v) for v in jaxpr.outvars]
 
     def lower_eqn(self, eqn, ins) -> list:
@@ -116,6 +126,10 @@ class Lowering:
         if handler is None:
             self.report(eqn, "no conversion rule for this primitive")
             return [Poison() for _ in range(n_out)]
+        unrepresentable = _unrepresentable(eqn)
+        if unrepresentable:
+            self.report(eqn, unrepresentable)
+            return [Poison() for _ in range(n_out)]
         bad = handler.unexpected(eqn.params)
         if bad:
             self.report(eqn, f"unexpected parameter(s) {sorted(bad)}: this JAX version lowers the primitive "
@@ -126,6 +140,9 @@ class Lowering:
             out = handler.fn(self, eqn, *ins)
         except Unsupported as e:
             self.report(eqn, e.reason)
+            return [Poison() for _ in range(n_out)]
+        except UnsupportedDtypeError as e:   # e.g. a weight of a dtype the C++ cannot hold
+            self.report(eqn, str(e))
             return [Poison() for _ in range(n_out)]
         finally:
             self.eqn = outer
@@ -158,7 +175,9 @@ class Lowering:
             op.origin = f"{self.eqn.primitive.name} @ {self.where(self.eqn)}"
         try:
             outs = self.g.add_op(op, hint or (self.eqn.primitive.name if self.eqn is not None else None))
-        except (ValueError, AssertionError, IndexError, KeyError, Jaxpr2SofieError) as e:
+        except Jaxpr2SofieError as e:   # e.g. MatMul of int tensors: the message says what to do
+            raise Unsupported(str(e)) from e
+        except (ValueError, AssertionError, IndexError, KeyError) as e:
             raise Unsupported(f"{op.op_type}: {type(e).__name__}: {e}") from e
         return outs[0] if len(outs) == 1 else outs
 

@@ -1,6 +1,7 @@
 """`convert` and the `SofieModel` it returns."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from .lowering import Lowering
 from .primitives import HANDLERS
 from .sofie.emit_cpp import emit_header, write_weights
 from .sofie.graph import Graph
+from .sofie.tensor import c_identifier
 from .sofie.passes import run_passes
 from .trace import Traced, trace
 from .values import Const
@@ -29,11 +31,12 @@ class Validation:
 class SofieModel:
     """A converted model: an operator graph plus the traced function it must agree with."""
 
-    def __init__(self, graph: Graph, traced: Traced):
+    def __init__(self, graph: Graph, traced: Traced, progress: bool | None = None):
         self.graph = graph
         self.traced = traced
         self.name = graph.name
         self._compiled = None
+        self._progress = progress
 
     # -- code -------------------------------------------------------------------
     def header(self) -> str:
@@ -42,6 +45,11 @@ class SofieModel:
     def generate(self, directory=".") -> tuple:
         """Write `<Name>.hxx` and `<Name>.dat` into `directory`; returns both paths."""
         d = Path(directory)
+        if d.suffix.lower() in (".hxx", ".hpp", ".h", ".dat", ".cpp", ".cxx") or d.is_file():
+            raise ValueError(f"generate() takes a directory, got {str(directory)!r}, which looks like a file: the files "
+                             f"are named after the model ({self.name}.hxx, {self.name}.dat), so pass the folder "
+                             f"(e.g. {str(d.parent) + '/' if str(d.parent) != '.' else '.'!r}) and choose the "
+                             "file name with convert(..., name=...)")
         d.mkdir(parents=True, exist_ok=True)
         hxx, dat = d / f"{self.name}.hxx", d / f"{self.name}.dat"
         hxx.write_text(self.header())
@@ -51,7 +59,11 @@ class SofieModel:
     def compile(self, cxx=None, blas=None, flags=None):
         """Build the generated C++ for real and load it: returns a callable `compiled(*inputs)`."""
         from .build import CompiledModel, compile_library
+        from .progress import Progress
+        progress = Progress(self._progress)
+        progress.stage(f"compiling {self.name}.hxx")
         self._compiled = CompiledModel(self.graph, compile_library(self.graph, cxx=cxx, blas=blas, flags=flags))
+        progress.done(f"compiled {self.name}")
         return self._compiled
 
     # -- checking -----------------------------------------------------------------
@@ -121,12 +133,16 @@ class SofieModel:
         return f"<SofieModel {self.name}: {len(self.graph.ops)} operators, {self.parameter_count()} weights>"
 
 
-def convert(fn, params, example_input, name: str | None = None, disable_passes=()) -> SofieModel:
+def convert(fn, params, example_input, name: str | None = None, disable_passes=(),
+            progress: bool | None = None) -> SofieModel:
     """Convert a JAX function to a SOFIE-style operator graph.
 
-    `fn(params, x)` (or `fn(x)` when `params` is None) may be jitted or not; `params` is any
-    pytree of arrays (weights are named by their key path); `example_input` an array or a pytree
-    of arrays that fixes the input shapes and dtypes.
+    `fn(params, x)` may be jitted or not; with `params=None` a function of one argument is called
+    as `fn(x)` and one of two as `fn(None, x)`. `params` is any pytree of arrays (weights are named
+    by their key path); `example_input` an array or a pytree of arrays that fixes the input shapes
+    and dtypes (float64 is taken as float32, with a warning). `name` names the C++ namespace
+    `TMVA_SOFIE_<name>` and the files. `progress` shows the stages on a terminal (None: when stderr
+    is a terminal and JAXPR2SOFIE_QUIET is not set).
 
     >>> import jax.numpy as jnp, numpy as np, jaxpr2sofie as j2s
     >>> params = {"w": np.ones((3, 2), np.float32), "b": np.zeros(2, np.float32)}
@@ -134,17 +150,52 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     >>> float(m.validate().max_abs) < 1e-5
     True
     """
+    from .progress import Progress
+    fallback = getattr(fn, "__name__", None)
+    label = model_name(name, "Model" if fallback in (None, "<lambda>") else fallback)
+    bar = Progress(progress)
+    bar.stage("tracing")
     traced = trace(fn, params, example_input)
-    label = name or getattr(fn, "__name__", None) or "Model"
-    if label == "<lambda>":
-        label = "Model"
     g = Graph(label)
     ctx = Lowering(g, HANDLERS)
     cj = traced.closed_jaxpr
     args = [Const(v, lab) for v, lab in zip(traced.param_values, traced.param_labels)]
     args += [g.add_input(lab, shape, dtype) for lab, (shape, dtype) in zip(traced.input_labels, traced.input_avals)]
-    outs = ctx.run(cj.jaxpr, cj.consts, args)
+    n = len(cj.jaxpr.eqns)
+    outs = ctx.run(cj.jaxpr, cj.consts, args, on_eqn=lambda i: bar.count(f"lowering {n} equations", i, n))
     ctx.raise_problems()
     g.outputs = [ctx.tensor(o) for o in outs]
+    bar.stage("graph passes")
     run_passes(g, disable=disable_passes)
-    return SofieModel(g, traced)
+    bar.done(f"converted {g.name}: {len(g.ops)} operators")
+    return SofieModel(g, traced, progress)
+
+
+# C++ keywords (and alternative tokens) a model name may not be: it becomes part of identifiers
+# and file names, and `TMVA_SOFIE_<name>` must stay readable.
+CPP_KEYWORDS = frozenset("""alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t
+char16_t char32_t class compl concept const consteval constexpr constinit const_cast continue co_await co_return
+co_yield decltype default delete do double dynamic_cast else enum explicit export extern false float for friend
+goto if inline int long mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected
+public register reinterpret_cast requires return short signed sizeof static static_assert static_cast struct
+switch template this thread_local throw true try typedef typeid typename union unsigned using virtual void
+volatile wchar_t while xor xor_eq""".split())
+
+
+def model_name(name, fallback: str) -> str:
+    """The user's `name` (checked), or a valid name derived from `fallback` (a class, file or
+    function name), made an identifier quietly since the user did not choose it."""
+    if name is not None:
+        check_model_name(name)
+        return name
+    label = c_identifier(str(fallback or "Model"))
+    return label + "_model" if label in CPP_KEYWORDS else label
+
+
+def check_model_name(name) -> None:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"name={name!r} is not a C++ identifier: the model name becomes the namespace "
+                         "TMVA_SOFIE_<name> and the file names, so use letters, digits and underscores, "
+                         "starting with a letter (e.g. name='JetTagger')")
+    if name in CPP_KEYWORDS:
+        raise ValueError(f"name={name!r} is a C++ keyword: choose another model name (e.g. {name.capitalize() + 'Net'!r})")

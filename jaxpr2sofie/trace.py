@@ -1,14 +1,16 @@
 """Trace a function with `jax.make_jaxpr`: flatten params and inputs, name every leaf by its key path."""
 from __future__ import annotations
 
+import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from .errors import TraceError
-from .sofie.tensor import c_identifier
+from .errors import TraceError, UnsupportedDtypeError
+from .sofie.tensor import CTYPES, c_identifier, ctype
 
 # Errors JAX raises when a Python-level decision or a shape depends on a traced value.
 _DATA_DEPENDENT = tuple(
@@ -58,23 +60,91 @@ def _leaves_with_labels(tree, default: str):
     return labels, leaves, treedef
 
 
+def _is_key(a) -> bool:
+    return jax.dtypes.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key)
+
+
+def _param_value(label: str, leaf):
+    """A params leaf as an array JAX would see: NumPy for numbers (Python scalars take JAX's default
+    types), a JAX array for a PRNG key (NumPy cannot hold one; keys fold like any constant)."""
+    if _is_key(leaf):
+        return leaf
+    if isinstance(leaf, (bool, int, float)):
+        return np.asarray(leaf, dtype=jax.dtypes.canonicalize_dtype(type(leaf)))
+    if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
+        raise TypeError(f"params: the leaf at {label!r} is a {type(leaf).__name__}, not an array: params must "
+                        "hold only arrays (and numbers). Keep settings such as strings or callables out of params, "
+                        "e.g. close over them in the function or use functools.partial.")
+    return np.asarray(leaf)
+
+
+def _input_spec(label: str, leaf):
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return leaf
+    if isinstance(leaf, (bool, int, float, complex)) or not (hasattr(leaf, "dtype") and hasattr(leaf, "shape")):
+        raise TypeError(f"example_input: the leaf at {label!r} is a {type(leaf).__name__}, not an array: pass "
+                        "NumPy or JAX arrays (e.g. np.zeros((1, 16), np.float32)); a list or tuple is read as "
+                        "several inputs, so wrap a list of numbers in np.asarray(..., np.float32).")
+    return jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype)
+
+
+def _warn_float64(labels, dtypes, what: str) -> None:
+    """float64 is computed as float32 everywhere (the generated code is single precision, as SOFIE's):
+    such leaves are converted once, up front, and we say so."""
+    wide = [lab for lab, d in zip(labels, dtypes) if d == np.float64]
+    if wide:
+        warnings.warn(f"{what} {', '.join(wide[:8])}{' ...' if len(wide) > 8 else ''} "
+                      f"{'is' if len(wide) == 1 else 'are'} float64: converted to float32 (the generated C++ "
+                      "computes in float32). Pass float32 arrays to silence this warning.", stacklevel=4)
+
+
+def _calls_with_params(fn, params) -> bool:
+    """Whether `fn` is called as fn(params, x) (else fn(x)), from `params` and fn's signature.
+
+    params=None with a two-argument fn calls fn(None, x); params given to a one-argument fn is an
+    error that says what to change, instead of Python's "takes 1 positional argument"."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):   # a builtin or a C-level callable: trust `params`
+        return params is not None
+    positional = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    variadic = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+    required = [p for p in positional if p.default is p.empty]
+    if params is None:
+        return len(required) >= 2
+    if len(positional) < 2 and not variadic:
+        raise TypeError(f"params were given but the function takes {len(positional)} positional argument(s) "
+                        f"{tuple(p.name for p in positional)}: write it as fn(params, x), or pass params=None "
+                        "for a function of the input alone")
+    return True
+
+
 def trace(fn: Callable, params, example_input) -> Traced:
+    if not callable(fn):
+        raise TypeError(f"fn must be a function fn(params, x) or fn(x), got a {type(fn).__name__}")
+    with_params = _calls_with_params(fn, params)
     p_labels, p_leaves, p_tree = _leaves_with_labels(params, "param")
     x_labels, x_leaves, x_tree = _leaves_with_labels(example_input, "x")
     if not x_leaves:
         raise TraceError("example_input holds no arrays: pass an example array (or a pytree of arrays) "
                          "with the shape and dtype the model will be called with")
-    p_values = [np.asarray(v) for v in p_leaves]
+    p_values = [_param_value(lab, v) for lab, v in zip(p_labels, p_leaves)]
+    _warn_float64(p_labels, [v.dtype for v in p_values], "params")
+    p_values = [v.astype(np.float32) if v.dtype == np.float64 else v for v in p_values]
+    x_specs = [_input_spec(lab, v) for lab, v in zip(x_labels, x_leaves)]
+    _warn_float64(x_labels, [s.dtype for s in x_specs], "example_input")
+    x_specs = [jax.ShapeDtypeStruct(s.shape, np.float32) if s.dtype == np.float64 else s for s in x_specs]
+    for lab, s in zip(x_labels, x_specs):
+        check_input_dtype(lab, s.dtype)
     n_p = len(p_leaves)
 
     def flat_fn(*args):
         p = jax.tree_util.tree_unflatten(p_tree, args[:n_p])
         x = jax.tree_util.tree_unflatten(x_tree, args[n_p:])
-        y = fn(x) if params is None else fn(p, x)
+        y = fn(p, x) if with_params else fn(x)
         return jax.tree_util.tree_leaves(y)
 
-    specs = [jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for v in p_values]
-    specs += [jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for v in x_leaves]
+    specs = [jax.ShapeDtypeStruct(np.shape(v), v.dtype) for v in p_values] + x_specs
     try:
         closed = jax.make_jaxpr(flat_fn)(*specs)
     except _DATA_DEPENDENT as e:
@@ -84,8 +154,19 @@ def trace(fn: Callable, params, example_input) -> Traced:
             f"the value of an input ({type(e).__name__}: {first}). Use lax.cond/jnp.where for branches, "
             "give data-dependent operations a static size (e.g. jnp.nonzero(x, size=N)), and keep shapes static."
         ) from e
+    # the dtypes JAX traced with (int64 is int32 unless jax_enable_x64): the C++ takes exactly these
+    in_avals = closed.in_avals[n_p:]
     return Traced(closed, p_labels, p_values, x_labels,
-                  [(tuple(np.shape(v)), np.asarray(v).dtype) for v in x_leaves], flat_fn)
+                  [(tuple(a.shape), np.dtype(a.dtype)) for a in in_avals], flat_fn)
+
+
+def check_input_dtype(label: str, dtype) -> None:
+    try:
+        ctype(dtype)
+    except UnsupportedDtypeError:
+        raise UnsupportedDtypeError(
+            f"input {label!r} has dtype {np.dtype(dtype).name}, which the generated C++ cannot take; "
+            f"supported: {', '.join(CTYPES)}. Pass the input as float32 (or an integer/bool type).") from None
 
 
 def primitive_inventory(jaxpr, found=None) -> dict:

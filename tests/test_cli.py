@@ -1,13 +1,17 @@
 """The command line: demo, convert, inspect, bench on real model files."""
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from jaxpr2sofie.cli import main
+import jaxpr2sofie as j2s
+from jaxpr2sofie.cli import build_parser, main
 
 MODEL = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
@@ -71,3 +75,114 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "validation: PASSED" in res.stdout
     assert "speed-up of the C++ over XLA" in res.stdout
     assert (tmp_path / "JetTagger.hxx").exists()
+
+
+# -- the command as a user runs it: version, help, Keras files, mistakes ------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def run_cli(*args, cwd=None):
+    """`jaxpr2sofie ARGS...` in a fresh process, as from a shell."""
+    return subprocess.run([sys.executable, "-m", "jaxpr2sofie.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+def test_version():
+    res = run_cli("--version")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"jaxpr2sofie {j2s.__version__}"
+
+
+def test_help_describes_every_option():
+    """Every option and argument of every subcommand has help text, and `convert --help` shows it."""
+    def documented(parser):
+        for action in parser._actions:                      # argparse keeps no public list of them
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from documented(sub)
+            else:
+                assert action.help and action.help != argparse.SUPPRESS, \
+                    f"{parser.prog}: {action.option_strings or action.dest} has no help text"
+                yield parser.prog, action
+
+    actions = list(documented(build_parser()))
+    convert_options = {o for prog, a in actions if prog.endswith(" convert") for o in a.option_strings}
+    assert {"--function", "--params", "--input", "--name", "-o", "--output", "--validate"} <= convert_options
+    res = run_cli("convert", "--help")
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.split())                        # argparse wraps lines
+    for option in convert_options:
+        assert option in text
+    for phrase in ("name of the function", "name of the parameter pytree", "name of the example input",
+                   "TMVA_SOFIE_<NAME>", "directory for <NAME>.hxx", "compare its outputs with JAX", ".keras"):
+        assert phrase in text, phrase
+
+
+@pytest.fixture
+def keras_available():
+    # find_spec, not import: importing Keras here would fix its backend for every later test module
+    missing = [m for m in ("keras", "h5py") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"needs {' and '.join(missing)}")
+
+
+def test_convert_keras_file_and_validate(keras_available, tmp_path):
+    res = run_cli("convert", FIXTURES / "keras_mlp.keras", "--name", "Net", "-o", tmp_path / "out", "--validate")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "out" / "Net.hxx").exists() and (tmp_path / "out" / "Net.dat").exists()
+    assert "namespace TMVA_SOFIE_Net" in (tmp_path / "out" / "Net.hxx").read_text()
+    assert "input  features: (1, 10) float32" in res.stdout       # from the model's keras.Input, batch 1
+    error = float(res.stdout.split("max abs error")[1].split(",")[0])
+    assert error < 1e-4, res.stdout
+
+
+def test_inspect_legacy_h5_file(keras_available):
+    res = run_cli("inspect", FIXTURES / "keras_mlp.h5")
+    assert res.returncode == 0, res.stderr
+    assert "dot_general" in res.stdout and "all primitives convert" in res.stdout
+
+
+def test_bench_keras_file(keras_available):
+    res = run_cli("bench", FIXTURES / "keras_mlp.keras")
+    assert res.returncode == 0, res.stderr
+    assert "speed-up of the C++ over XLA" in res.stdout
+
+
+def test_python_model_options_refused_for_keras_file(keras_available):
+    res = run_cli("convert", FIXTURES / "keras_mlp.keras", "--function", "f")
+    assert res.returncode == 1
+    assert "error: --function applies only to Python model files" in res.stderr
+
+
+def test_damaged_keras_file_is_one_line_error(keras_available, tmp_path):
+    data = (FIXTURES / "keras_mlp.keras").read_bytes()
+    bad = tmp_path / "half.keras"
+    bad.write_bytes(data[:len(data) // 2])
+    res = run_cli("convert", bad, "-o", tmp_path)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith(f"error: {bad}: the file is a truncated or damaged zip archive"), res.stderr
+    assert "model.save('model.keras')" in res.stderr
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("missing.keras", "error: model file missing.keras does not exist"),
+    ("missing.py", "error: model file missing.py does not exist"),
+    ("no_such_model_module", "error: no model file or importable module named no_such_model_module"),
+])
+def test_missing_model(spec, message, tmp_path):
+    res = run_cli("convert", spec, cwd=tmp_path)
+    assert res.returncode == 1
+    assert res.stderr.strip().startswith(message), res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_model_file_that_raises_names_file_and_line(tmp_path):
+    p = tmp_path / "raises.py"
+    p.write_text("import numpy as np\n\nparams = np.load('weights_not_there.npy')\n")
+    res = run_cli("inspect", p)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr, res.stderr
+    assert f"error: running the model file {p} failed at {p}:3: FileNotFoundError" in res.stderr, res.stderr
+    assert "weights_not_there.npy" in res.stderr

@@ -116,8 +116,13 @@ def test_wrong_input_shape(compiled):
 
 
 def test_wrong_input_dtype(compiled):
-    with pytest.raises(j2s.InputError, match="dtype float64.*expects float32.*astype"):
-        compiled(X.astype(np.float64))
+    with pytest.raises(j2s.InputError, match="dtype int32.*expects float32.*astype"):
+        compiled(X.astype(np.int32))
+
+
+def test_float64_input_is_taken_as_float32(compiled):
+    """As JAX takes a float64 array (without jax_enable_x64): the same numbers, in float32."""
+    np.testing.assert_array_equal(compiled(X.astype(np.float64)), compiled(X))
 
 
 def test_wrong_input_count(compiled):
@@ -127,8 +132,23 @@ def test_wrong_input_count(compiled):
 
 def test_missing_compiler():
     m = j2s.convert(lambda x: x * 2, None, X)
-    with pytest.raises(j2s.BuildError, match="no C\\+\\+ compiler found.*apt-get install g\\+\\+"):
+    with pytest.raises(j2s.BuildError, match="compiler 'no-such-compiler-j2s' given by cxx= was not found"):
         m.compile(cxx="no-such-compiler-j2s")
+
+
+def test_missing_compiler_in_cxx_is_an_error_not_a_fallback(monkeypatch):
+    m = j2s.convert(lambda x: x * 3, None, X)
+    monkeypatch.setenv("CXX", "/nonexistent/g++-j2s")
+    with pytest.raises(j2s.BuildError, match="given by the CXX environment variable was not found.*unset CXX"):
+        m.compile()
+
+
+def test_no_compiler_at_all(monkeypatch):
+    m = j2s.convert(lambda x: x * 4, None, X)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(j2s.BuildError, match="no C\\+\\+ compiler found.*apt-get install g\\+\\+"):
+        m.compile()
 
 
 def test_missing_blas(monkeypatch):
@@ -138,9 +158,14 @@ def test_missing_blas(monkeypatch):
         build.find_blas()
     with pytest.raises(j2s.BuildError, match="not installed: pip install scipy-openblas32"):
         build.find_blas("scipy-openblas32")
-    m = j2s.convert(lambda p, x: x @ p, np.ones((4, 2), np.float32), X, name="NoBlas")
+    big = j2s.convert(lambda p, x: x @ p, np.ones((64, 64), np.float32), np.ones((16, 64), np.float32),
+                      name="NoBlas")
     with pytest.raises(j2s.BuildError, match="no BLAS"):
-        m.compile()
+        big.compile()
+    # a batch-1 sized product runs as plain loops: the header needs no BLAS, so none is looked for
+    small = j2s.convert(lambda p, x: x @ p, np.ones((4, 2), np.float32), X, name="NoBlasNeeded")
+    assert "sgemm" not in small.header().lower()
+    np.testing.assert_allclose(small.compile()(X), X @ np.ones((4, 2), np.float32), rtol=1e-6)
 
 
 def test_compile_error_is_reported_with_compiler_output():

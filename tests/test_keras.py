@@ -386,12 +386,69 @@ def test_unsupported_primitive_names_primitive_and_layer_line():
 
 
 def test_bad_inputs():
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no_such_model.keras"):
         j2s.from_keras(FIXTURES / "no_such_model.keras")
-    with pytest.raises(ValueError, match=r"\.keras"):
+    with pytest.raises(j2s.ModelFileError, match=r"keras_tf_outputs\.npz: expected a Keras 3 `\.keras` file"):
         j2s.from_keras(FIXTURES / "keras_tf_outputs.npz")
     with pytest.raises(TypeError, match="Keras 3 model"):
         j2s.from_keras(object())
     seq = keras.Input((None, 3))
     with pytest.raises(ValueError, match="free dimension"):
         j2s.from_keras(keras.Model(seq, L.GlobalMaxPooling1D()(seq)))
+
+
+# -- (f) damaged or mislabelled model files: the file, the problem and the fix in one message -----------
+
+def _half(name):
+    data = (FIXTURES / name).read_bytes()
+    return data[:len(data) // 2]
+
+
+def _weights_only(path):
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2)])
+    model.save_weights(path)          # Keras insists on a .weights.h5 name here
+    return path.read_bytes()
+
+
+# (file name, its bytes, what the message must say is wrong, what it must say to do)
+BAD_FILES = [
+    ("truncated.keras", lambda tmp: _half("keras_mlp.keras"), "truncated or damaged zip archive",
+     "model.save('model.keras')"),
+    ("empty.keras", lambda tmp: b"", "empty (0 bytes)", "model.save('model.keras')"),
+    ("notes.keras", lambda tmp: b"just some text\n", "not a Keras model: a .keras file is a zip archive",
+     "model.save('model.keras')"),
+    ("legacy.keras", lambda tmp: (FIXTURES / "keras_mlp.h5").read_bytes(), "legacy HDF5 (.h5) model with a .keras name",
+     "rename it to .h5"),
+    ("arrays.keras", lambda tmp: (FIXTURES / "keras_tf_outputs.npz").read_bytes(),
+     "zip archive but not a Keras model (it holds no config.json)", "model.save('model.keras')"),
+    ("notes.h5", lambda tmp: b"just some text\n", "not an HDF5 file", "model.save('model.keras')"),
+    ("new_format.h5", lambda tmp: (FIXTURES / "keras_mlp.keras").read_bytes(),
+     "Keras 3 zip archive (.keras format) with an .h5 name", "rename it to .keras"),
+    ("truncated.h5", lambda tmp: _half("keras_mlp.h5"), "truncated file", "model.save('model.keras')"),
+    ("weights.h5", lambda tmp: _weights_only(tmp / "w.weights.h5"), "holds weights only",
+     "model.load_weights"),
+    ("lfs.keras", lambda tmp: b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 57189\n",
+     "Git LFS pointer", "git lfs pull"),
+]
+
+
+@pytest.mark.parametrize("name, content, problem, fix", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_damaged_or_mislabelled_file(tmp_path, name, content, problem, fix):
+    path = tmp_path / name
+    path.write_bytes(content(tmp_path))
+    with pytest.raises(j2s.ModelFileError) as err:
+        j2s.from_keras(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: "), message
+    assert problem in message and fix in message, message
+
+
+def test_keras_function_is_what_from_keras_converts():
+    """The CLI's `inspect` and `bench` get the function itself from the bridge; it is the one converted."""
+    from jaxpr2sofie.keras_bridge import keras_function
+    kf = keras_function(FIXTURES / "keras_mlp.keras")
+    assert kf.name == "keras_mlp"
+    m = j2s.from_keras(FIXTURES / "keras_mlp.keras")
+    assert m.name == "keras_mlp"
+    x = np.random.default_rng(2).standard_normal(m.traced.input_avals[0][0]).astype(np.float32)
+    assert_close(np.asarray(kf.fn(kf.params, {k: x for k in kf.example_input})), m.reference(x), 1e-6)

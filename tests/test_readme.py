@@ -12,7 +12,40 @@ def test_readme_primitive_table_matches_registry():
     assert block == primitive_table(), "README table is stale: paste the output of `jaxpr2sofie primitives`"
 
 
-def test_ci_runs_the_readme_test_command():
-    ci = [l for l in (ROOT / ".ci" / "run").read_text().splitlines() if l.strip() and not l.startswith("#")]
-    assert ci[-1] == "python -m pytest tests"
-    assert 'pip install -e ".[test]" && python -m pytest tests' in (ROOT / "README.md").read_text()
+SETUP_DEMO = 'pip install -e . && jaxpr2sofie demo'
+SETUP_TESTS = 'pip install -e ".[test]" && python -m pytest tests'
+
+
+def test_ci_runs_the_readme_test_command_in_a_fresh_venv():
+    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
+             if l.strip() and not l.lstrip().startswith("#")]
+    assert lines[-1] == SETUP_TESTS, "the last command of .ci/run must be the README's test command, as written"
+    venv = next(k for k, l in enumerate(lines) if "-m venv" in l)
+    activate = next(k for k, l in enumerate(lines) if "bin/activate" in l)
+    assert venv < activate < len(lines) - 1, "CI must install into a brand-new venv, as a newcomer does"
+    assert any(l.startswith("rm -rf") and "VENV" in l for l in lines[:venv]), "the venv must be new on every run"
+
+
+def test_readme_has_the_two_setup_commands():
+    text = (ROOT / "README.md").read_text()
+    assert SETUP_DEMO in text and SETUP_TESTS in text
+
+
+def test_demo_needs_only_the_base_install():
+    """The first README command installs no extra: the demo must not import any optional package."""
+    import subprocess
+    import sys
+    code = ("import sys, builtins\n"
+            "optional = ('flax', 'keras', 'equinox', 'haiku', 'ROOT', 'onnx', 'onnxruntime', 'h5py', 'pytest')\n"
+            "real = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    if name.split('.')[0] in optional: raise ImportError('optional package imported: ' + name)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            "from jaxpr2sofie.cli import main\n"
+            "from jaxpr2sofie.examples import function, params, example_input\n"
+            "import jaxpr2sofie as j2s\n"
+            "m = j2s.convert(function, params, example_input, name='JetTagger')\n"
+            "print(m.validate().max_abs < 1e-5)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "True", res.stderr[-3000:]

@@ -1,6 +1,8 @@
 """The C++ emitter: a SOFIE-compatible header, its weight file, and a C entry point for ctypes."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from .ops.base import emit_ops
@@ -18,41 +20,48 @@ extern "C" void J2S_SGEMM(const char* transa, const char* transb, const int* m, 
                           const float* beta, float* C, const int* ldc);
 """
 
-# Helpers every header carries (inside its own namespace, so several headers can share a file).
-_GEMM = """\
-// Row-major C = op(A) * op(B) + beta * C (beta is 0 or 1). Small products (batch-1 inference)
-// run as plain loops: a BLAS call costs more than the arithmetic there. Larger ones go to BLAS
-// in column-major form (C^T = op(B)^T op(A)^T).
-inline void gemm(bool ta, bool tb, int M, int N, int K, const float* A, const float* B, float beta, float* C) {
-   if (M <= 8 || static_cast<long>(M) * N * K <= 4096) {
-      for (int i = 0; i < M; ++i) {
-         float* c = C + static_cast<long>(i) * N;
-         if (beta == 0.f)
-            std::fill_n(c, N, 0.f);
-         if (tb) {
-            for (int j = 0; j < N; ++j) {
-               const float* b = B + static_cast<long>(j) * K;
-               float acc = 0.f;
-               for (int k = 0; k < K; ++k)
-                  acc += (ta ? A[static_cast<long>(k) * M + i] : A[static_cast<long>(i) * K + k]) * b[k];
-               c[j] += acc;
-            }
-         } else {
-            for (int k = 0; k < K; ++k) {
-               const float a = ta ? A[static_cast<long>(k) * M + i] : A[static_cast<long>(i) * K + k];
-               const float* b = B + static_cast<long>(k) * N;
-               for (int j = 0; j < N; ++j)
-                  c[j] += a * b[j];
-            }
+# Helpers a header carries only when its code calls them (Writer.need), inside the model's own
+# namespace so several headers can share a translation unit.
+_GEMM_LOOPS = """\
+// Row-major C = op(A) * op(B) + beta * C (beta is 0 or 1) as plain loops: for the small products
+// of batch-1 inference a BLAS call costs more than the arithmetic.
+inline void gemm_loops(bool ta, bool tb, int M, int N, int K, const float* A, const float* B, float beta, float* C) {
+   for (int i = 0; i < M; ++i) {
+      float* c = C + static_cast<long>(i) * N;
+      if (beta == 0.f)
+         std::fill_n(c, N, 0.f);
+      if (tb) {
+         for (int j = 0; j < N; ++j) {
+            const float* b = B + static_cast<long>(j) * K;
+            float acc = 0.f;
+            for (int k = 0; k < K; ++k)
+               acc += (ta ? A[static_cast<long>(k) * M + i] : A[static_cast<long>(i) * K + k]) * b[k];
+            c[j] += acc;
+         }
+      } else {
+         for (int k = 0; k < K; ++k) {
+            const float a = ta ? A[static_cast<long>(k) * M + i] : A[static_cast<long>(i) * K + k];
+            const float* b = B + static_cast<long>(k) * N;
+            for (int j = 0; j < N; ++j)
+               c[j] += a * b[j];
          }
       }
-      return;
    }
+}
+"""
+
+_GEMM_BLAS = """\
+// Row-major C = op(A) * op(B) + beta * C through BLAS, in column-major form (C^T = op(B)^T op(A)^T).
+inline void gemm_blas(bool ta, bool tb, int M, int N, int K, const float* A, const float* B, float beta, float* C) {
    const float alpha = 1.f;
    const int lda = ta ? M : K, ldb = tb ? K : N;
    J2S_SGEMM(tb ? "T" : "N", ta ? "T" : "N", &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &N);
 }
 """
+
+HELPERS = {"gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS}
+# helpers that need the BLAS declaration (and a BLAS library at link time)
+BLAS_HELPERS = {"gemm_blas"}
 
 _READ = """\
 template <typename T>
@@ -96,93 +105,144 @@ def result_type(g) -> str:
     return f"std::tuple<{', '.join(types)}>"
 
 
-def emit_header(g, origin: str = "") -> str:
+IO_TAG = "jaxpr2sofie-io:"
+
+
+def io_signature(g) -> dict:
+    """Names, shapes and dtypes of the inputs and outputs, as one comment line of the header: tools
+    (jaxpr2sofie.root) read a generated directory without the Python model."""
+    def spec(n):
+        t = g.tensors[n]
+        return {"name": n, "shape": list(t.shape), "dtype": t.dtype}
+    return {"model": g.name, "inputs": [spec(n) for n in g.inputs], "outputs": [spec(n) for n in g.outputs]}
+
+
+def read_io_signature(header_text: str) -> dict | None:
+    for line in header_text.splitlines()[:6]:
+        if line.startswith("// " + IO_TAG):
+            return json.loads(line[len("// " + IO_TAG):])
+    return None
+
+
+def emit_header(g) -> str:
+    return render(g)[0]
+
+
+def needs_blas(g) -> bool:
+    """Whether the generated code calls BLAS (and so must be linked against it)."""
+    return bool(render(g)[1] & BLAS_HELPERS)
+
+
+def render(g) -> tuple:
+    """The header text and the set of helpers its code calls."""
     name = g.name
-    uses_blas = any(op.uses_blas for op in g.walk())
     base = g.plan()
     outs = set(g.outputs)
+    # The Session first: emitting the operators tells which helpers the header must carry.
     w = Writer({n: "tensor_" + b for n, b in base.items()})
-    guard = f"TMVA_SOFIE_{name.upper()}"
-    w.line(f"// Code generated by jaxpr2sofie{' from ' + origin if origin else ''}. Do not edit.")
-    w.line(f"// Inference with: TMVA_SOFIE_{name}::Session s(\"{name}.dat\"); auto y = s.infer(x);")
-    w.line(f"#ifndef {guard}")
-    w.line(f"#define {guard}")
-    w.line()
-    for inc in INCLUDES:
-        w.line(f"#include <{inc}>")
-    w.line()
-    if uses_blas:
-        w.lines.extend(_BLAS_DECL.splitlines())
-        w.line()
-    with w.block(f"namespace TMVA_SOFIE_{name}", tail=f" // namespace TMVA_SOFIE_{name}"):
-        with w.block("namespace detail", tail=" // namespace detail"):
-            if uses_blas:
-                w.lines.extend(w.indent + l if l else l for l in _GEMM.splitlines())
-            w.lines.extend(w.indent + l if l else l for l in _READ.replace("@NAME@", name).splitlines())
-        w.line()
-        with w.block("struct Session", tail=";"):
-            weights = g.weights()
-            if weights:
-                w.comment("weights, read from the weight file")
-            for t in weights:
-                ct = ctype(t.dtype)
-                w.line(f"std::vector<{ct}> fTensor_{t.name} = std::vector<{ct}>({max(t.size, 1)});")
-                w.line(f"{ct}* tensor_{t.name} = fTensor_{t.name}.data();")
-            slots, assign = g.buffer_plan()
-            if slots:
-                w.comment(f"intermediate buffers ({'shared by tensors whose lifetimes do not overlap' if g.reuse_buffers else 'one per tensor'})")
-            for k, (dtype, size) in enumerate(slots):
-                ct = ctype(dtype)
-                w.line(f"std::vector<{ct}> fBuffer{k} = std::vector<{ct}>({max(size, 1)});")
-            for tname, k in assign.items():
-                w.line(f"{ctype(g.tensors[tname].dtype)}* tensor_{tname} = fBuffer{k}.data();")
-            w.line()
-            with w.block(f"Session(std::string weight_file = \"{name}.dat\")"):
-                if weights:
-                    w.line("std::ifstream f(weight_file);")
-                    w.line("if (!f)")
-                    w.line(f"   throw std::runtime_error(\"TMVA_SOFIE_{name}: cannot open weight file '\" + weight_file + \"'\");")
-                    for t in weights:
-                        w.line(f"detail::read_tensor(f, weight_file, \"{t.name}\", tensor_{t.name}, {t.size});")
-                    w.line("f >> std::ws;")
-                    w.line("if (!f.eof())")
-                    w.line(f"   throw std::runtime_error(\"TMVA_SOFIE_{name}: weight file '\" + weight_file + "
-                           "\"' has data after the last tensor: is it the weight file of another model?\");")
-                else:
-                    w.line("(void)weight_file;")
-            w.line("// Buffers point into this object's vectors: copying would alias them, moving is safe.")
-            w.line("Session(const Session&) = delete;")
-            w.line("Session& operator=(const Session&) = delete;")
-            w.line("Session(Session&&) = default;")
-            w.line("Session& operator=(Session&&) = default;")
-            w.line()
-            params = [f"{_sig_type(g.tensors[i], True)} tensor_{i}" for i in g.inputs]
-            params += [f"{_sig_type(g.tensors[o], False)} tensor_{o}" for o in g.outputs]
-            w.comment("Writes every output into caller-owned memory; allocates nothing.")
-            with w.block(f"void run({', '.join(params)})"):
-                read = {base[i] for op in g.ops for i in op.inputs}
-                for i in g.inputs + g.outputs:
-                    # an input the function ignores, or an empty tensor nothing reads or writes:
-                    # the signature stays uniform
-                    if (i in g.inputs and i not in read) or g.tensors[i].size == 0:
-                        w.line(f"(void)tensor_{i};")
-                emit_ops(w, g, g.ops)
-            w.line()
-            in_params = ", ".join(f"{_sig_type(g.tensors[i], True)} tensor_{i}" for i in g.inputs)
-            with w.block(f"{result_type(g)} infer({in_params})"):
-                for o in g.outputs:
-                    t = g.tensors[o]
-                    w.line(f"std::vector<{ctype(t.dtype)}> out_{o}({t.size});")
-                call = ", ".join([f"tensor_{i}" for i in g.inputs] + [f"out_{o}.data()" for o in g.outputs])
-                w.line(f"run({call});")
-                if len(g.outputs) == 1:
-                    w.line(f"return out_{g.outputs[0]};")
-                else:
-                    w.line(f"return {{{', '.join(f'std::move(out_{o})' for o in g.outputs)}}};")
-    w.line()
-    w.line(f"#endif // {guard}")
+    w.depth = 1
+    assign = _emit_session(w, g, base)
     assert not (outs & set(assign))
-    return w.text()
+    needs = set(w.needs)
+
+    h = Writer()
+    guard = f"TMVA_SOFIE_{name.upper()}"
+    h.line("// Code generated by jaxpr2sofie. Do not edit.")
+    h.line(f"// Inference with: TMVA_SOFIE_{name}::Session s(\"{name}.dat\"); auto y = s.infer(x);")
+    h.line(f"// {IO_TAG} {json.dumps(io_signature(g), separators=(',', ':'))}")
+    h.line(f"#ifndef {guard}")
+    h.line(f"#define {guard}")
+    h.line()
+    for inc in INCLUDES:
+        h.line(f"#include <{inc}>")
+    h.line()
+    if needs & BLAS_HELPERS:
+        h.lines.extend(_BLAS_DECL.splitlines())
+        h.line()
+    with h.block(f"namespace TMVA_SOFIE_{name}", tail=f" // namespace TMVA_SOFIE_{name}"):
+        with h.block("namespace detail", tail=" // namespace detail"):
+            for helper in sorted(needs):
+                h.lines.extend(h.indent + l if l else l for l in HELPERS[helper].splitlines())
+            h.lines.extend(h.indent + l if l else l for l in _READ.replace("@NAME@", name).splitlines())
+        h.line()
+        h.lines.extend(w.lines)
+    h.line()
+    h.line(f"#endif // {guard}")
+    return h.text(), needs
+
+
+def _emit_session(w, g, base) -> dict:
+    name = g.name
+    with w.block("struct Session", tail=";"):
+        weights = g.weights()
+        if weights:
+            w.comment("weights, read from the weight file")
+        for t in weights:
+            ct = ctype(t.dtype)
+            w.line(f"std::vector<{ct}> fTensor_{t.name} = std::vector<{ct}>({max(t.size, 1)});")
+            w.line(f"{ct}* tensor_{t.name} = fTensor_{t.name}.data();")
+        slots, assign = g.buffer_plan()
+        if slots:
+            w.comment(f"intermediate buffers ({'shared by tensors whose lifetimes do not overlap' if g.reuse_buffers else 'one per tensor'})")
+        for k, (dtype, size) in enumerate(slots):
+            ct = ctype(dtype)
+            w.line(f"std::vector<{ct}> fBuffer{k} = std::vector<{ct}>({max(size, 1)});")
+        for tname, k in assign.items():
+            w.line(f"{ctype(g.tensors[tname].dtype)}* tensor_{tname} = fBuffer{k}.data();")
+        w.line()
+        with w.block(f"Session(std::string weight_file = \"{name}.dat\")"):
+            if weights:
+                w.line("std::ifstream f(weight_file);")
+                w.line("if (!f)")
+                w.line(f"   throw std::runtime_error(\"TMVA_SOFIE_{name}: cannot open weight file '\" + weight_file + \"'\");")
+                w.line("load_weights(f, weight_file);")
+            else:
+                w.line("(void)weight_file;")
+        w.comment("Weights from a stream in the weight-file format (e.g. held in memory, or shipped with code).")
+        with w.block("explicit Session(std::istream& weights, const std::string& source = \"<stream>\")"):
+            w.line("load_weights(weights, source);")
+        w.comment("Reads every weight tensor; throws std::runtime_error on missing, foreign or extra data.")
+        with w.block("void load_weights(std::istream& f, const std::string& source)"):
+            if weights:
+                for t in weights:
+                    w.line(f"detail::read_tensor(f, source, \"{t.name}\", tensor_{t.name}, {t.size});")
+                w.line("f >> std::ws;")
+                w.line("if (!f.eof())")
+                w.line(f"   throw std::runtime_error(\"TMVA_SOFIE_{name}: weight file '\" + source + "
+                       "\"' has data after the last tensor: is it the weight file of another model?\");")
+            else:
+                w.line("(void)f;")
+                w.line("(void)source;")
+        w.line("// Buffers point into this object's vectors: copying would alias them, moving is safe.")
+        w.line("Session(const Session&) = delete;")
+        w.line("Session& operator=(const Session&) = delete;")
+        w.line("Session(Session&&) = default;")
+        w.line("Session& operator=(Session&&) = default;")
+        w.line()
+        params = [f"{_sig_type(g.tensors[i], True)} tensor_{i}" for i in g.inputs]
+        params += [f"{_sig_type(g.tensors[o], False)} tensor_{o}" for o in g.outputs]
+        w.comment("Writes every output into caller-owned memory; allocates nothing.")
+        with w.block(f"void run({', '.join(params)})"):
+            read = {base[i] for op in g.ops for i in op.inputs}
+            for i in g.inputs + g.outputs:
+                # an input the function ignores, or an empty tensor nothing reads or writes:
+                # the signature stays uniform
+                if (i in g.inputs and i not in read) or g.tensors[i].size == 0:
+                    w.line(f"(void)tensor_{i};")
+            emit_ops(w, g, g.ops)
+        w.line()
+        in_params = ", ".join(f"{_sig_type(g.tensors[i], True)} tensor_{i}" for i in g.inputs)
+        with w.block(f"{result_type(g)} infer({in_params})"):
+            for o in g.outputs:
+                t = g.tensors[o]
+                w.line(f"std::vector<{ctype(t.dtype)}> out_{o}({t.size});")
+            call = ", ".join([f"tensor_{i}" for i in g.inputs] + [f"out_{o}.data()" for o in g.outputs])
+            w.line(f"run({call});")
+            if len(g.outputs) == 1:
+                w.line(f"return out_{g.outputs[0]};")
+            else:
+                w.line(f"return {{{', '.join(f'std::move(out_{o})' for o in g.outputs)}}};")
+    return assign
 
 
 def format_values(arr: np.ndarray) -> str:

@@ -16,10 +16,10 @@ Shape = tuple
 # "slice": a per-step view a loop points into its sequence input (no buffer of its own)
 KINDS = ("input", "weight", "constant", "intermediate", "slice")
 
-# numpy dtype name -> C++ element type. bool is stored one byte per element.
+# numpy dtype name -> C++ element type. bool is stored one byte per element. float64 is converted to
+# float32 at the door (trace.py): the generated code computes in single precision, as SOFIE's does.
 CTYPES = {
     "float32": "float",
-    "float64": "double",
     "int8": "int8_t",
     "int16": "int16_t",
     "int32": "int32_t",

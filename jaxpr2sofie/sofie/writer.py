@@ -21,6 +21,7 @@ class Writer:
         self.indent = indent
         self.buffers = buffers or {}
         self._counter = 0
+        self.needs: set = set()   # helper functions the emitted code calls (see emit_cpp.HELPERS)
 
     # -- text ---------------------------------------------------------------
     def line(self, text: str = "") -> None:
@@ -38,6 +39,10 @@ class Writer:
         finally:
             self.depth -= 1
             self.line("}" + tail)
+
+    def need(self, helper: str) -> None:
+        """Record that the code calls `detail::<helper>`: the header then carries it, once."""
+        self.needs.add(helper)
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"

@@ -37,7 +37,6 @@ class Op:
     scratch_names: dict = field(default_factory=dict, kw_only=True)
 
     aliases_input: ClassVar[bool] = False   # output is a view of inputs[0] (no copy)
-    uses_blas: ClassVar[bool] = False
 
     @property
     def op_type(self) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..tensor import numel, strides_of
 from .base import Op
+from .linalg import emit_gemm
 from .movement import copy_view
 from .pool import Window, window_access
 
@@ -34,7 +35,6 @@ class Conv(Op):
     lhs_dilation: tuple = ()     # input dilation: a transposed convolution
     rhs_dilation: tuple = ()     # kernel dilation: an atrous convolution
     groups: int = 1
-    uses_blas = True
 
     # -- geometry -------------------------------------------------------------
     def dims(self, g):
@@ -107,8 +107,8 @@ class Conv(Op):
         if self.is_pointwise(g):
             n, spatial, cin, _, _, cout = self.dims(g)
             rows = n * numel(spatial)
-            w.line(f"detail::gemm(false, false, {rows}, {cout}, {cin}, {w.ref(self.inputs[0])}, "
-                   f"{w.ref(self.inputs[1])}, 0.f, {w.ref(self.outputs[0])});")
+            emit_gemm(w, False, False, rows, cout, cin, w.ref(self.inputs[0]), w.ref(self.inputs[1]), "0.f",
+                      w.ref(self.outputs[0]))
         elif self.is_depthwise(g):
             self._emit_depthwise(w, g)
         else:
@@ -142,13 +142,12 @@ class Conv(Op):
                     w.line(f"std::copy_n({_at(x, src)}, {cg}, {_at(col, dst)});")
             y_chunk = _at(y, w.index([c], [rows * cout]))
             if groups == 1:
-                w.line(f"detail::gemm(false, false, {rows}, {cout}, {kc}, {col}, {kern}, 0.f, {y_chunk});")
+                emit_gemm(w, False, False, rows, cout, kc, col, kern, "0.f", y_chunk)
             else:
                 # The BLAS helper has no output leading dimension: multiply into a per-group
                 # buffer, then scatter its columns into this group's channels.
                 tmp = w.ref(self.scratch_names["gemm_out"])
-                w.line(f"detail::gemm(false, false, {rows}, {og}, {kc}, {col}, "
-                       f"{_at(kern, w.index([grp], [kc * og]))}, 0.f, {tmp});")
+                emit_gemm(w, False, False, rows, og, kc, col, _at(kern, w.index([grp], [kc * og])), "0.f", tmp)
                 copy_view(w, f"({_at(y_chunk, w.index([grp], [og]))})", [cout, 1], 0, tmp, [og, 1], 0, [rows, og])
 
     def _emit_depthwise(self, w, g):

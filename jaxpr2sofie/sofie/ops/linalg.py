@@ -7,6 +7,18 @@ from ...errors import UnsupportedDtypeError
 from ..tensor import numel
 from .base import Op
 
+# At or below this many multiply-adds (or with M <= 8 rows, batch-1 inference) plain loops beat a
+# BLAS call, whose set-up costs more than the arithmetic.
+SMALL_GEMM = 4096
+
+
+def emit_gemm(w, ta: bool, tb: bool, m: int, n: int, k: int, a: str, b: str, beta: str, c: str) -> None:
+    """Row-major c = op(a) @ op(b) (+ c when beta is 1): loops for small products, BLAS otherwise.
+    The choice is made here, per call site, so a header links BLAS only if some product needs it."""
+    helper = "gemm_loops" if (m <= 8 or m * n * k <= SMALL_GEMM) else "gemm_blas"
+    w.need(helper)
+    w.line(f"detail::{helper}({str(ta).lower()}, {str(tb).lower()}, {m}, {n}, {k}, {a}, {b}, {beta}, {c});")
+
 
 @dataclass(eq=False)
 class MatMul(Op):
@@ -24,7 +36,6 @@ class MatMul(Op):
     trans_a: bool = False
     trans_b: bool = False
     out_shape: tuple = ()
-    uses_blas = True
 
     @property
     def op_type(self):
@@ -33,8 +44,9 @@ class MatMul(Op):
     def infer(self, g):
         for a in self.inputs:
             if g.tensors[a].dtype != "float32":
-                raise UnsupportedDtypeError(f"matrix product of {g.tensors[a].dtype} tensors: only float32 is supported; "
-                                            "cast the operands to float32")
+                raise UnsupportedDtypeError(f"matrix product with operand {g.tensors[a].label or a!r} of dtype "
+                                            f"{g.tensors[a].dtype}: only float32 products are supported; cast the "
+                                            "operands to float32")
         return [(tuple(self.out_shape), "float32")]
 
     def emit(self, w, g):
@@ -49,12 +61,12 @@ class MatMul(Op):
             beta = "1.f"
             with w.loops([self.batch * self.m if nb == self.n else self.batch]) as (r,):
                 w.line(f"std::copy_n({bias}, {nb}, {out} + {r} * {nb});")
-        ta, tb = str(self.trans_a).lower(), str(self.trans_b).lower()
         with w.loops([self.batch], stem="b") as (bi,):
             ao = w.index([bi], [mk])
             bo = w.index([bi], [kn])
             oo = w.index([bi], [mn])
-            w.line(f"detail::gemm({ta}, {tb}, {self.m}, {self.n}, {self.k}, {a} + {ao}, {b} + {bo}, {beta}, {out} + {oo});")
+            emit_gemm(w, self.trans_a, self.trans_b, self.m, self.n, self.k, f"{a} + {ao}", f"{b} + {bo}", beta,
+                      f"{out} + {oo}")
 
     def flops(self, g):
         return 2 * self.batch * self.m * self.n * self.k + (self.batch * self.m * self.n if len(self.inputs) > 2 else 0)
