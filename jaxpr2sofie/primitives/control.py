@@ -160,7 +160,7 @@ def _rnn(p, xs):
 
 
 def _scan_sum(xs, **kw):
-    return lax.scan(lambda c, x: (c * 0.9 + x, c * x), _jnp.zeros(xs.shape[1:], xs.dtype), xs, **kw)
+    return lax.scan(lambda c, x: (c * 0.9 + x, c * x), _jnp.full(xs.shape[1:], 0.5, xs.dtype), xs, **kw)
 
 
 def _carries_consts_ints(p, xs):
