@@ -1,38 +1,19 @@
-"""Walk a jaxpr, fold what is known at conversion time, and hand every other equation to its handler."""
-from __future__ import annotations
+"""Walk a jaxpr, fold what is known at conversion time, and hand every other equation to its rule.
 
-from dataclasses import dataclass
+The walker receives the rule table (`primitives.HANDLERS`) from its caller instead of importing
+it, so the rules and the walker depend only on the leaf module `values`, never on each other.
+"""
+from __future__ import annotations
 
 import jax
 import jax.extend.core as jex_core
 import numpy as np
 
-from .errors import UnsupportedDtypeError, UnsupportedPrimitiveError
-from .source import UNKNOWN, user_line
+from .errors import Jaxpr2SofieError, UnsupportedDtypeError, UnsupportedPrimitiveError
 from .sofie.graph import Graph
 from .sofie.tensor import CTYPES
-from .sofie.ops.elementwise import Scalar
-
-
-
-@dataclass(eq=False)
-class Const:
-    """A value known at conversion time (a weight, a literal, or anything computed only from those)."""
-    array: np.ndarray
-    hint: str = "const"
-
-
-class Poison:
-    """Stands in for the result of an equation that could not be converted, so the walk can go on
-    and report every problem at once."""
-
-
-class Unsupported(Exception):
-    """Raised by a handler for a case it does not cover; `reason` says which."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+from .source import UNKNOWN, user_line
+from .values import Const, Poison, Scalar, Unsupported
 
 
 def source_line(eqn) -> str:
@@ -90,13 +71,18 @@ def _fold(eqn, arrays):
 
 
 class Lowering:
-    """The conversion context handlers receive as `ctx`."""
+    """The conversion context rules receive as `ctx`.
 
-    def __init__(self, graph: Graph):
+    A child context (`subgraph`) writes into a child Graph but shares the tensor table, the
+    weights, the rule table and the problem list with its parent.
+    """
+
+    def __init__(self, graph: Graph, handlers: dict, problems: list | None = None, sites: list | None = None):
         self.g = graph
-        self.problems: list = []
+        self.handlers = handlers
+        self.problems: list = [] if problems is None else problems
         self.eqn = None
-        self.sites: list = []     # source lines of the calls we are inlined in, innermost last
+        self.sites: list = [] if sites is None else sites   # source lines of enclosing calls, innermost last
 
     # -- walking --------------------------------------------------------------
     def run(self, jaxpr, consts, args, on_eqn=None) -> list:
@@ -120,16 +106,14 @@ class Lowering:
         return [read(v) for v in jaxpr.outvars]
 
     def lower_eqn(self, eqn, ins) -> list:
-        from .primitives import HANDLERS, check_params
-
         name = eqn.primitive.name
         n_out = len(eqn.outvars)
-        handler = HANDLERS.get(name)
+        handler = self.handlers.get(name)
         if any(isinstance(v, Poison) for v in ins):
             if handler is None:
                 self.report(eqn, "no conversion rule for this primitive")
             return [Poison() for _ in range(n_out)]
-        if all(isinstance(v, Const) for v in ins) and (handler is None or handler.foldable):
+        if all(isinstance(v, Const) for v in ins):
             try:
                 vals = _fold(eqn, [c.array for c in ins])
             except Exception as e:  # e.g. a primitive JAX itself cannot run eagerly here
@@ -146,7 +130,7 @@ class Lowering:
         if unrepresentable:
             self.report(eqn, unrepresentable)
             return [Poison() for _ in range(n_out)]
-        bad = check_params(name, handler, eqn.params)
+        bad = handler.unexpected(eqn.params)
         if bad:
             self.report(eqn, f"unexpected parameter(s) {sorted(bad)}: this JAX version lowers the primitive "
                              "differently than the rule expects")
@@ -157,7 +141,7 @@ class Lowering:
         except Unsupported as e:
             self.report(eqn, e.reason)
             return [Poison() for _ in range(n_out)]
-        except UnsupportedDtypeError as e:   # e.g. an operator that takes float32 only
+        except UnsupportedDtypeError as e:   # e.g. a weight of a dtype the C++ cannot hold
             self.report(eqn, str(e))
             return [Poison() for _ in range(n_out)]
         finally:
@@ -181,12 +165,20 @@ class Lowering:
         if self.problems:
             raise UnsupportedPrimitiveError(self.problems)
 
-    # -- helpers for handlers --------------------------------------------------
+    # -- helpers for rules ------------------------------------------------------
     def add(self, op, hint: str | None = None):
-        """Add an operator for the current equation; returns its output name (or names)."""
+        """Add an operator for the current equation; returns its output name (or names).
+
+        An operator whose shape inference rejects its inputs becomes a problem of the current
+        equation (raised as `Unsupported`), like any other unsupported case."""
         if self.eqn is not None and not op.origin:
             op.origin = f"{self.eqn.primitive.name} @ {self.where(self.eqn)}"
-        outs = self.g.add_op(op, hint or (self.eqn.primitive.name if self.eqn is not None else None))
+        try:
+            outs = self.g.add_op(op, hint or (self.eqn.primitive.name if self.eqn is not None else None))
+        except Jaxpr2SofieError as e:   # e.g. MatMul of int tensors: the message says what to do
+            raise Unsupported(str(e)) from e
+        except (ValueError, AssertionError, IndexError, KeyError) as e:
+            raise Unsupported(f"{op.op_type}: {type(e).__name__}: {e}") from e
         return outs[0] if len(outs) == 1 else outs
 
     def tensor(self, v) -> str:
@@ -217,12 +209,6 @@ class Lowering:
     def dtype(self, v) -> str:
         return v.array.dtype.name if isinstance(v, Const) else self.g.tensors[v].dtype
 
-    def decompose(self, fn, *args) -> list:
-        """Trace a small JAX function on `args` and convert its primitives in place: a rare primitive
-        can be expressed with ones the table already knows instead of new C++."""
-        specs = [jax.ShapeDtypeStruct(self.shape(a), self.dtype(a)) for a in args]
-        return self.inline(jax.make_jaxpr(fn)(*specs), list(args))
-
     def inline(self, closed_or_jaxpr, args) -> list:
         """Convert a nested jaxpr in place (jit, custom_jvp/vjp, remat, closed_call)."""
         self.sites.append(self.where(self.eqn) if self.eqn is not None else UNKNOWN)
@@ -232,3 +218,21 @@ class Lowering:
             return self.run(closed_or_jaxpr, [], args)
         finally:
             self.sites.pop()
+
+    def subgraph(self, closed_or_jaxpr, args, inputs=()) -> tuple:
+        """Convert a nested jaxpr into a child graph (a loop body, a branch) instead of in place.
+
+        `args` are the jaxpr's arguments: parent tensors and constants, which the child reads
+        directly, and the loop-local tensors listed in `inputs` (made with `local`), which the
+        owning operator fills before running the child. Returns (child graph, raw outputs); the
+        child's `outputs` are the outputs as tensor names (constants become weights).
+        """
+        child = Lowering(self.g.child(inputs), self.handlers, self.problems, self.sites)
+        child.eqn = self.eqn
+        outs = child.inline(closed_or_jaxpr, args)
+        child.g.outputs = [None if isinstance(o, Poison) else child.tensor(o) for o in outs]
+        return child.g, outs
+
+    def local(self, hint: str, shape, dtype, kind: str = "intermediate") -> str:
+        """A tensor owned by an operator with sub-graphs (a loop carry, a per-step slice)."""
+        return self.g.add_tensor(hint, shape, dtype, kind)

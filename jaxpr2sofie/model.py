@@ -8,12 +8,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .lowering import Const, Lowering
+from .lowering import Lowering
+from .primitives import HANDLERS
 from .sofie.emit_cpp import emit_header, write_weights
 from .sofie.graph import Graph
 from .sofie.tensor import c_identifier
 from .sofie.passes import run_passes
 from .trace import Traced, trace
+from .values import Const
 
 
 @dataclass
@@ -131,9 +133,15 @@ class SofieModel:
     def summary(self) -> str:
         g = self.graph
         rows = [("#", "operator", "output", "shape", "dtype", "FLOPs", "details")]
-        for k, op in enumerate(g.ops):
-            out = g.tensors[op.outputs[0]]
-            rows.append((str(k), op.op_type, out.name, str(tuple(out.shape)), out.dtype, str(op.flops(g)), op.describe()))
+
+        def add_rows(ops, depth):   # a loop body or a branch is listed under its operator, indented
+            for op in ops:
+                out = g.tensors[op.outputs[0]]
+                rows.append((str(len(rows) - 1), "  " * depth + op.op_type, out.name, str(tuple(out.shape)), out.dtype,
+                             str(op.flops(g)), op.describe()))
+                for sub in op.subgraphs():
+                    add_rows(sub.ops, depth + 1)
+        add_rows(g.ops, 0)
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines = [f"Model {self.name}"]
         for t in (g.tensors[n] for n in g.inputs):
@@ -182,7 +190,7 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     bar.stage("tracing")
     traced = trace(fn, params, example_input)
     g = Graph(label)
-    ctx = Lowering(g)
+    ctx = Lowering(g, HANDLERS)
     cj = traced.closed_jaxpr
     args = [Const(v, lab) for v, lab in zip(traced.param_values, traced.param_labels)]
     args += [g.add_input(lab, shape, dtype) for lab, (shape, dtype) in zip(traced.input_labels, traced.input_avals)]

@@ -137,14 +137,12 @@ def trace(fn: Callable, params, example_input) -> Traced:
     for lab, s in zip(x_labels, x_specs):
         check_input_dtype(lab, s.dtype)
     n_p = len(p_leaves)
-    holder = {}
 
     def flat_fn(*args):
         p = jax.tree_util.tree_unflatten(p_tree, args[:n_p])
         x = jax.tree_util.tree_unflatten(x_tree, args[n_p:])
         y = fn(p, x) if with_params else fn(x)
-        leaves, holder["out_tree"] = jax.tree_util.tree_flatten(y)
-        return leaves
+        return jax.tree_util.tree_leaves(y)
 
     specs = [jax.ShapeDtypeStruct(np.shape(v), v.dtype) for v in p_values] + x_specs
     try:

@@ -205,8 +205,10 @@ LAYERS = [
     ("relu_layer_clipped_leaky_threshold", lambda: L.ReLU(max_value=1.5, negative_slope=0.1, threshold=0.2), [In(5)]),
     ("prelu", lambda: L.PReLU(), [In(5)]),
     ("softmax_layer_axis1", lambda: L.Softmax(axis=1), [In(3, 4)]),
-    # recurrent and attention layers (lax.scan over time, unrolled at conversion)
+    # recurrent and attention layers (lax.scan over time: one C++ loop, any sequence length)
     ("lstm", lambda: L.LSTM(5), [In(6, 3)]),
+    ("lstm_1000_steps", lambda: L.LSTM(5), [In(1000, 3)]),
+    ("gru_backwards_reset_before", lambda: L.GRU(4, go_backwards=True, reset_after=False), [In(7, 3)]),
     ("gru_sequences", lambda: L.GRU(4, return_sequences=True), [In(5, 3)]),
     ("simple_rnn", lambda: L.SimpleRNN(4), [In(6, 3)]),
     ("bidirectional_gru", lambda: L.Bidirectional(L.GRU(3, return_sequences=True)), [In(5, 2)]),
@@ -368,19 +370,19 @@ def test_other_backend_gives_clear_error():
         assert "'numpy' backend" in e and "KERAS_BACKEND=jax" in e and "before importing Keras" in e
 
 
-class SortLayer(L.Layer):
+class ErfInvLayer(L.Layer):
     def call(self, x):
-        return keras.ops.sort(x, axis=-1)          # sort has no conversion rule
+        return keras.ops.erfinv(x * 0.1)           # erf_inv has no conversion rule
 
 
 def test_unsupported_primitive_names_primitive_and_layer_line():
     x_in = keras.Input((5,))
-    model = keras.Model(x_in, L.Dense(3)(SortLayer()(L.Dense(5)(x_in))))
+    model = keras.Model(x_in, L.Dense(3)(ErfInvLayer()(L.Dense(5)(x_in))))
     with pytest.raises(j2s.UnsupportedPrimitiveError) as err:
         j2s.from_keras(model)
-    assert err.value.primitives == ["sort"]
-    line = SortLayer.call.__code__.co_firstlineno + 1
-    assert f"test_keras.py:{line}" in str(err.value) and "SortLayer.call" in str(err.value), str(err.value)
+    assert err.value.primitives == ["erf_inv"]
+    line = ErfInvLayer.call.__code__.co_firstlineno + 1
+    assert f"test_keras.py:{line}" in str(err.value) and "ErfInvLayer.call" in str(err.value), str(err.value)
 
 
 def test_bad_inputs():

@@ -50,3 +50,22 @@ def test_every_registered_primitive_has_several_cases():
     count = Counter(p for c in CASES for p in set(c.primitives))
     thin = sorted(p for p in HANDLERS if count[p] < 2)
     assert not thin, f"primitives with a single test case: {thin}"
+
+
+def _op_types(graph) -> set:
+    return {op.op_type for op in graph.walk()}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in CASES if c.ops or c.no_ops])
+def test_case_emits_declared_operators(case):
+    """A fast path (a Loop instead of N unrolled copies, a fused Relu) that stops firing fails here."""
+    import jaxpr2sofie as j2s
+    if case.params is None:
+        m = j2s.convert(lambda xs: case.fn(*xs), None, tuple(case.inputs))
+    else:
+        m = j2s.convert(lambda p, xs: case.fn(p, *xs), case.params, tuple(case.inputs))
+    found = _op_types(m.graph)
+    missing = set(case.ops) - found
+    assert not missing, f"case {case.name} must emit {sorted(missing)}; the graph has {sorted(found)}"
+    unwanted = set(case.no_ops) & found
+    assert not unwanted, f"case {case.name} must not emit {sorted(unwanted)}"

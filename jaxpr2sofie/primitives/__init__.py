@@ -19,25 +19,28 @@ class Handler:
     fn: Callable
     params: frozenset
     family: str
-    foldable: bool = True     # with only known inputs, evaluate with JAX instead of converting
+
+    def unexpected(self, params: dict) -> set:
+        """Equation parameters this rule neither reads nor knowingly ignores."""
+        return set(params) - IGNORED_PARAMS - self.params
 
 
 HANDLERS: dict[str, Handler] = {}
 
 
-def handles(*prims, params=(), foldable=True):
+def handles(*prims, params=()):
     def register(fn):
         for p in prims:
             name = p if isinstance(p, str) else p.name
             if name in HANDLERS:
                 raise RuntimeError(f"primitive {name!r} registered twice ({HANDLERS[name].fn.__module__} and {fn.__module__})")
-            HANDLERS[name] = Handler(fn, frozenset(params), fn.__module__.rsplit(".", 1)[-1], foldable)
+            HANDLERS[name] = Handler(fn, frozenset(params), fn.__module__.rsplit(".", 1)[-1])
         return fn
     return register
 
 
 def check_params(name: str, handler: Handler, params: dict) -> set:
-    return set(params) - IGNORED_PARAMS - handler.params
+    return handler.unexpected(params)
 
 
 def out_aval(eqn, k: int = 0):

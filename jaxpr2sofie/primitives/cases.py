@@ -39,6 +39,8 @@ class Case:
     atol: float = 1e-5            # |C++ - JAX| <= atol * max(1, |JAX|), elementwise
     slow: bool = False            # model-zoo sized: excluded from the default test run
     tags: tuple = field(default_factory=tuple)
+    ops: tuple = ()               # operator types the converted graph (sub-graphs included) must contain
+    no_ops: tuple = ()            # ... and must not contain (e.g. a scan must not be unrolled into Concat)
 
 
 def all_cases() -> list:

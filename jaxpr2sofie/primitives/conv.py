@@ -6,12 +6,13 @@ transposed back only when the requested layout differs.
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 from jax import lax
 
-from ..lowering import Const, Unsupported
 from ..sofie.ops.conv import Conv
 from ..sofie.ops.movement import Reshape, Transpose
+from ..values import Const, Unsupported
 from . import handles, out_aval
 from .cases import Case, f32
 
@@ -120,12 +121,26 @@ def _kernel_param(*shape):
 
 _C = ("conv_general_dilated",)
 
+
+def _cnn_loss(p, x):
+    """Conv + bias + relu + max pool + strided conv + dense: its gradient needs the transposed
+    convolutions (lhs dilation, swapped kernel dims) and select_and_scatter_add."""
+    dn = ("NHWC", "HWIO", "NHWC")
+    y = jax_relu(lax.conv_general_dilated(x, p["k"], (1, 1), "SAME", dimension_numbers=dn) + p["b"])
+    y = lax.reduce_window(y, -np.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    y = lax.conv_general_dilated(y, p["k2"], (2, 2), "SAME", dimension_numbers=dn)
+    return ((y.reshape(y.shape[0], -1) @ p["w"]) ** 2).sum()
+
+
+_CNN = {"k": f32(3, 3, 2, 4, scale=0.3), "b": f32(4), "k2": f32(3, 3, 4, 3, scale=0.3), "w": f32(12, 2)}
+
 CASES = [
     Case("conv1d_nwc_same", _conv(dn=("NWC", "WIO", "NWC")), (f32(2, 9, 3, scale=0.5),), _C,
          params=_kernel_param(3, 3, 4)),
     Case("conv1d_ncw_stride2_valid", _conv((2,), "VALID", dn=("NCW", "OIW", "NCW")), (f32(2, 3, 11, scale=0.5),), _C,
          params=_kernel_param(5, 3, 4)),
-    Case("conv2d_nhwc_same", _conv(), (f32(1, 6, 6, 3, scale=0.5),), _C, params=_kernel_param(3, 3, 3, 4)),
+    Case("conv2d_nhwc_same", _conv(), (f32(1, 6, 6, 3, scale=0.5),), _C, params=_kernel_param(3, 3, 3, 4),
+         ops=("Conv",)),
     Case("conv2d_nchw_stride2_valid", _conv((2, 2), "VALID", dn=("NCHW", "OIHW", "NCHW")),
          (f32(2, 3, 7, 7, scale=0.5),), _C, params=_kernel_param(4, 3, 3, 3)),
     Case("conv2d_nchw_same_stride2", _conv((2, 2), "SAME", dn=("NCHW", "OIHW", "NCHW")),
@@ -178,4 +193,8 @@ CASES = [
         x, p["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["bias"]),
          (f32(1, 5, 5, 3, scale=0.5),), _C + ("add", "max"),
          params={"kernel": f32(3, 3, 3, 4, scale=0.3), "bias": f32(4, scale=0.1)}),
+    Case("grad_cnn_maxpool_wrt_input", jax.grad(_cnn_loss, argnums=1), (f32(2, 8, 8, 2),),
+         _C + ("select_and_scatter_add",), params=_CNN, atol=1e-4),
+    Case("grad_cnn_maxpool_wrt_params", jax.grad(_cnn_loss), (f32(2, 8, 8, 2),), _C + ("select_and_scatter_add",),
+         params=_CNN, atol=1e-4),
 ]

@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..lowering import Const
+import jax.extend.core.primitives as P
+
 from ..sofie.ops.elementwise import Elementwise
+from ..values import Const
 from . import handles, out_aval
 
 
@@ -34,6 +36,7 @@ SIMPLE = {
     lax.atan2_p: "atan2", lax.min_p: "min",
     lax.eq_p: "eq", lax.ne_p: "ne", lax.lt_p: "lt", lax.le_p: "le", lax.gt_p: "gt", lax.ge_p: "ge",
     lax.and_p: "and", lax.or_p: "or", lax.xor_p: "xor", lax.not_p: "not", lax.clamp_p: "clamp",
+    P.add_jaxvals_p: "add",   # add_any: the sum of two cotangents in a gradient
 }
 for _prim, _kind in SIMPLE.items():
     # out_dtype (mul): the result type is read from the output aval, so it needs no handling
@@ -85,6 +88,15 @@ from jax import nn as _nn            # noqa: E402
 import jax.numpy as _jnp             # noqa: E402
 
 from .cases import Case, boolean, f32, i32   # noqa: E402
+import jax   # noqa: E402
+
+
+def _mlp_loss(p, x):
+    h = _jnp.tanh(x @ p["w1"] + p["b1"])
+    return _jnp.sum((h @ p["w2"] + h[:, :2]) ** 2)
+
+
+_MLP = {"w1": f32(4, 6, scale=0.5), "b1": f32(6), "w2": f32(6, 2, scale=0.5)}
 
 _POS = dict(low=0.1, high=3.0)
 _UNARY_CASES = {
@@ -130,7 +142,7 @@ CASES += [
     Case("int_arith", lambda a, b: (a * b - a // (b + 1), a % (b + 1), _jnp.maximum(a, b), _jnp.minimum(a, b),
                                     _jnp.abs(a - b)),
          (i32(3, 4, low=-5, high=5), i32(3, 4, low=0, high=5)), ("mul", "sub", "div", "rem", "max", "min", "abs")),
-    Case("relu", _nn.relu, (f32(4, 7),), ("max", "custom_jvp_call")),
+    Case("relu", _nn.relu, (f32(4, 7),), ("max", "custom_jvp_call"), ops=("Relu",), no_ops=("Max",)),
     Case("integer_pow", lambda x: (x ** 2, x ** 3, x ** -2, lax.integer_pow(x, 0)), (f32(3, 4, low=0.5, high=1.5),),
          ("integer_pow",)),
     Case("round_half_even", _jnp.round, (_jnp.array([[0.5, 1.5, 2.5, -0.5], [-1.5, 1.2, -2.7, 3.49]], "float32"),),
@@ -154,7 +166,8 @@ CASES += [
     Case("selu", _nn.selu, (f32(4, 8, scale=2.0),), ("expm1", "select_n")),
     Case("leaky_relu", _nn.leaky_relu, (f32(4, 8, scale=2.0),), ("select_n",)),
     Case("softplus", _nn.softplus, (f32(4, 8, scale=4.0),), ("log1p",)),
-    Case("softmax", lambda x: _nn.softmax(x, axis=-1), (f32(3, 10, scale=3.0),), ("reduce_max", "exp", "reduce_sum")),
+    Case("softmax", lambda x: _nn.softmax(x, axis=-1), (f32(3, 10, scale=3.0),), ("reduce_max", "exp", "reduce_sum"),
+         ops=("Softmax",), no_ops=("Exp",)),
     Case("log_softmax", lambda x: _nn.log_softmax(x, axis=1), (f32(2, 6, 3, scale=3.0),), ("reduce_max", "log")),
     Case("hard_sigmoid", _nn.hard_sigmoid, (f32(4, 8, scale=4.0),), ("min", "max")),
     Case("sigmoid", _nn.sigmoid, (f32(4, 8, scale=4.0),), ("logistic",)),
@@ -166,4 +179,7 @@ CASES += [
     Case("not_int_rank1", lambda x: lax.bitwise_not(x), (i32(6, low=-50, high=50),), ("not",)),
     Case("convert_int_to_float_3d", lambda x: x.astype("float32") * 0.5, (i32(2, 3, 4, low=-9, high=9),),
          ("convert_element_type",)),
+    # gradients (jax.grad) add cotangents with add_any
+    Case("grad_mlp_wrt_input", jax.grad(_mlp_loss, argnums=1), (f32(3, 4),), ("add_any", "pad"), params=_MLP),
+    Case("grad_mlp_wrt_params", jax.grad(_mlp_loss), (f32(3, 4),), ("add_any", "dot_general"), params=_MLP),
 ]

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..lowering import Unsupported
-from ..sofie.ops.gather import Gather
+from ..sofie.ops.gather import Gather, Scatter
+from ..values import Unsupported
 from . import handles, out_aval
 from .cases import Case, f32, i32
 
@@ -66,6 +66,31 @@ def _gather(ctx, eqn, operand, indices):
     return out
 
 
+_SCATTER_KINDS = {lax.scatter_p: "set", lax.scatter_add_p: "add", lax.scatter_mul_p: "mul",
+                  lax.scatter_min_p: "min", lax.scatter_max_p: "max"}
+_SDNUMS = ("update_window_dims", "inserted_window_dims", "scatter_dims_to_operand_dims",
+           "operand_batching_dims", "scatter_indices_batching_dims")
+
+
+def _scatter_rule(kind):
+    def rule(ctx, eqn, operand, indices, updates):
+        dn = eqn.params["dimension_numbers"]
+        if not ctx.shape(indices) or ctx.shape(indices)[-1] != len(dn.scatter_dims_to_operand_dims):
+            raise Unsupported("scatter whose index vector is not the last dimension of the indices")
+        mode = lax.GatherScatterMode.from_any(eqn.params["mode"])
+        mode = "drop" if mode == lax.GatherScatterMode.FILL_OR_DROP else "clip"   # promise_in_bounds: clamp
+        op = Scatter([ctx.tensor(operand), ctx.tensor(indices), ctx.tensor(updates)], kind=kind, mode=mode,
+                     **{k: tuple(int(d) for d in getattr(dn, k, ())) for k in _SDNUMS})
+        return ctx.add(op, hint="scatter")
+    return rule
+
+
+for _prim, _kind in _SCATTER_KINDS.items():
+    # update_jaxpr/update_consts describe the combiner the primitive itself already names
+    handles(_prim, params=("dimension_numbers", "indices_are_sorted", "unique_indices", "mode", "update_jaxpr",
+                           "update_consts"))(_scatter_rule(_kind))
+
+
 # -- cases ------------------------------------------------------------------------
 _NORMALISE = ("lt", "add", "select_n", "broadcast_in_dim")   # jnp's negative-index fix-up
 
@@ -112,4 +137,19 @@ CASES = [
     # vmap of a scalar index becomes a CLIP gather with operand batching dims and size-1 slices.
     Case("gather_index_vmap_scalar_clip", _vmapped_index, (f32(4, 6), np.array([0, 5, 9, -2], np.int32)),
          primitives=("gather", "squeeze", *_NORMALISE)),
+    # scatter: x.at[...] updates, also with indices computed at run time (a loop counter)
+    Case("scatter_set_row", lambda x, i: x.at[i[0]].set(-1.0), (f32(5, 3), np.array([3], np.int32)),
+         primitives=("scatter",), ops=("Scatter",)),
+    Case("scatter_set_dropped_out_of_range", lambda x, i: x.at[i].set(x[:2] * 2.0),
+         (f32(5, 3), np.array([7, -2], np.int32)), primitives=("scatter",)),
+    Case("scatter_add_columns_duplicates", lambda x, i, u: x.at[:, i].add(u),
+         (f32(3, 6), np.array([1, 4, 1], np.int32), f32(3, 3)), primitives=("scatter-add",)),
+    Case("scatter_add_int_clip", lambda x, i: x.at[i].add(5, mode="clip"), (i32(4, 2), np.array([0, 9, -3], np.int32)),
+         primitives=("scatter-add",)),
+    Case("scatter_mul_min_max", lambda x, i: (x.at[i].multiply(3.0), x.at[i].min(0.0), x.at[i].max(0.5)),
+         (f32(4, 3), np.array([[1], [3]], np.int32)), primitives=("scatter-mul", "scatter-min", "scatter-max")),
+    Case("scatter_mul_min_max_rank1", lambda x, i: (x.at[i].multiply(-2.0), x.at[i].min(-0.1), x.at[i].max(0.1)),
+         (f32(6), np.array([5, 0, 2], np.int32)), primitives=("scatter-mul", "scatter-min", "scatter-max")),
+    Case("scatter_in_fori_loop", lambda x: lax.fori_loop(1, 5, lambda i, a: a.at[i].set(a[i - 1] * 0.5 + a[i]), x),
+         (f32(5, 3),), primitives=("scatter", "scan"), ops=("Loop", "Scatter")),
 ]

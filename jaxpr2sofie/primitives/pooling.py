@@ -5,12 +5,13 @@ which the elementwise rules already convert.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..lowering import Const, Unsupported
-from ..sofie.ops.pool import Pool
+from ..sofie.ops.pool import Pool, SelectAndScatterAdd
+from ..values import Const, Unsupported
 from . import handles, out_aval
 from .cases import Case, f32, i32
 
@@ -85,6 +86,19 @@ def _reduce_window(ctx, eqn, *operands):
 
 # -- test cases -----------------------------------------------------------------------------------
 
+@handles(lax.select_and_scatter_add_p, params=("select_prim", "window_dimensions", "window_strides", "padding"))
+def _select_and_scatter_add(ctx, eqn, source, operand):
+    # The transpose of max/min pooling, which jax.grad of a pooled network produces.
+    p = eqn.params
+    select = p["select_prim"].name
+    if select not in ("ge", "le"):
+        raise Unsupported(f"select_and_scatter_add selecting with {p['select_prim'].name} (ge or le expected)")
+    op = SelectAndScatterAdd([ctx.tensor(source), ctx.tensor(operand)], select=select,
+                             window=tuple(p["window_dimensions"]), strides=tuple(p["window_strides"]),
+                             padding=tuple(tuple(int(v) for v in lh) for lh in p["padding"]))
+    return ctx.add(op, hint="pool_grad")
+
+
 def _window(x, init, op, window, strides=None, padding="VALID", **kw):
     return lax.reduce_window(x, init, op, window, strides or (1,) * len(window), padding, **kw)
 
@@ -98,6 +112,7 @@ def _avg_exclude_pad(x):
 
 
 _NEG_INF, _POS_INF = -np.inf, np.inf
+_jnp_w = np.linspace(-1.0, 2.0, 5 * 3 * 2, dtype=np.float32).reshape(1, 5, 3, 2)   # weights the pooled values
 
 CASES = [
     Case("pool_max_2x2_nhwc", lambda x: _window(x, _NEG_INF, lax.max, (1, 2, 2, 1), (1, 2, 2, 1)),
@@ -139,4 +154,15 @@ CASES = [
 CASES += [
     Case("pool_min_1d_stride_padding", lambda x: _window(x, _POS_INF, lax.min, (1, 3, 1), (1, 2, 1), ((0, 0), (1, 1), (0, 0))),
          (f32(2, 7, 3),), ("reduce_window_min",)),
+]
+# gradients of pooled networks (jax.grad): max pooling transposes to select_and_scatter_add
+CASES += [
+    Case("pool_max_grad_2x2", jax.grad(lambda x: (_window(x, _NEG_INF, lax.max, (1, 2, 2, 1), (1, 2, 2, 1)) ** 2).sum()),
+         (f32(1, 6, 6, 2),), ("select_and_scatter_add",), ops=("SelectAndScatterAdd",)),
+    # overlapping windows (stride 1) and padding: several windows pick one element, their values add up
+    Case("pool_max_grad_overlap_same",
+         jax.grad(lambda x: (_window(x, _NEG_INF, lax.max, (1, 3, 3, 1), (1, 1, 2, 1), "SAME") * _jnp_w).sum()),
+         (f32(1, 5, 6, 2),), ("select_and_scatter_add",)),
+    Case("pool_max_grad_ties", jax.grad(lambda x: _window(x, _NEG_INF, lax.max, (2, 2), (1, 1), "SAME").sum()),
+         (np.round(f32(4, 5)),), ("select_and_scatter_add",)),
 ]

@@ -5,6 +5,7 @@ import numpy as np
 from jax import lax
 
 from ..sofie.ops.reduce import ArgReduce, Cumulative, Reduce
+from ..sofie.ops.sort import Sort, TopK
 from . import handles, out_aval
 
 _REDUCE = {lax.reduce_sum_p: "sum", lax.reduce_max_p: "max", lax.reduce_min_p: "min", lax.reduce_prod_p: "prod"}
@@ -52,6 +53,21 @@ for _prim, _kind in _CUMULATIVE.items():
     handles(_prim, params=("axis", "reverse"))(_cumulative_rule(_kind))
 
 
+@handles(lax.sort_p, params=("dimension", "is_stable", "num_keys"))
+def _sort(ctx, eqn, *operands):
+    # Always a stable sort: an unstable one may order equal keys any way, stable is one of them.
+    axis = int(eqn.params["dimension"]) % len(ctx.shape(operands[0]))
+    op = Sort([ctx.tensor(x) for x in operands], axis=axis, num_keys=int(eqn.params["num_keys"]))
+    out = ctx.add(op, hint="sort")
+    return out if isinstance(out, list) else [out]
+
+
+@handles(lax.top_k_p, params=("k", "axis"))
+def _top_k(ctx, eqn, x):
+    axis = int(eqn.params.get("axis", -1)) % len(ctx.shape(x))
+    return ctx.add(TopK([ctx.tensor(x)], axis=axis, k=int(eqn.params["k"])), hint="top_k")
+
+
 # ---------------------------------------------------------------------------------------------
 # Test cases (see cases.py)
 import jax.numpy as _jnp   # noqa: E402
@@ -59,7 +75,8 @@ import jax.numpy as _jnp   # noqa: E402
 from .cases import Case, f32, i32   # noqa: E402
 
 CASES = [
-    Case("reduce_sum_axes", lambda x: (x.sum(axis=1), x.sum(axis=(0, 2)), x.sum()), (f32(3, 4, 5),), ("reduce_sum",)),
+    Case("reduce_sum_axes", lambda x: (x.sum(axis=1), x.sum(axis=(0, 2)), x.sum()), (f32(3, 4, 5),), ("reduce_sum",),
+         ops=("ReduceSum",)),
     Case("reduce_max_min", lambda x: (x.max(axis=0), x.min(axis=-1)), (f32(3, 4, 5),), ("reduce_max", "reduce_min")),
     Case("reduce_prod", lambda x: _jnp.prod(x, axis=1), (f32(3, 4, low=0.5, high=1.5),), ("reduce_prod",)),
     Case("reduce_int", lambda x: (x.sum(axis=1), x.max(axis=0), x.min(axis=0)), (i32(3, 4, low=-9, high=9),),
@@ -85,4 +102,15 @@ CASES += [
     Case("cumulative_rank3", lambda x: (_jnp.cumprod(x, axis=2), lax.cummax(x, axis=1, reverse=True),
                                         lax.cummin(x, axis=0)), (f32(2, 3, 4, low=0.6, high=1.4),),
          ("cumprod", "cummax", "cummin")),
+]
+CASES += [
+    Case("sort_last_axis", lambda x: _jnp.sort(x, axis=-1), (f32(3, 7),), ("sort",), ops=("Sort",)),
+    Case("sort_descending_axis0_with_ties_nan", lambda x: _jnp.sort(x, axis=0, descending=True),
+         (np.array([[1.0, -0.0, 2.0], [np.nan, 0.0, 2.0], [-1.0, 3.0, np.inf], [1.0, -np.inf, 2.0]], np.float32),),
+         ("sort",)),
+    Case("argsort_ties_stable", lambda x: _jnp.argsort(x, axis=1), (np.round(f32(4, 6)),), ("sort", "iota")),
+    Case("sort_int_lexsort", lambda a, b: lax.sort((a, b), num_keys=2), (i32(2, 9, high=3), i32(2, 9, high=9)),
+         ("sort",)),
+    Case("top_k_last_axis", lambda x: lax.top_k(x, 3), (f32(4, 9),), ("top_k",), ops=("TopK",)),
+    Case("top_k_ties_int_rank1", lambda x: lax.top_k(x, 4), (i32(10, high=4),), ("top_k",)),
 ]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..lowering import Const, Unsupported
-from ..sofie.ops.elementwise import Scalar
+from ..sofie.ops.gather import DynamicSlice, DynamicUpdateSlice
 from ..sofie.ops.movement import Concat, Expand, Pad, Reshape, Slice, Transpose, reverse
+from ..values import Const, Scalar, Unsupported
 from . import handles, out_aval
 
 
@@ -59,20 +59,41 @@ def slice_of(ctx, x, starts, limits, steps=None):
     return ctx.add(Slice([ctx.tensor(x)], starts=tuple(starts), limits=tuple(limits), steps=steps), hint="slice")
 
 
+def slice_axis(ctx, x, axis: int, start: int, stop: int):
+    """x[..., start:stop, ...] along one axis: the one helper unstack, split and friends share."""
+    shape = ctx.shape(x)
+    starts, limits = [0] * len(shape), list(shape)
+    starts[axis], limits[axis] = int(start), int(stop)
+    return slice_of(ctx, x, starts, limits)
+
+
 @handles(lax.slice_p, params=("start_indices", "limit_indices", "strides"))
 def _slice(ctx, eqn, x):
     p = eqn.params
     return slice_of(ctx, x, p["start_indices"], p["limit_indices"], p["strides"])
 
 
+def _starts(ctx, starts):
+    """Per dimension a literal start (known now) or the name of a run-time scalar tensor."""
+    return tuple(int(s.array) if isinstance(s, Const) else ctx.tensor(s) for s in starts)
+
+
 @handles(lax.dynamic_slice_p, params=("slice_sizes",))
 def _dynamic_slice(ctx, eqn, x, *starts):
-    if not all(isinstance(s, Const) for s in starts):
-        raise Unsupported("dynamic_slice whose start index is computed from the input (data-dependent offset)")
-    shape, sizes = ctx.shape(x), eqn.params["slice_sizes"]
-    # XLA clamps the start so that the whole slice stays inside the operand.
-    begin = [int(min(max(int(s.array), 0), n - k)) for s, n, k in zip(starts, shape, sizes)]
-    return slice_of(ctx, x, begin, [b + k for b, k in zip(begin, sizes)])
+    shape, sizes = ctx.shape(x), tuple(int(k) for k in eqn.params["slice_sizes"])
+    at = _starts(ctx, starts)
+    if all(isinstance(s, int) for s in at):
+        # XLA clamps the start so that the whole slice stays inside the operand.
+        begin = [min(max(s, 0), n - k) for s, n, k in zip(at, shape, sizes)]
+        return slice_of(ctx, x, begin, [b + k for b, k in zip(begin, sizes)])
+    return ctx.add(DynamicSlice([ctx.tensor(x), *[s for s in at if isinstance(s, str)]], starts=at, sizes=sizes))
+
+
+@handles(lax.dynamic_update_slice_p)
+def _dynamic_update_slice(ctx, eqn, x, update, *starts):
+    at = _starts(ctx, starts)
+    return ctx.add(DynamicUpdateSlice([ctx.tensor(x), ctx.tensor(update), *[s for s in at if isinstance(s, str)]],
+                                      starts=at))
 
 
 @handles(lax.rev_p, params=("dimensions",))
@@ -96,23 +117,14 @@ def _stack_rule(ctx, eqn, *xs):
 @handles(lax.unstack_p, params=("axis",))
 def _unstack_rule(ctx, eqn, x):
     axis, shape = int(eqn.params["axis"]), ctx.shape(x)
-    outs = []
-    for k, v in enumerate(eqn.outvars):
-        starts, limits = [0] * len(shape), list(shape)
-        starts[axis], limits[axis] = k, k + 1
-        outs.append(reshape_to(ctx, slice_of(ctx, x, starts, limits), tuple(v.aval.shape)))
-    return outs
+    return [reshape_to(ctx, slice_axis(ctx, x, axis, k, k + 1), tuple(v.aval.shape)) for k, v in enumerate(eqn.outvars)]
 
 
 @handles(lax.split_p, params=("axis", "sizes"))
 def _split(ctx, eqn, x):
-    axis, shape = int(eqn.params["axis"]), ctx.shape(x)
-    outs, at = [], 0
+    axis, outs, at = int(eqn.params["axis"]), [], 0
     for size in eqn.params["sizes"]:
-        starts = [0] * len(shape)
-        limits = list(shape)
-        starts[axis], limits[axis] = at, at + int(size)
-        outs.append(slice_of(ctx, x, starts, limits))
+        outs.append(slice_axis(ctx, x, axis, at, at + int(size)))
         at += int(size)
     return outs
 
@@ -160,6 +172,14 @@ CASES = [
     Case("slice_3d", lambda x: lax.slice(x, (0, 1, 2), (2, 3, 5), (1, 1, 2)), (f32(3, 4, 6),), ("slice",)),
     Case("dynamic_slice_const", lambda x: lax.dynamic_slice(x, (1, 2), (2, 3)), (f32(4, 6),), ("dynamic_slice",)),
     Case("dynamic_slice_clamped", lambda x: lax.dynamic_slice(x, (3, 5), (2, 3)), (f32(4, 6),), ("dynamic_slice",)),
+    Case("dynamic_slice_runtime_start", lambda x, i: lax.dynamic_slice(x, (i[0], 2), (2, 3)),
+         (f32(5, 6), np.array([2], np.int32)), ("dynamic_slice",), ops=("DynamicSlice",)),
+    Case("dynamic_slice_runtime_clamped", lambda x, i: lax.dynamic_slice(x, (i[0], i[1] * 3), (2, 4)),
+         (f32(4, 6), np.array([-3, 5], np.int32)), ("dynamic_slice",), ops=("DynamicSlice",)),
+    Case("dynamic_update_slice_runtime", lambda x, u, i: lax.dynamic_update_slice(x, u * 2.0, (i[0], 1)),
+         (f32(5, 4), f32(2, 3), np.array([4], np.int32)), ("dynamic_update_slice",), ops=("DynamicUpdateSlice",)),
+    Case("dynamic_update_slice_const_int", lambda x, u: lax.dynamic_update_slice(x, u, (1, -2)),
+         (i32(4, 5), i32(2, 2)), ("dynamic_update_slice",)),
     Case("pad_constant", lambda x: _jnp.pad(x, ((1, 2), (0, 3))), (f32(3, 4),), ("pad",)),
     Case("pad_value_interior_negative", lambda x: lax.pad(x, -1.5, ((1, -1, 1), (-2, 2, 0))), (f32(4, 5),), ("pad",)),
     Case("pad_runtime_value", lambda x, v: lax.pad(x, v, ((2, 0, 0), (1, 1, 2))), (f32(3, 3), f32()), ("pad",)),
@@ -186,4 +206,9 @@ CASES += [
     Case("stack_single_int", lambda a: _jnp.stack([a + 1], axis=1), (i32(3, 4),), ("stack",)),
     Case("unstack_axis1", lambda x: tuple(v * 2.0 for v in _jnp.unstack(x, axis=1)), (f32(2, 3, 4),), ("unstack",)),
     Case("unstack_axis0_rank2", lambda x: _jnp.unstack(_jnp.tanh(x)), (f32(3, 5),), ("unstack",)),
+    # lax.associative_scan lowers to strided slices, pads and the combining op: no rule of its own
+    Case("associative_scan_add", lambda x: lax.associative_scan(_jnp.add, x, axis=1), (f32(3, 11),),
+         ("slice", "pad", "add", "concatenate")),
+    Case("associative_scan_max_reverse", lambda x: lax.associative_scan(_jnp.maximum, x, axis=0, reverse=True),
+         (f32(6, 4),), ("slice", "pad", "max", "rev")),
 ]

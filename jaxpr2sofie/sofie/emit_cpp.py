@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 
+from .ops.base import emit_ops
 from .tensor import ctype
 from .weights import BINARY_READER, format_values, table_hash, write_weights  # noqa: F401 (re-exported)
 from .writer import Writer
@@ -263,11 +264,12 @@ def _emit_session(w, g, base) -> dict:
             w.line("const detail::FlushDenormals fp_mode;   // as XLA computes: see detail::FlushDenormals")
             w.line("(void)fp_mode;")
             read = {base[i] for op in g.ops for i in op.inputs}
-            for i in g.inputs:
-                if i not in read:   # the function ignores this input; keep the signature uniform
+            for i in g.inputs + g.outputs:
+                # an input the function ignores, or an empty tensor nothing reads or writes:
+                # the signature stays uniform
+                if (i in g.inputs and i not in read) or g.tensors[i].size == 0:
                     w.line(f"(void)tensor_{i};")
-            for op in g.ops:
-                op.emit(w, g)
+            emit_ops(w, g, g.ops)
         w.line()
         in_params = ", ".join(f"{_sig_type(g.tensors[i], True)} tensor_{i}" for i in g.inputs)
         with w.block(f"{result_type(g)} infer({in_params})"):

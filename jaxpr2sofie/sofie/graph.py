@@ -1,4 +1,10 @@
-"""The operator graph (SOFIE's RModel): one tensor table, an ordered operator list, the memory plan."""
+"""The operator graph (SOFIE's RModel): one tensor table, an ordered operator list, the memory plan.
+
+A loop body or a branch is a child Graph (`child`): its own operator list, the same tensor table
+(one namespace, one set of weights, every buffer in the Session). The operator owning a child
+lists, after its own arguments, every outer tensor the child reads (`free_tensors`), so use-def
+questions asked of the parent (`consumers`, liveness) see through the child.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -16,6 +22,15 @@ class Graph:
         self._weight_ids: dict[int, str] = {}
         self._keepalive: list = []   # the arrays behind _weight_ids: their ids stay unique while held
         self.reuse_buffers = False   # set by the `reuse_buffers` pass
+        self.parent = None
+
+    def child(self, inputs=()) -> "Graph":
+        """A sub-graph sharing this graph's tensor table and weights; `inputs` are tensors its
+        owner fills before running it (loop carries, per-step slices)."""
+        c = Graph(self.name)
+        c.tensors, c._weight_ids, c._keepalive = self.tensors, self._weight_ids, self._keepalive
+        c.inputs, c.parent = list(inputs), self
+        return c
 
     # -- tensors --------------------------------------------------------------
     def unique(self, hint: str) -> str:
@@ -58,6 +73,13 @@ class Graph:
         self.ops.append(op)
         return op.outputs
 
+    def walk(self):
+        """Every operator, those inside loop bodies and branches included (parents first)."""
+        for op in self.ops:
+            yield op
+            for sub in op.subgraphs():
+                yield from sub.walk()
+
     def producer(self, name: str):
         for op in self.ops:
             if name in op.outputs:
@@ -67,20 +89,35 @@ class Graph:
     def consumers(self, name: str) -> list:
         return [op for op in self.ops if name in op.inputs]
 
-    def remove_unused(self) -> None:
-        """Drop operators whose outputs nobody reads, and tensors nobody references."""
+    def free_tensors(self) -> list:
+        """Tensors this (child) graph reads but neither produces nor receives as an input."""
+        own = set(self.inputs) | {o for op in self.ops for o in op.outputs}
+        reads = [n for op in self.ops for n in op.inputs] + [o for o in self.outputs if o]
+        return [n for n in dict.fromkeys(reads) if n not in own]
+
+    def prune(self) -> None:
+        """Drop operators whose outputs nobody reads (inside sub-graphs too)."""
         changed = True
         while changed:
-            used = set(self.outputs)
+            for op in self.ops:
+                for sub in op.subgraphs():
+                    sub.prune()
+                op.refresh()
+            used = {o for o in self.outputs if o}
             for op in self.ops:
                 used.update(op.inputs)
             keep = [op for op in self.ops if any(o in used for o in op.outputs)]
             changed = len(keep) != len(self.ops)
             self.ops = keep
+
+    def remove_unused(self) -> None:
+        """Drop operators whose outputs nobody reads, and tensors nobody references."""
+        self.prune()
         live = set(self.inputs) | set(self.outputs)
         for op in self.ops:
-            live.update(op.inputs, op.outputs, op.scratch_names.values())
-        self.tensors = {n: t for n, t in self.tensors.items() if n in live}
+            live.update(touched(op))
+        for n in [n for n in self.tensors if n not in live]:
+            del self.tensors[n]   # in place: child graphs share the table
 
     def weights(self) -> list[Tensor]:
         return [t for t in self.tensors.values() if t.kind == "weight"]
@@ -91,13 +128,10 @@ class Graph:
 
         Views (Reshape and friends) share their input's storage. Graph outputs are written
         straight into the caller's memory, so they must be non-view intermediates (the
-        `materialize_outputs` pass guarantees that). A smarter planner (buffer reuse by
-        lifetime) slots in here without touching any operator.
+        `materialize_outputs` pass guarantees that).
         """
-        base = {}
-        for name in self.tensors:
-            base[name] = name
-        for op in self.ops:
+        base = {name: name for name in self.tensors}
+        for op in self.walk():
             if op.aliases_input:
                 base[op.outputs[0]] = base[op.inputs[0]]
         return base
@@ -108,22 +142,24 @@ class Graph:
         Without reuse every intermediate owns a buffer. With reuse, a buffer returns to a free
         pool after the last operator that reads the tensor (or a view of it); an operator's
         outputs and scratch are placed *before* its inputs are released, so no operator ever
-        writes into memory it is still reading.
+        writes into memory it is still reading. Sub-graphs are planned in line (see `events`):
+        what a loop or branch reads from outside, its carries and its outputs stay alive for the
+        whole operator; a body's own intermediates live only within one pass over the body, so
+        they share buffers with each other, and the branches of an If share memory.
         """
         own = self.allocated()
         if not self.reuse_buffers:
             return [(t.dtype, t.size) for t in own], {t.name: k for k, t in enumerate(own)}
         base = self.plan()
         owned = {t.name for t in own}
+        steps = [[n for n in names if base.get(n, n) in owned] for op in self.ops for names in events(op)]
         last = {}
-        for i, op in enumerate(self.ops):
-            for name in list(op.inputs) + list(op.outputs) + list(op.scratch_names.values()):
-                b = base.get(name, name)
-                if b in owned:
-                    last[b] = i
+        for i, names in enumerate(steps):
+            for name in names:
+                last[base.get(name, name)] = i
         slots, free, assign = [], [], {}
-        for i, op in enumerate(self.ops):
-            for name in list(op.outputs) + list(op.scratch_names.values()):
+        for i, names in enumerate(steps):
+            for name in names:
                 if name not in owned or name in assign:
                     continue
                 t = self.tensors[name]
@@ -148,3 +184,40 @@ class Graph:
         outs = set(self.outputs)
         return [t for n, t in self.tensors.items()
                 if t.kind == "intermediate" and base[n] == n and n not in outs]
+
+
+def events(op) -> list:
+    """The memory plan's view of an operator: a list of steps, each the tensors touched then.
+
+    A plain operator is one step. An operator with sub-graphs opens and closes with a step
+    touching everything that must survive the whole operator (its inputs, including the outer
+    tensors its sub-graphs read, its outputs, scratch and loop state), and runs each sub-graph's
+    operators as steps in between, then a step reading that sub-graph's outputs (copied out at
+    its end). Every pass over a body rewrites an intermediate before reading it, so lifetimes
+    within one pass are all the plan needs; branches run one at a time, so theirs may overlap.
+    """
+    subs = op.subgraphs()
+    if not subs:
+        return [touched(op)]
+    pinned = list(dict.fromkeys([*op.outputs, *op.scratch_names.values(), *op.inputs,
+                                 *(n for sub in subs for n in sub.inputs)]))
+    steps = [pinned]
+    for sub in subs:
+        for inner in sub.ops:
+            steps += events(inner)
+        steps.append([o for o in sub.outputs if o])
+    steps.append(pinned)
+    return steps
+
+
+def touched(op) -> list:
+    """Every tensor an operator reads or writes, through its sub-graphs; its outputs first, so a
+    planner places them before anything it reads is released."""
+    names = [*op.outputs, *op.scratch_names.values()]
+    for sub in op.subgraphs():
+        names += sub.inputs
+        for inner in sub.ops:
+            names += touched(inner)
+        names += [o for o in sub.outputs if o]
+    names += op.inputs
+    return list(dict.fromkeys(names))

@@ -107,13 +107,27 @@ PASSES = {
 }
 
 
+def graphs(g) -> list:
+    """A graph and every sub-graph in it (loop bodies, branches), innermost first."""
+    out = []
+    for op in g.ops:
+        for sub in op.subgraphs():
+            out += graphs(sub)
+    return out + [g]
+
+
 def run_passes(g, disable=()) -> None:
+    """Each pass runs on every sub-graph too; the operators owning them then re-list the outer
+    tensors their sub-graphs read (`refresh`), so the parent's use counts stay right."""
     unknown = set(disable) - set(PASSES)
     if unknown:
         raise ValueError(f"unknown pass(es) {sorted(unknown)}; available: {sorted(PASSES)}")
     for name, fn in PASSES.items():
         if name not in disable:
-            fn(g)
+            for sub in graphs(g):
+                fn(sub)
+                for op in sub.ops:
+                    op.refresh()
     g.remove_unused()
     materialize_outputs(g)
     g.remove_unused()

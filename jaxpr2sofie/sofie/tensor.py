@@ -13,7 +13,8 @@ from ..errors import UnsupportedDtypeError
 Dim = Union[int, str]
 Shape = tuple
 
-KINDS = ("input", "weight", "constant", "intermediate")
+# "slice": a per-step view a loop points into its sequence input (no buffer of its own)
+KINDS = ("input", "weight", "constant", "intermediate", "slice")
 
 # numpy dtype name -> C++ element type. bool is stored one byte per element. float64 is converted to
 # float32 at the door (trace.py): the generated code computes in single precision, as SOFIE's does.

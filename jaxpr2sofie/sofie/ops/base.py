@@ -5,6 +5,22 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 
+def emit_ops(w, g, ops) -> None:
+    """Emit operators in order; one whose outputs are all empty (a zero-size slice) has nothing
+    to compute, and its loops would compare an unsigned index with 0."""
+    for op in ops:
+        if op.outputs and all(g.tensors[o].size == 0 for o in op.outputs):
+            continue
+        op.emit(w, g)
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A compile-time scalar operand, written inline as a literal."""
+    value: object
+    dtype: str
+
+
 @dataclass(eq=False)
 class Op:
     """One SOFIE-style operator.
@@ -35,6 +51,14 @@ class Op:
 
     def emit(self, w, g) -> None:
         raise NotImplementedError
+
+    # -- operators that own sub-graphs (loops, branches) override these ----------
+    def subgraphs(self) -> list:
+        """Child graphs whose operators this operator runs (a loop body, the branches of an If)."""
+        return []
+
+    def refresh(self) -> None:
+        """Recompute `inputs` after a pass changed the sub-graphs (the tensors they read)."""
 
     def flops(self, g) -> int:
         return 0

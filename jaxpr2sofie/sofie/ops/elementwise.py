@@ -13,14 +13,7 @@ import numpy as np
 
 from ..tensor import ctype, numel, strides_of
 from ..writer import Writer
-from .base import Op
-
-
-@dataclass(frozen=True)
-class Scalar:
-    """A compile-time scalar operand, written inline as a literal."""
-    value: object
-    dtype: str
+from .base import Op, Scalar
 
 
 # NaN-propagating, and +0 > -0, as XLA's maximum/minimum

@@ -8,6 +8,7 @@ copies the slice; the copy is a strided view, so an embedding row becomes one `s
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from ..tensor import ctype, numel, strides_of
@@ -108,3 +109,141 @@ class Gather(Op):
             parts.append(f"batching={tuple(self.operand_batching_dims)}<-{tuple(self.start_indices_batching_dims)}")
         parts.append(f"mode={self.mode}" + (f" fill={self.fill_value}" if self.mode == "fill" else ""))
         return " ".join(parts)
+
+
+def _clamped_offset(w, g, dims, starts, sizes, shape) -> str:
+    """C++ element offset of a window whose start per dimension is a literal or the first element
+    of a run-time tensor, each clamped so the window stays inside `shape` (as XLA clamps)."""
+    st = strides_of(shape)
+    terms = []
+    for d, s in enumerate(starts):
+        hi = int(shape[d]) - int(sizes[d])
+        if isinstance(s, str):
+            v = w.fresh("start")
+            w.line(f"int64_t {v} = static_cast<int64_t>({w.ref(s)}[0]);")
+            w.line(f"{v} = {v} < 0 ? 0 : ({v} > {hi} ? {hi} : {v});")
+            terms.append(f"{v} * {st[d]}")
+        elif min(max(int(s), 0), hi) * st[d]:
+            terms.append(str(min(max(int(s), 0), hi) * st[d]))
+    return " + ".join(terms) or "0"
+
+
+@dataclass(eq=False)
+class DynamicSlice(Op):
+    """lax.dynamic_slice: inputs [operand, run-time start tensors...]; `starts` holds per
+    dimension an int or the name of a scalar tensor (one of the inputs)."""
+    starts: tuple = ()
+    sizes: tuple = ()
+
+    def infer(self, g):
+        return [(tuple(int(s) for s in self.sizes), g.tensors[self.inputs[0]].dtype)]
+
+    def emit(self, w, g):
+        src = g.tensors[self.inputs[0]]
+        w.comment(f"DynamicSlice {self.describe()}")
+        if numel(self.sizes) == 0:
+            return
+        off = _clamped_offset(w, g, range(len(self.sizes)), self.starts, self.sizes, src.shape)
+        copy_view(w, w.ref(self.outputs[0]), strides_of(self.sizes), 0, f"({w.ref(src.name)} + {off})",
+                  strides_of(src.shape), 0, self.sizes)
+
+    def describe(self):
+        return f"sizes={tuple(self.sizes)} starts={tuple(self.starts)}"
+
+
+@dataclass(eq=False)
+class DynamicUpdateSlice(Op):
+    """lax.dynamic_update_slice: inputs [operand, update, run-time start tensors...]; the output is
+    the operand with the update written at the (clamped) start."""
+    starts: tuple = ()
+
+    def infer(self, g):
+        t = g.tensors[self.inputs[0]]
+        return [(t.shape, t.dtype)]
+
+    def emit(self, w, g):
+        src, upd = g.tensors[self.inputs[0]], g.tensors[self.inputs[1]]
+        out = w.ref(self.outputs[0])
+        w.comment(f"DynamicUpdateSlice {self.describe()}")
+        if w.ref(src.name) != out and src.size:
+            w.line(f"std::copy_n({w.ref(src.name)}, {src.size}, {out});")
+        if upd.size == 0:
+            return
+        off = _clamped_offset(w, g, range(len(upd.shape)), self.starts, upd.shape, src.shape)
+        copy_view(w, f"({out} + {off})", strides_of(src.shape), 0, w.ref(upd.name), strides_of(upd.shape), 0,
+                  upd.shape)
+
+    def describe(self):
+        return f"starts={tuple(self.starts)}"
+
+
+_COMBINE = {"set": "{d} = {u};", "add": "{d} += {u};", "mul": "{d} *= {u};",
+            "min": "{d} = ({u} < {d} || {u} != {u}) ? {u} : {d};", "max": "{d} = ({u} > {d} || {u} != {u}) ? {u} : {d};"}
+
+
+@dataclass(eq=False)
+class Scatter(Op):
+    """XLA scatter (x.at[i].set/add/mul/min/max): inputs [operand, indices, updates]; the output
+    is the operand with every update window combined in at its start. The mirror of Gather:
+    update dims split into scatter dims (one per index vector) and window dims (a position
+    inside the window). "clip" clamps a start so the window fits; "drop" skips a window that
+    does not fit, as XLA does."""
+    kind: str = "set"
+    update_window_dims: tuple = ()
+    inserted_window_dims: tuple = ()
+    scatter_dims_to_operand_dims: tuple = ()
+    operand_batching_dims: tuple = ()
+    scatter_indices_batching_dims: tuple = ()
+    mode: str = "clip"
+
+    def infer(self, g):
+        operand, indices, updates = (g.tensors[n] for n in self.inputs)
+        window = [d for d in range(len(operand.shape))
+                  if d not in self.inserted_window_dims and d not in self.operand_batching_dims]
+        if len(window) != len(self.update_window_dims):
+            raise ValueError(f"{len(self.update_window_dims)} update window dims for operand window dims {window}")
+        if updates.dtype != operand.dtype:
+            raise ValueError(f"updates of {updates.dtype} into {operand.dtype}")
+        return [(operand.shape, operand.dtype)]
+
+    def emit(self, w, g):
+        operand, indices, updates = (g.tensors[n] for n in self.inputs)
+        out = w.ref(self.outputs[0])
+        op_st, idx_st, up_st = strides_of(operand.shape), strides_of(indices.shape), strides_of(updates.shape)
+        window = [d for d in range(len(operand.shape))
+                  if d not in self.inserted_window_dims and d not in self.operand_batching_dims]
+        scatter_dims = [d for d in range(len(updates.shape)) if d not in self.update_window_dims]
+        size = {d: 1 for d in range(len(operand.shape))}
+        size.update({od: updates.shape[ud] for od, ud in zip(window, self.update_window_dims)})
+        w.comment(f"Scatter {self.describe()}")
+        if w.ref(operand.name) != out and operand.size:
+            w.line(f"std::copy_n({w.ref(operand.name)}, {operand.size}, {out});")
+        if updates.size == 0:
+            return
+        with w.loops([updates.shape[d] for d in scatter_dims], stem="u") as b:
+            names, strides, fits = [], [], []
+            for k, d in enumerate(self.scatter_dims_to_operand_dims):
+                s = w.fresh("s")
+                w.line(f"int64_t {s} = static_cast<int64_t>({w.ref(indices.name)}[{w.index(b, idx_st[:-1], k)}]);")
+                hi = int(operand.shape[d]) - int(size[d])
+                if self.mode == "drop":
+                    fits.append(f"{s} >= 0 && {s} <= {hi}")
+                else:
+                    w.line(f"{s} = {s} < 0 ? 0 : ({s} > {hi} ? {hi} : {s});")
+                names.append(s)
+                strides.append(op_st[d])
+            for od, idim in zip(self.operand_batching_dims, self.scatter_indices_batching_dims):
+                names.append(b[idim])
+                strides.append(op_st[od])
+            with w.block(f"if ({' && '.join(fits)})") if fits else nullcontext():
+                base = w.fresh("at")
+                w.line(f"const int64_t {base} = {w.index(names, strides)};")
+                with w.loops([updates.shape[d] for d in self.update_window_dims], stem="k") as k:
+                    dst = f"{out}[{base} + {w.index(k, [op_st[od] for od in window])}]"
+                    at = w.index(list(b) + list(k), [up_st[d] for d in (*scatter_dims, *self.update_window_dims)])
+                    src = f"{w.ref(updates.name)}[{at}]"
+                    w.line(_COMBINE[self.kind].format(d=dst, u=src))
+
+    def describe(self):
+        return (f"{self.kind} window_dims={tuple(self.update_window_dims)} inserted={tuple(self.inserted_window_dims)} "
+                f"to_operand={tuple(self.scatter_dims_to_operand_dims)} mode={self.mode}")

@@ -25,7 +25,7 @@ class MatMul(Op):
     """out[b] = op(A[b]) @ op(B[b]) (+ bias), row-major, one BLAS sgemm per batch entry.
 
     A is stored [batch, M, K] ([batch, K, M] when trans_a), B [batch, K, N] ([batch, N, K] when
-    trans_b); a batch count of 1 on either side broadcasts. The output shape is whatever the
+    trans_b). The output shape is whatever the
     source primitive says (its element order is [batch, M, N]). `bias` (inputs[2], if present)
     has N elements (added to every row) or M*N elements.
     """
@@ -36,8 +36,6 @@ class MatMul(Op):
     trans_a: bool = False
     trans_b: bool = False
     out_shape: tuple = ()
-    a_batched: bool = True
-    b_batched: bool = True
 
     @property
     def op_type(self):
@@ -64,8 +62,8 @@ class MatMul(Op):
             with w.loops([self.batch * self.m if nb == self.n else self.batch]) as (r,):
                 w.line(f"std::copy_n({bias}, {nb}, {out} + {r} * {nb});")
         with w.loops([self.batch], stem="b") as (bi,):
-            ao = w.index([bi], [mk if self.a_batched else 0])
-            bo = w.index([bi], [kn if self.b_batched else 0])
+            ao = w.index([bi], [mk])
+            bo = w.index([bi], [kn])
             oo = w.index([bi], [mn])
             emit_gemm(w, self.trans_a, self.trans_b, self.m, self.n, self.k, f"{a} + {ao}", f"{b} + {bo}", beta,
                       f"{out} + {oo}")

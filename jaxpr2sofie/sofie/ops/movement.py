@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 from ..tensor import numel, strides_of
 from ..writer import Writer
-from .base import Op
-from .elementwise import Scalar
+from .base import Op, Scalar
 
 
 def _collapse(shape, src_strides, dst_strides):

@@ -157,3 +157,54 @@ class Pool(Op):
         if self.init is not None:
             parts.append(f"init={self.init}")
         return " ".join(parts)
+
+
+@dataclass(eq=False)
+class SelectAndScatterAdd(Op):
+    """The gradient of max (min) pooling: inputs [source (one value per window), operand]; each
+    source value is added at the operand position its window selects (the first maximum, as XLA
+    picks with `ge`; `le` for min). Padding is never selected."""
+    select: str = "ge"
+    window: tuple = ()
+    strides: tuple = ()
+    padding: tuple = ()
+
+    def windows(self, g):
+        shape = g.tensors[self.inputs[1]].shape
+        return [Window(int(n), int(k), int(s), int(lo), int(hi))
+                for n, k, s, (lo, hi) in zip(shape, self.window, self.strides, self.padding)]
+
+    def infer(self, g):
+        src, x = (g.tensors[n] for n in self.inputs)
+        if tuple(win.out for win in self.windows(g)) != tuple(src.shape):
+            raise ValueError(f"source {src.shape} does not match the windows of {x.shape}")
+        return [(x.shape, src.dtype)]
+
+    def emit(self, w, g):
+        src, x = (g.tensors[n] for n in self.inputs)
+        out = w.ref(self.outputs[0])
+        wins = self.windows(g)
+        T = ctype(x.dtype)
+        w.comment(f"SelectAndScatterAdd select={self.select} window={tuple(self.window)}")
+        w.line(f"std::fill_n({out}, {x.size}, ({ctype(src.dtype)})0);")
+        if src.size == 0:
+            return
+        with w.loops(src.shape, stem="o") as o:
+            best, at = w.fresh("best"), w.fresh("at")
+            w.line(f"{T} {best} = 0;")
+            w.line(f"std::int64_t {at} = -1;")
+            with w.loops([win.window for win in wins], stem="k") as k:
+                index, conds = window_access(w, wins, o, k, strides_of(x.shape))
+                with w.block(f"if ({' && '.join(conds)})") if conds else nullcontext():
+                    v = w.fresh("v")
+                    w.line(f"const {T} {v} = {w.ref(x.name)}[{index}];")
+                    # XLA keeps the current pick while select(current, candidate) holds
+                    keep = f"{best} >= {v}" if self.select == "ge" else f"{best} <= {v}"
+                    with w.block(f"if ({at} < 0 || !({keep}))"):
+                        w.line(f"{best} = {v};")
+                        w.line(f"{at} = static_cast<std::int64_t>({index});")
+            w.line(f"if ({at} >= 0)")
+            w.line(f"   {out}[{at}] += {w.ref(src.name)}[{w.index(o, strides_of(src.shape))}];")
+
+    def describe(self):
+        return f"select={self.select} window={tuple(self.window)} strides={tuple(self.strides)}"
