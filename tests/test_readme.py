@@ -62,3 +62,15 @@ def test_readme_onnx_example_runs_as_written(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.splitlines() == ["['Gemm', 'Relu', 'Gemm', 'Softmax']", "True"], res.stdout
+
+
+def test_readme_control_flow_example_runs_as_written(tmp_path):
+    import subprocess
+    import sys
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- control-flow-example:start -->")[1].split("<!-- control-flow-example:end -->")[0]
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    code += "\nv = m.validate(xs)\nassert v.max_abs <= 1e-5, v\nprint('README-OK', open('out/LSTM.hxx').read().count('for (size_t step'))\n"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "README-OK 1" in res.stdout, res.stdout[-2000:]
