@@ -65,7 +65,9 @@ def _fold(eqn, arrays):
         shape, bdims = eqn.params["shape"], eqn.params["broadcast_dimensions"]
         expanded = np.reshape(a, [a.shape[bdims.index(d)] if d in bdims else 1 for d in range(len(shape))])
         return [np.broadcast_to(expanded, shape)]
-    out = eqn.primitive.bind(*arrays, **eqn.params)
+    # as JAX's own evaluator binds: call-like primitives (custom_jvp_call, ...) rebuild their
+    # sub-functions from the equation's parameters
+    out = eqn.primitive.bind(*arrays, **eqn.primitive.get_bind_params(eqn.params))
     outs = out if eqn.primitive.multiple_results else [out]
     return [_known(o) for o in outs]
 

@@ -38,6 +38,19 @@ def _broadcast_in_dim(ctx, eqn, x, *dyn):
     return ctx.add(Expand([ctx.tensor(x)], shape=shape, bdims=tuple(eqn.params["broadcast_dimensions"])))
 
 
+@handles(lax.tile_p, params=("reps",))   # jnp.tile
+def _tile(ctx, eqn, x):
+    # repeat each dimension d_k r_k times: broadcast (d0, d1, ..) to (r0, d0, r1, d1, ..), then merge pairs
+    shape, reps = ctx.shape(x), tuple(int(r) for r in eqn.params["reps"])
+    if len(reps) != len(shape):
+        raise Unsupported(f"tile with {len(reps)} repetitions for a rank-{len(shape)} operand")
+    if all(r == 1 for r in reps):
+        return x
+    wide = tuple(v for r, d in zip(reps, shape) for v in (r, d))
+    spread = ctx.add(Expand([ctx.tensor(x)], shape=wide, bdims=tuple(range(1, 2 * len(shape), 2))))
+    return reshape_to(ctx, spread, out_aval(eqn).shape)
+
+
 @handles(lax.transpose_p, params=("permutation",))
 def _transpose(ctx, eqn, x):
     perm = tuple(eqn.params["permutation"])
@@ -194,6 +207,8 @@ CASES = [
 ]
 # second shapes for the rules above (every primitive is tested on at least two shapes)
 CASES += [
+    Case("tile_2d", lambda x: _jnp.tile(x, (2, 3)) * 2.0, (f32(2, 3),), ("tile",), ops=("Expand",)),
+    Case("tile_3d_int_one_axis", lambda x: _jnp.tile(x, (1, 3, 1)) + 1, (i32(2, 2, 4),), ("tile",)),
     Case("rev_rank1_and_4d", lambda a, b: (a[::-1] + 0.0, lax.rev(b, (1, 3))), (f32(7), f32(2, 3, 2, 4)), ("rev",)),
     Case("split_rank3", lambda x: tuple(a - 1.0 for a in _jnp.split(x, 3, axis=2)), (f32(2, 2, 6),), ("split",)),
     Case("iota_2d_int", lambda x: x + lax.broadcasted_iota("int32", (3, 4), 1) * 2, (i32(3, 4),), ("iota",)),
