@@ -1,0 +1,83 @@
+"""Run a batch of random programs as ONE converted function (one g++ build for many programs)."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+import jaxpr2sofie as j2s
+from jaxpr2sofie.errors import UnsupportedPrimitiveError
+
+from helpers import assert_close
+
+# Figures of the whole run, printed by the terminal summary hook in tests/conftest.py.
+STATS = Counter()
+SKIPS = Counter()        # documented limitations met (UnsupportedPrimitiveError), by reason
+
+
+def _batch_function(progs):
+    fns = [p.function() for p in progs]
+    counts = [sum(not a.weight for a in p.args) for p in progs]
+
+    def batch(w, xs):
+        outs, at = [], 0
+        for k, (f, n) in enumerate(zip(fns, counts)):
+            outs.extend(f(w[f"p{k}"], *xs[at:at + n]))
+            at += n
+        return tuple(outs)
+    return batch
+
+
+def _inputs(progs, seed):
+    params, xs = {}, []
+    for k, p in enumerate(progs):
+        arrays = p.make_inputs(np.random.default_rng(seed + k))
+        params[f"p{k}"] = {a.name: v for a, v in zip(p.args, arrays) if a.weight}
+        xs.extend(v for a, v in zip(p.args, arrays) if not a.weight)
+    return params, tuple(xs)
+
+
+def convert_batch(progs, seed):
+    params, xs = _inputs(progs, seed)
+    return j2s.convert(_batch_function(progs), params, xs, name="Fuzz"), xs
+
+
+def check_batch(progs, seed):
+    """Convert, compile and compare every program of the batch; raise listing every mismatch."""
+    try:
+        model, xs = convert_batch(progs, seed)
+    except UnsupportedPrimitiveError:
+        # Find which programs hit a documented limitation, count them, and keep the others.
+        kept = []
+        for k, p in enumerate(progs):
+            try:
+                convert_batch([p], seed + k)
+                kept.append(p)
+            except UnsupportedPrimitiveError as e:
+                for prim, reason, _ in e.problems:
+                    SKIPS[f"{prim}: {reason}"] += 1
+                STATS["skipped"] += 1
+        if not kept:
+            return
+        # seeds follow the position in the batch: keep each program's own inputs
+        progs = kept
+        model, xs = convert_batch(progs, seed)
+    compiled = model.compile()
+    STATS["builds"] += 1
+    flat = [np.asarray(v) for v in xs]
+    got = compiled(*flat)
+    got = list(got) if isinstance(got, tuple) else [got]
+    want = model.traced.reference(*flat)
+    failures, at = [], 0
+    for k, p in enumerate(progs):
+        STATS["programs"] += 1
+        STATS[f"programs[{p.family}]"] += 1
+        for j in range(len(p.outputs)):
+            try:
+                assert_close(got[at + j], want[at + j], p.atol, what=f"output {p.outputs[j]}")
+            except AssertionError as e:
+                failures.append(f"{e}\nseed {seed + k} (np.random.default_rng) {p.describe()}")
+                STATS["mismatches"] += 1
+                break
+        at += len(p.outputs)
+    assert not failures, f"{len(failures)} of {len(progs)} programs differ from JAX:\n\n" + "\n\n".join(failures)
