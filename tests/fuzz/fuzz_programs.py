@@ -66,6 +66,12 @@ class Program:
     def make_inputs(self, rng):
         return [make_array(a, rng) for a in self.args]
 
+    def __repr__(self):
+        return "\n" + self.describe()
+
+    def _repr_pretty_(self, printer, cycle):   # hypothesis' failure report
+        printer.text(repr(self))
+
     def describe(self) -> str:
         specs = ", ".join(f"{a.name}{'(weight)' if a.weight else ''}: {a.dtype}{list(a.shape)} {a.kind}"
                           for a in self.args)
@@ -766,10 +772,12 @@ def gather_programs(draw):
     b = Builder(draw, "gather")
     dtype = b.choice(["float32", "float32", "int32"])
     x = b.fresh(b.shape(min_rank=1, max_rank=3), dtype, weight=b.coin(0.2))
+    if b.args[-1].weight:   # a weight table read at run-time indices (an embedding lookup)
+        b.fresh = _runtime_fresh(b.fresh)
     r = len(x.shape)
     ax = b.integer(0, r - 1)
     n = x.shape[ax]
-    ishape = b.shape(min_rank=0, max_rank=2, max_size=12)
+    ishape = b.shape(min_rank=1, max_rank=2, max_size=12)   # a scalar index is a dynamic_slice
     form = b.choice(["index", "index_axis", "two_axes", "take_clip", "take_fill", "along_axis", "vmap",
                      "const_index"])
     in_range = ("i", -n, n)
@@ -794,14 +802,24 @@ def gather_programs(draw):
     elif form == "vmap" and r >= 2:
         i = b.fresh((x.shape[0],) + tuple(ishape[:1]), "int32", kind=("i", -x.shape[1], x.shape[1]), view=False)
         v = b.emit(f"jax.vmap(lambda row, k: row[k])({x.name}, {i.name})", bound=x.bound, exact=x.exact)
-    else:
+    elif not b.args[0].weight:
         idx = tuple(b.integer(-n, n - 1) for _ in range(b.integer(1, 4)))
         v = b.emit(f"jnp.take({x.name}, jnp.array({idx}), axis={ax})", bound=x.bound, exact=x.exact)
+    else:
+        v = None
     if v is None:
-        v = b.emit(f"{x.name}[0]", bound=x.bound, exact=x.exact)
+        i = b.fresh((b.integer(1, 3),), "int32", kind=("i", 0, x.shape[0]), weight=False, view=False)
+        v = b.emit(f"{x.name}[{i.name}]", bound=x.bound, exact=x.exact)
     if b.coin(0.4):
         v = (_unary_op(b, v) if b.coin() else _binary_op(b, v)) or v
     return b.program([v])
+
+
+def _runtime_fresh(fresh):
+    def f(*a, **k):
+        k["weight"] = False
+        return fresh(*a, **k)
+    return f
 
 
 FAMILIES = {

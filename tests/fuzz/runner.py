@@ -42,6 +42,16 @@ def convert_batch(progs, seed):
     return j2s.convert(_batch_function(progs), params, xs, name="Fuzz"), xs
 
 
+def _culprit(progs, seed):
+    """The first program that fails to convert or build on its own (one build per program)."""
+    for k, p in enumerate(progs):
+        try:
+            convert_batch([p], seed + k)[0].compile()
+        except Exception as e:   # noqa: BLE001 - reported, not handled
+            return f"{type(e).__name__}: {str(e)[-3000:]}\nseed {seed + k} {p.describe()}"
+    return "none alone (only the batch fails)"
+
+
 def check_batch(progs, seed):
     """Convert, compile and compare every program of the batch; raise listing every mismatch."""
     try:
@@ -62,7 +72,10 @@ def check_batch(progs, seed):
         # seeds follow the position in the batch: keep each program's own inputs
         progs = kept
         model, xs = convert_batch(progs, seed)
-    compiled = model.compile()
+    try:
+        compiled = model.compile()
+    except Exception as e:
+        raise AssertionError(f"{type(e).__name__} building the batch; the culprit: {_culprit(progs, seed)}") from e
     STATS["builds"] += 1
     flat = [np.asarray(v) for v in xs]
     got = compiled(*flat)
