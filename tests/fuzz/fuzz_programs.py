@@ -151,10 +151,11 @@ class Builder:
         bound = {"f": 2.0, "grid": 2.0, "i": max(abs(kind[1]), abs(kind[2])) if kind[0] == "i" else 1, "b": 1}[kind[0]]
         v = Val(name, stored, dtype, float(bound), True)
         if expr is not None:
-            v = self.emit(expr.format(a=name), bound=bound, exact=True) or v
+            v = self.emit(expr.format(a=name), bound=bound, exact=True, max_size=1 << 20)
+            assert v is not None and v.shape == shape, (expr, shape)
         return v
 
-    def emit(self, expr, bound=None, exact=False, keep=True):
+    def emit(self, expr, bound=None, exact=False, keep=True, max_size=4 * MAX_SIZE):
         """Add `vN = expr` if JAX accepts it and the result is non-empty; returns the Val or None."""
         names = list(self.structs)
         try:
@@ -162,7 +163,7 @@ class Builder:
                                  *self.structs.values())
         except Exception:   # an ill-typed step is not taken
             return None
-        if not hasattr(out, "shape") or size(out.shape) == 0 or size(out.shape) > 4 * MAX_SIZE:
+        if not hasattr(out, "shape") or size(out.shape) == 0 or size(out.shape) > max_size:
             return None
         name = f"v{len(self.lines)}"
         self.lines.append(f"{name} = {expr}")
@@ -656,7 +657,41 @@ def mixed_programs():
 
 # --- dot_general -----------------------------------------------------------------------------------
 @st.composite
-def dot_programs(draw):
+def dense_program(draw):
+    """x @ W + b (the Gemm-with-bias fusion) and jnp.matmul with broadcast batch dimensions, at sizes
+    up to a few hundred thousand multiply-adds: products beyond 8 rows and 4096 multiply-adds go to BLAS."""
+    b = Builder(draw, "dot_general")
+    m, k, n = b.choice([1, 2, 9, 17, 40]), b.choice([1, 3, 8, 33, 64]), b.choice([1, 4, 16, 31])
+    form = b.choice(["dense", "dense", "matmul_bcast", "matmul_rank3_by_2"])
+    if form == "dense":
+        lead = tuple(b.choice([1, 2, 3]) for _ in range(b.integer(0, 1)))
+        x = b.fresh(lead + (m, k), "float32", weight=False)
+        wt = b.fresh((k, n) if b.coin(0.7) else (n, k), "float32", weight=True)
+        wexpr = wt.name if wt.shape == (k, n) else f"{wt.name}.T"
+        bias = b.fresh((n,) if b.coin(0.8) else (m, n), "float32", weight=b.coin(0.8), view=False)
+        v = b.emit(f"{x.name} @ {wexpr} + {bias.name}", bound=k * 4.0 + 2, max_size=1 << 14)
+    elif form == "matmul_bcast":
+        nb = b.choice([2, 3])
+        one_left = b.coin()
+        x = b.fresh((1 if one_left else nb, m, k), "float32", weight=False)
+        y = b.fresh((nb if one_left else 1, k, n), "float32")
+        v = b.emit(f"jnp.matmul({x.name}, {y.name})", bound=k * 4.0, max_size=1 << 14)
+    else:
+        x = b.fresh((b.choice([1, 2, 3]), m, k), "float32", weight=False)
+        y = b.fresh((k, n), "float32")
+        v = b.emit(f"jnp.matmul({x.name}, {y.name})", bound=k * 4.0, max_size=1 << 14)
+    v = b.rescale(v)
+    if b.coin(0.4):
+        v = apply_unary(b, v) or v
+    return b.program([v])
+
+
+def dot_programs():
+    return st.one_of(_dot_general_program(), dense_program())
+
+
+@st.composite
+def _dot_general_program(draw):
     b = Builder(draw, "dot_general")
     x = b.fresh(b.shape(min_rank=1, max_rank=4, max_size=60), "float32", weight=False)
     v = apply_dot(b, x)
