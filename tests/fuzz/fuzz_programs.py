@@ -714,9 +714,12 @@ def conv_programs(draw):
     depthwise = b.coin(0.2)
     if depthwise:
         cg = 1
+    big = nsp == 2 and b.coin(0.2)   # several im2col passes over the batch, products on BLAS
+    if big:
+        groups, cg, og, depthwise = b.choice([1, 1, 2]), b.choice([4, 8]), b.choice([4, 8]), False
     cin, cout = groups * cg, groups * og
-    batch = b.choice([1, 1, 2])
-    spatial = [b.integer(1, 7 if nsp < 3 else 4) for _ in range(nsp)]
+    batch = b.choice([3, 4, 6]) if big else b.choice([1, 1, 2])
+    spatial = [b.integer(10, 20) if big else b.integer(1, 7 if nsp < 3 else 4) for _ in range(nsp)]
     ksize = [b.integer(1, 3) for _ in range(nsp)]
     strides = tuple(b.choice([1, 1, 2, 3]) for _ in range(nsp))
     rhs_dil = tuple(b.choice([1, 1, 2]) for _ in range(nsp))
@@ -748,10 +751,11 @@ def conv_programs(draw):
     dn = f"lax.ConvDimensionNumbers({lhs_spec}, {rhs_spec}, {out_spec})"
     v = b.emit(f"lax.conv_general_dilated({x.name}, {k.name}, {strides}, {padding}, lhs_dilation={lhs_dil}, "
                f"rhs_dilation={rhs_dil}, dimension_numbers={dn}, feature_group_count={groups})",
-               bound=cg * size(ksize) * 4.0)
+               bound=cg * size(ksize) * 4.0, max_size=1 << 16)
     if v is None:   # an invalid window (output would be empty): fall back to a plain 1x1 layout
         v = b.emit(f"lax.conv_general_dilated({x.name}, {k.name}, {(1,) * nsp}, 'SAME', "
-                   f"dimension_numbers={dn}, feature_group_count={groups})", bound=cg * size(ksize) * 4.0)
+                   f"dimension_numbers={dn}, feature_group_count={groups})", bound=cg * size(ksize) * 4.0,
+                   max_size=1 << 16)
     v = b.rescale(v)
     if b.coin(0.3):
         v = apply_unary(b, v) or v
