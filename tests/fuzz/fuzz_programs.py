@@ -106,6 +106,7 @@ class Builder:
         self.lines: list[str] = []
         self.structs: dict = {}
         self.atol = 1e-5
+        self.allow_empty = False   # zero-size intermediates (empty slices, pads that crop everything)
 
     # -- drawing helpers ---------------------------------------------------------------
     def choice(self, seq):
@@ -163,7 +164,7 @@ class Builder:
                                  *self.structs.values())
         except Exception:   # an ill-typed step is not taken
             return None
-        if not hasattr(out, "shape") or size(out.shape) == 0 or size(out.shape) > max_size:
+        if not hasattr(out, "shape") or (size(out.shape) == 0 and not self.allow_empty) or size(out.shape) > max_size:
             return None
         name = f"v{len(self.lines)}"
         self.lines.append(f"{name} = {expr}")
@@ -395,7 +396,7 @@ def apply_movement(b: Builder, x: Val) -> Val | None:
         starts, limits, steps = [], [], []
         for n in shape:
             s = b.integer(0, n - 1)
-            e = b.integer(s + 1, n)
+            e = b.integer(s if b.allow_empty else s + 1, n)
             starts.append(s), limits.append(e), steps.append(b.choice([1, 1, 2, 3]))
         return b.emit(f"lax.slice({x.name}, {tuple(starts)}, {tuple(limits)}, {tuple(steps)})", **keep)
     if kind == "rev" and r:
@@ -539,6 +540,7 @@ def chain(family, ops, dtype="float32", min_steps=2, max_steps=15, atol=1e-5):
     def strategy(draw):
         b = Builder(draw, family)
         b.atol = atol
+        b.allow_empty = b.coin(0.1)
         x = _start(b, dtype)
         b.pool.append(x)
         target = b.integer(min_steps, max_steps)
@@ -547,13 +549,27 @@ def chain(family, ops, dtype="float32", min_steps=2, max_steps=15, atol=1e-5):
             tries += 1
             op = b.choice(ops)
             src = b.pick() if b.coin(0.3) else last
-            v = op(b, src)
+            v = op(b, src) if size(src.shape) else consume_empty(b, src)
             if v is not None:
                 last = v
         if not b.lines:   # a program of no equations tests nothing: one certain equation
             last = b.emit(f"lax.neg({x.name})", bound=x.bound, exact=True)
         return b.program(_outputs(b, last))
     return strategy()
+
+
+def consume_empty(b: Builder, x: Val) -> Val | None:
+    """Operations on a zero-size value that give a non-empty result (or an elementwise op on it)."""
+    ax = [i for i, n in enumerate(x.shape) if n == 0][0]
+    kind = b.choice(["concat", "sum", "max", "unary"])
+    if kind == "concat":
+        y = b.fresh(x.shape[:ax] + (b.choice([1, 2, 3]),) + x.shape[ax + 1:], x.dtype)
+        return b.emit(f"jnp.concatenate([{x.name}, {y.name}], axis={ax})", bound=y.bound, exact=y.exact)
+    if kind == "sum" and x.dtype != "bool":
+        return b.emit(f"jnp.sum({x.name}, axis={ax})", bound=1.0, exact=True)
+    if kind == "max" and x.dtype != "bool":
+        return b.emit(f"jnp.max({x.name}, axis={ax}, initial=-1)", bound=1.0, exact=True)
+    return _unary_op(b, x) if x.dtype != "bool" else None
 
 
 def _unary_op(b, x):

@@ -205,6 +205,8 @@ class Concat(Op):
             s = g.tensors[a].shape
             if numel(s):
                 copy_view(w, w.ref(out.name), ost, at * ost[self.axis], w.ref(a), strides_of(s), 0, s)
+            else:   # an empty part (maybe a model input) is never read
+                w.line(f"(void){w.ref(a)};")
             at += s[self.axis]
 
     def describe(self):
