@@ -189,7 +189,7 @@ class Builder:
         if v.dtype != "float32" or v.bound <= limit:
             return v
         k = math.ceil(math.log2(v.bound / 2.0))
-        return self.emit(f"{v.name} * {2.0 ** -k!r}", bound=v.bound * 2.0 ** -k, exact=v.exact) or v
+        return self.emit(f"{v.name} * {2.0 ** -k!r}", bound=v.bound * 2.0 ** -k, exact=v.exact, max_size=1 << 20) or v
 
     def program(self, outputs, atol=None) -> Program:
         outs = []
@@ -699,7 +699,9 @@ def dense_program(draw):
     v = b.rescale(v)
     if b.coin(0.4):
         v = apply_unary(b, v) or v
-    return b.program([v])
+    # Sums of k >= 33 products: float32 accumulation order differs (blocked BLAS vs XLA's Eigen
+    # contraction) and cancellation leaves errors ~ sqrt(k) ulp of the largest term.
+    return b.program([v], atol=1e-4 if k >= 33 else None)
 
 
 def dot_programs():
@@ -775,7 +777,9 @@ def conv_programs(draw):
     v = b.rescale(v)
     if b.coin(0.3):
         v = apply_unary(b, v) or v
-    return b.program([v])
+    # Large convolutions sum up to 8 x 9 products per group: the im2col GEMM and XLA accumulate in
+    # different orders (seen: 1.5e-5 on a value near 1 from terms up to 4), so 1e-4 for those.
+    return b.program([v], atol=1e-4 if big else None)
 
 
 # --- pooling ------------------------------------------------------------------------------------
