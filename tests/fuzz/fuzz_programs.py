@@ -798,8 +798,10 @@ def pool_programs(draw):
     pad_kind = b.choice(["SAME", "VALID", "explicit"])
     padding = repr(pad_kind) if pad_kind != "explicit" else repr(tuple((b.integer(0, 2), b.integer(0, 2))
                                                                       for _ in range(r)))
-    big = "-jnp.inf" if dtype == "float32" else "jnp.iinfo(jnp.int32).min"
-    small = "jnp.inf" if dtype == "float32" else "jnp.iinfo(jnp.int32).max"
+    # NumPy scalars of the operand's dtype: with the reducer's identity, JAX specialises to
+    # reduce_window_{max,min,sum}; other inits stay a generic reduce_window
+    big = "np.float32(-np.inf)" if dtype == "float32" else "np.int32(np.iinfo(np.int32).min)"
+    small = "np.float32(np.inf)" if dtype == "float32" else "np.int32(np.iinfo(np.int32).max)"
     op = b.choice(["max", "min", "sum", "avg", "generic_add", "generic_mul", "generic_max"])
     init, fn = {"max": (big, "lax.max"), "min": (small, "lax.min"), "sum": ("0", "lax.add"),
                 "avg": ("0", "lax.add"), "generic_add": ("1", "lax.add"), "generic_mul": ("1", "lax.mul"),
@@ -809,7 +811,7 @@ def pool_programs(draw):
         src = f"(lax.tanh({x.name}) * 0.25 + 1.0)"
     elif op == "generic_mul":
         src = f"lax.clamp(-2, {x.name}, 2)"
-    init_expr = f"jnp.array({init}, {x.name}.dtype)"
+    init_expr = init if init.startswith("np.") else f"np.{dtype}({init})"
     expr = (f"lax.reduce_window({src}, {init_expr}, {fn}, {window}, {strides}, {padding}, "
             f"base_dilation={bdil}, window_dilation={wdil})")
     nwin = size(window)
