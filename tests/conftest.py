@@ -11,6 +11,8 @@ os.environ["JAXPR2SOFIE_STRICT"] = "1"
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run model-zoo sized cases")
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="tests/fuzz: thousands of random programs instead of the short fixed-seed run")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,3 +28,13 @@ def pytest_sessionfinish(session, exitstatus):
     # "no tests collected" (e.g. a -k filter that matches nothing) is not a failure of the project
     if exitstatus == 5:
         session.exitstatus = 0
+
+
+def pytest_terminal_summary(terminalreporter):
+    # the differential fuzzer's figures (programs run, builds, mismatches, documented skips)
+    runner = __import__("sys").modules.get("runner")
+    stats = getattr(runner, "STATS", None)
+    if stats:
+        terminalreporter.write_line("fuzz: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
+        for reason, n in runner.SKIPS.most_common():
+            terminalreporter.write_line(f"fuzz skip x{n}: {reason}")

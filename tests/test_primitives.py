@@ -14,7 +14,10 @@ CASES = all_cases()
 
 
 def _marks(c):
-    return [pytest.mark.slow] if c.slow else []
+    marks = [pytest.mark.slow] if c.slow else []
+    if c.known_bug:
+        marks.append(pytest.mark.skip(reason=f"open bug: {c.known_bug}"))
+    return marks
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_marks(c)) for c in CASES])

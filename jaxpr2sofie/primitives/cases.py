@@ -38,6 +38,7 @@ class Case:
     params: Any = None
     atol: float = 1e-5            # |C++ - JAX| <= atol * max(1, |JAX|), elementwise
     slow: bool = False            # model-zoo sized: excluded from the default test run
+    known_bug: str = ""           # a reproducer of an open bug: skipped with this reason until fixed
     tags: tuple = field(default_factory=tuple)
     ops: tuple = ()               # operator types the converted graph (sub-graphs included) must contain
     no_ops: tuple = ()            # ... and must not contain (e.g. a scan must not be unrolled into Concat)

@@ -78,6 +78,8 @@ CASES = [
     Case("dot_general_rank3_by_matrix", lambda a, b: a @ b, (f32(2, 3, 5), f32(5, 4)), ("dot_general",)),
     Case("dot_general_weight_transposed", lambda p, x: x @ p["w"].T, (f32(3, 6),), ("dot_general", "transpose"),
          params={"w": f32(4, 6)}),
+    # found by tests/fuzz: a product with an empty contraction (all zeros, plus the bias)
+    Case("dot_general_empty_contraction", lambda a: a[:, :0] @ a[:0, :] + 1.0, (f32(3, 4),), ("dot_general",)),
     Case("mlp", lambda p, x: _jnp.tanh(x @ p[0]["w"] + p[0]["b"]) @ p[1]["w"] + p[1]["b"], (f32(4, 8),),
          ("dot_general",), params=[{"w": f32(8, 16, scale=0.3), "b": f32(16)}, {"w": f32(16, 3, scale=0.3), "b": f32(3)}]),
 ]

@@ -195,6 +195,15 @@ CASES = [
          (i32(4, 5), i32(2, 2)), ("dynamic_update_slice",)),
     Case("pad_constant", lambda x: _jnp.pad(x, ((1, 2), (0, 3))), (f32(3, 4),), ("pad",)),
     Case("pad_value_interior_negative", lambda x: lax.pad(x, -1.5, ((1, -1, 1), (-2, 2, 0))), (f32(4, 5),), ("pad",)),
+    # found by tests/fuzz: the crop removes every input element, so the input is never read
+    # (an unused C++ parameter, an error under -Werror)
+    Case("pad_crops_whole_input", lambda x: lax.pad(x, -1.5, ((-1, 2, 0), (-1, 2, 0))), (f32(1, 3),), ("pad",)),
+    # found by tests/fuzz: a zero-size slice emitted `i < 0` on a size_t (-Wtype-limits, an error under -Werror)
+    Case("slice_empty_then_concat", lambda x: _jnp.concatenate([x[:, 2:2], x], axis=1) * 2.0, (f32(3, 4),),
+         ("slice", "concatenate")),
+    # found by tests/fuzz: an empty input concatenated to another is never read (unused parameter)
+    Case("concatenate_empty_input", lambda x, e: _jnp.concatenate([x, e], axis=1) + 1.0, (f32(3, 2), f32(3, 0)),
+         ("concatenate",)),
     Case("pad_runtime_value", lambda x, v: lax.pad(x, v, ((2, 0, 0), (1, 1, 2))), (f32(3, 3), f32()), ("pad",)),
     Case("rev", lambda x: x[::-1, :, ::-1] * 1.0, (f32(3, 4, 5),), ("rev",)),
     Case("split", lambda x: tuple(a * 2.0 for a in _jnp.split(x, [1, 4], axis=1)), (f32(3, 6),), ("split",)),

@@ -72,7 +72,10 @@ class Writer:
                 continue
             v = self.fresh(stem)
             names.append(v)
-            self.line(f"for (size_t {v} = 0; {v} < {int(e)}; ++{v}) {{")
+            if int(e) == 0:   # a zero-size dimension: `v < 0` on a size_t is a -Wtype-limits warning
+                self.line(f"for (size_t {v} = 0; {v} != 0; ++{v}) {{  // empty")
+            else:
+                self.line(f"for (size_t {v} = 0; {v} < {int(e)}; ++{v}) {{")
             self.depth += 1
             opened += 1
         try:

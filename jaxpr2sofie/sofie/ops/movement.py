@@ -178,6 +178,8 @@ class Pad(Op):
             doff += (lo + first * step) * o_st
         if all(c > 0 for c in shape):
             copy_view(w, w.ref(out.name), dst, doff, w.ref(src.name), sst, soff, shape)
+        else:   # cropped away entirely: the output is all padding, the input is never read
+            w.line(f"(void){w.ref(src.name)};")
 
     def describe(self):
         return f"{tuple(self.config)}"
@@ -202,6 +204,8 @@ class Concat(Op):
             s = g.tensors[a].shape
             if numel(s):
                 copy_view(w, w.ref(out.name), ost, at * ost[self.axis], w.ref(a), strides_of(s), 0, s)
+            else:   # an empty part (maybe a model input) is never read
+                w.line(f"(void){w.ref(a)};")
             at += s[self.axis]
 
     def describe(self):
