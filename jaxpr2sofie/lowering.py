@@ -188,7 +188,7 @@ class Lowering:
         if isinstance(v, str):
             return v
         arr = v.array
-        return self.g.add_weight(v.hint, np.ascontiguousarray(arr))
+        return self.g.add_weight(v.hint, np.require(arr, requirements='C'))
 
     def operand(self, v):
         """An elementwise operand: a literal for a one-element constant, a compact weight for a
@@ -201,7 +201,7 @@ class Lowering:
         if any(s == 0 and n > 1 for s, n in zip(arr.strides, arr.shape)):
             if not hasattr(v, "compact"):
                 idx = tuple(slice(0, 1) if s == 0 else slice(None) for s in arr.strides)
-                v.compact = np.ascontiguousarray(arr[idx])
+                v.compact = np.require(arr[idx], requirements='C')
             return self.g.add_weight(v.hint, v.compact)
         return self.g.add_weight(v.hint, arr)
 

@@ -131,9 +131,7 @@ for _name, _f in _BINARY.items():
     ]
 # found by tests/fuzz: folding a custom_jvp_call whose operands are all weights fails
 CASES.append(Case("relu_of_weight_folded", lambda p, x: _nn.relu(p["k"]) + x, (f32(2, 3),), ("custom_jvp_call", "add"),
-                  params={"k": f32(2, 3)},
-                  known_bug="constant folding of custom_jvp_call raises KeyError 'subfuns' (lowering.py/control.py, "
-                            "being restructured on another branch)"))
+                  params={"k": f32(2, 3)}))
 for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
     _a = i32(3, 4, high=3).astype("float32")
     CASES.append(Case(f"{_name}_compare", getattr(lax, _name), (_a, i32(3, 4, high=3).astype("float32")), (_name,)))

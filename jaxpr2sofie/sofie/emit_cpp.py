@@ -263,7 +263,9 @@ def _emit_session(w, g, base) -> dict:
         with w.block(f"void run({', '.join(params)})"):
             w.line("const detail::FlushDenormals fp_mode;   // as XLA computes: see detail::FlushDenormals")
             w.line("(void)fp_mode;")
-            read = {base[i] for op in g.ops for i in op.inputs}
+            # operators with only empty outputs emit nothing (emit_ops), so they read nothing
+            read = {base[i] for op in g.ops if not (op.outputs and all(g.tensors[o].size == 0 for o in op.outputs))
+                    for i in op.inputs}
             for i in g.inputs + g.outputs:
                 # an input the function ignores, or an empty tensor nothing reads or writes:
                 # the signature stays uniform

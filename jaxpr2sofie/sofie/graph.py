@@ -56,7 +56,7 @@ class Graph:
         key = id(array)
         if key in self._weight_ids:
             return self._weight_ids[key]
-        arr = np.ascontiguousarray(array)
+        arr = np.require(array, requirements='C')   # keeps 0-d arrays 0-d
         name = self.add_tensor(label, arr.shape, arr.dtype, "weight", data=arr, label=label)
         self._weight_ids[key] = name
         self._keepalive.append(array)

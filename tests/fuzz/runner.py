@@ -18,8 +18,8 @@ _CLOSE = {"allow_vanishing": True} if "allow_vanishing" in inspect.signature(ass
 
 # Refusals the converter documents (the generator avoids them; the few it makes are counted).
 DOCUMENTED = ("data-dependent offset", "computed at run time", "run-time size")
-# Open bugs with a skipped reproducer case (see `known_bug` in jaxpr2sofie/primitives/*.py CASES).
-KNOWN_BUGS = ("could not be evaluated at conversion time",)
+# Open bugs with a skipped reproducer case (see `known_bug` in jaxpr2sofie/primitives/*.py CASES): none now.
+KNOWN_BUGS = ()
 
 # Figures of the whole run, printed by the terminal summary hook in tests/conftest.py.
 STATS = Counter()
@@ -95,19 +95,12 @@ def check_batch(progs, seed):
     got = compiled(*flat)
     got = list(got) if isinstance(got, tuple) else [got]
     want = model.traced.reference(*flat)
-    gr = model.graph
-    folded = {k for k, o in enumerate(gr.outputs) for op in gr.ops
-              if o in op.outputs and op.op_type == "Identity" and gr.tensors[op.inputs[0]].kind == "weight"}
     failures, at = [], 0
     for k, p in enumerate(progs):
         STATS["programs"] += 1
         STATS[f"programs[{p.family}]"] += 1
         for j in range(len(p.outputs)):
             g, wnt = got[at + j], want[at + j]
-            if wnt.shape == () and np.shape(g) == (1,) and at + j in folded:
-                # open bug (case `folded_scalar_output`): a 0-d output folded to a constant comes out (1,)
-                SKIPS["open bug: folded 0-d output has shape (1,) (values still compared)"] += 1
-                g = np.asarray(g).reshape(())
             try:
                 assert_close(g, wnt, p.atol, what=f"output {p.outputs[j]}", **_CLOSE)
             except AssertionError as e:
