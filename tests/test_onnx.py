@@ -34,10 +34,9 @@ ATOL = 1e-4
 
 # Primitive cases whose operators have no ONNX export rule yet, with the reason. These operators
 # came with run-time control flow (issue 11); their rules are still to come, and an entry goes
-# away only once its case passes in onnxruntime. (Loop exports as an ONNX Loop.)
+# away only once its case passes in onnxruntime. (Loop exports as an ONNX Loop, Branch as If.)
 _NO_RULE = {
     "LoopBody": "the Loop exports, but its body uses DynamicSlice/DynamicUpdateSlice, which have no ONNX rule yet",
-    "Branch": "run-time branch (Branch operator, cond/switch): ONNX If export not implemented yet",
     "DynamicSlice": "run-time start index (DynamicSlice operator): ONNX export rule not implemented yet",
     "DynamicUpdateSlice": "run-time start index (DynamicUpdateSlice operator): ONNX export rule not implemented yet",
     "Sort": "Sort operator: ONNX export rule not implemented yet",
@@ -48,7 +47,7 @@ _NO_RULE = {
 ONNX_SKIP: dict = {name: _NO_RULE[op] for op, names in {
     # the Loop itself exports; these loops' bodies read or write row i (DynamicSlice, DynamicUpdateSlice)
     "LoopBody": ["scatter_in_fori_loop", "fori_loop_reads_row_i", "fori_loop_writes_row_i"],
-    "Branch": ["cond_runtime_predicate", "switch_runtime_index"],
+
     "DynamicSlice": ["dynamic_slice_runtime_start", "dynamic_slice_runtime_clamped"],
     "DynamicUpdateSlice": ["dynamic_update_slice_runtime", "dynamic_update_slice_const_int"],
     "Sort": ["sort_last_axis", "sort_descending_axis0_with_ties_nan", "argsort_ties_stable", "sort_int_lexsort"],
@@ -366,6 +365,19 @@ def test_loop_exports_as_onnx_loop():
     assert len(loops) == 1
     body = loops[0].attribute[0].g
     assert {"Tanh", "Mul"} <= {n.op_type for n in body.node}
+
+
+def test_switch_exports_as_nested_ifs_with_the_index_clamped():
+    """lax.switch over 3 branches: If(index == 0, ..., If(index == 1, ..., ...)), the index clamped
+    into range as lax.switch does (checked with out-of-range indices)."""
+    def fn(a):
+        i, x = a
+        return lax.switch(i, [jnp.tanh, lambda v: v * 3.0, lambda v: v - 1.0], x)
+
+    x = np.random.default_rng(2).standard_normal((2, 3)).astype(np.float32)
+    m = j2s.convert(fn, None, (np.int32(0), x))
+    model = export_and_check(m, *[(np.int32(i), x) for i in (-2, 0, 1, 2, 7)])
+    assert "If" in model_op_types(model)
 
 
 def test_unknown_opset_is_refused():

@@ -19,8 +19,9 @@ explicit Pad node (the parser would average it), and a Gemm without bias has no 
 Run-time control flow: an operator that owns sub-graphs exports them as ONNX graph attributes
 through a child Builder (`Builder.child`: names unique model-wide, outer values captured by name;
 `_live` keeps what a body captures). Loop (scan, fori_loop, while) is an ONNX Loop (control.py);
-ONNX Loop is not in SOFIE_OPS, so such models are for onnxruntime, not SOFIE's parser. Branch
-(If/Switch), Scatter, DynamicSlice/DynamicUpdateSlice, Sort, TopK and SelectAndScatterAdd have no
+ONNX Loop is not in SOFIE_OPS, so such models are for onnxruntime, not SOFIE's parser. Branch is
+an ONNX If (a switch: nested Ifs on the clamped index). Scatter, DynamicSlice/DynamicUpdateSlice,
+Sort, TopK and SelectAndScatterAdd have no
 rule yet (OnnxExportError names each use and its line).
 """
 from __future__ import annotations

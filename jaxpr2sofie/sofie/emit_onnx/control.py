@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.control import Loop
+from ..ops.control import Branch, Loop
 from .builder import BEFORE_START, NotExportable, exports, onnx_dtype
 
 
@@ -126,4 +126,79 @@ def _loop(b, op):
         b.meta[v] = (tuple(t.shape), t.dtype)
     if op.reverse:
         outs[nc:] = [b.slice(v, {0: (-1, BEFORE_START, -1)}) for v in outs[nc:]]
+    return outs
+
+
+# -- Branch (cond / switch) as ONNX If ------------------------------------------------------------
+
+def _branch_graph(b, op, sub, free, problems):
+    """One branch as an ONNX graph without inputs (outer values captured by name)."""
+    from onnx import helper
+
+    from . import _live, walk_ops
+    import onnx
+
+    c = b.child(sub)
+    c.env.update(free)
+    walk_ops(c, sub.ops, problems)
+    outs, vis = [], []
+    for o, res in zip(sub.outputs, op.outputs):
+        t = b.g.tensors[res]
+        v = c.node("Identity", [c.reshape(_val(c, o), t.shape)], hint=f"{res}_branch", shape=t.shape, dtype=t.dtype)
+        outs.append(v)
+        vis.append(_vi(v, t.shape, t.dtype))
+    nodes, inits = _live(c, outs)
+    return helper.make_graph(nodes, c.fresh(f"{b.g.name}_branch"), inputs=[], outputs=vis,
+                             initializer=[onnx.numpy_helper.from_array(a, n) for n, a in inits.items()])
+
+
+def _if_graph(b, op, k, idx, free, problems):
+    """branches[k:] as one graph: branch k if idx == k, else the rest (nested Ifs)."""
+    from onnx import helper
+
+    last = len(op.branches) - 1
+    if k == last:
+        return _branch_graph(b, op, op.branches[k], free, problems)
+    c = b.child(op.branches[k])
+    pred = c.ew("Equal", idx, c.const(np.asarray(k, np.int64), "branch_index"), dtype="bool")
+    then_g = _branch_graph(c, op, op.branches[k], free, problems)
+    else_g = _if_graph(c, op, k + 1, idx, free, problems)
+    outs = c.node("If", [pred], hint="switch", n_out=len(op.outputs), then_branch=then_g, else_branch=else_g)
+    outs = [outs] if isinstance(outs, str) else list(outs)
+    vis = [_vi(v, b.g.tensors[o].shape, b.g.tensors[o].dtype) for v, o in zip(outs, op.outputs)]
+    import onnx
+
+    from . import _live
+    nodes, inits = _live(c, outs)
+    return helper.make_graph(nodes, c.fresh(f"{b.g.name}_switch"), inputs=[], outputs=vis,
+                             initializer=[onnx.numpy_helper.from_array(a, n) for n, a in inits.items()])
+
+
+@exports(Branch)
+def _branch(b, op):
+    """cond: one If on the boolean (then = branches[1]); switch: the index cast to int64 and clamped
+    as lax.switch does, then If(index == 0, branch 0, If(index == 1, ...))."""
+    g = b.g
+    free = {n: b.value(n) for n in op.inputs[1:]}
+    problems = []
+    raw = b.reshape(_val(b, op.inputs[0]), ())
+    n = len(op.branches)
+    if g.tensors[op.inputs[0]].dtype == "bool" and n == 2:
+        pred = raw
+        then_g = _branch_graph(b, op, op.branches[1], free, problems)
+        else_g = _branch_graph(b, op, op.branches[0], free, problems)
+    else:
+        if g.tensors[op.inputs[0]].dtype == "bool":
+            raw = b.cast(raw, "int32")
+        idx = b.ew("Max", b.ew("Min", b.cast(raw, "int64"), b.const(np.asarray(n - 1, np.int64), "last_branch")),
+                   b.const(np.asarray(0, np.int64), "first_branch"))
+        pred = b.ew("Equal", idx, b.const(np.asarray(0, np.int64), "first_branch"), dtype="bool")
+        then_g = _branch_graph(b, op, op.branches[0], free, problems)
+        else_g = _if_graph(b, op, 1, idx, free, problems)
+    if problems:
+        raise NotExportable("; ".join(f"{t} ({o}): {r}" for t, o, r in problems))
+    outs = b.node("If", [pred], hint="branch", n_out=len(op.outputs), then_branch=then_g, else_branch=else_g)
+    outs = [outs] if isinstance(outs, str) else list(outs)
+    for v, o in zip(outs, op.outputs):
+        b.meta[v] = (tuple(g.tensors[o].shape), g.tensors[o].dtype)
     return outs
