@@ -34,22 +34,17 @@ ATOL = 1e-4
 
 # Primitive cases whose operators have no ONNX export rule yet, with the reason. These operators
 # came with run-time control flow (issue 11); their rules are still to come, and an entry goes
-# away only once its case passes in onnxruntime. (Loop exports as an ONNX Loop, Branch as If.)
+# away only once its case passes in onnxruntime. (Loop exports as an ONNX Loop, Branch as If,
+# DynamicSlice as a Slice, DynamicUpdateSlice as a ScatterND.)
 _NO_RULE = {
-    "LoopBody": "the Loop exports, but its body uses DynamicSlice/DynamicUpdateSlice, which have no ONNX rule yet",
-    "DynamicSlice": "run-time start index (DynamicSlice operator): ONNX export rule not implemented yet",
-    "DynamicUpdateSlice": "run-time start index (DynamicUpdateSlice operator): ONNX export rule not implemented yet",
+    "LoopBody": "the Loop exports, but its body uses Scatter, which has no ONNX rule yet",
     "Sort": "Sort operator: ONNX export rule not implemented yet",
     "TopK": "TopK operator: ONNX export rule not implemented yet",
     "Scatter": "Scatter operator: ONNX export rule not implemented yet",
     "SelectAndScatterAdd": "max-pool gradient (SelectAndScatterAdd operator): ONNX export rule not implemented yet",
 }
 ONNX_SKIP: dict = {name: _NO_RULE[op] for op, names in {
-    # the Loop itself exports; these loops' bodies read or write row i (DynamicSlice, DynamicUpdateSlice)
-    "LoopBody": ["scatter_in_fori_loop", "fori_loop_reads_row_i", "fori_loop_writes_row_i"],
-
-    "DynamicSlice": ["dynamic_slice_runtime_start", "dynamic_slice_runtime_clamped"],
-    "DynamicUpdateSlice": ["dynamic_update_slice_runtime", "dynamic_update_slice_const_int"],
+    "LoopBody": ["scatter_in_fori_loop"],      # the Loop itself exports
     "Sort": ["sort_last_axis", "sort_descending_axis0_with_ties_nan", "argsort_ties_stable", "sort_int_lexsort"],
     "TopK": ["top_k_last_axis", "top_k_ties_int_rank1"],
     "Scatter": ["scatter_set_row", "scatter_set_dropped_out_of_range", "scatter_add_columns_duplicates",
