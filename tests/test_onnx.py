@@ -35,18 +35,16 @@ ATOL = 1e-4
 # Primitive cases whose operators have no ONNX export rule yet, with the reason. These operators
 # came with run-time control flow (issue 11); their rules are still to come, and an entry goes
 # away only once its case passes in onnxruntime. (Loop exports as an ONNX Loop, Branch as If,
-# DynamicSlice as a Slice, DynamicUpdateSlice as a ScatterND.)
+# DynamicSlice as a Slice, DynamicUpdateSlice as a ScatterND, TopK as TopK.)
 _NO_RULE = {
     "LoopBody": "the Loop exports, but its body uses Scatter, which has no ONNX rule yet",
     "Sort": "Sort operator: ONNX export rule not implemented yet",
-    "TopK": "TopK operator: ONNX export rule not implemented yet",
     "Scatter": "Scatter operator: ONNX export rule not implemented yet",
     "SelectAndScatterAdd": "max-pool gradient (SelectAndScatterAdd operator): ONNX export rule not implemented yet",
 }
 ONNX_SKIP: dict = {name: _NO_RULE[op] for op, names in {
     "LoopBody": ["scatter_in_fori_loop"],      # the Loop itself exports
     "Sort": ["sort_last_axis", "sort_descending_axis0_with_ties_nan", "argsort_ties_stable", "sort_int_lexsort"],
-    "TopK": ["top_k_last_axis", "top_k_ties_int_rank1"],
     "Scatter": ["scatter_set_row", "scatter_set_dropped_out_of_range", "scatter_add_columns_duplicates",
                 "scatter_add_int_clip", "scatter_mul_min_max", "scatter_mul_min_max_rank1"],
     "SelectAndScatterAdd": ["grad_cnn_maxpool_wrt_input", "grad_cnn_maxpool_wrt_params", "pool_max_grad_2x2",

@@ -21,13 +21,13 @@ through a child Builder (`Builder.child`: names unique model-wide, outer values 
 `_live` keeps what a body captures). Loop (scan, fori_loop, while) is an ONNX Loop (control.py);
 ONNX Loop is not in SOFIE_OPS, so such models are for onnxruntime, not SOFIE's parser. Branch is
 an ONNX If (a switch: nested Ifs on the clamped index). DynamicSlice is a Slice and
-DynamicUpdateSlice a ScatterND, at run-time starts clamped as XLA does (dynamic.py). Scatter,
-Sort, TopK and SelectAndScatterAdd have no rule yet (OnnxExportError names each use and its line).
+DynamicUpdateSlice a ScatterND, at run-time starts clamped as XLA does (dynamic.py); TopK is a
+TopK (sort.py). Scatter, Sort and SelectAndScatterAdd have no rule yet (OnnxExportError names each use and its line).
 """
 from __future__ import annotations
 
 from .builder import RULES, Builder, NotExportable, OnnxExportError, exports, onnx_dtype
-from . import control, conv, dynamic, elementwise, gather, linalg, movement, reduce   # noqa: F401  (registers the rules)
+from . import control, conv, dynamic, elementwise, gather, linalg, movement, reduce, sort   # noqa: F401  (registers the rules)
 
 DEFAULT_OPSET = 18
 OPSETS = range(17, 22)
