@@ -22,7 +22,8 @@ through a child Builder (`Builder.child`: names unique model-wide, outer values 
 ONNX Loop is not in SOFIE_OPS, so such models are for onnxruntime, not SOFIE's parser. Branch is
 an ONNX If (a switch: nested Ifs on the clamped index). DynamicSlice is a Slice and
 DynamicUpdateSlice a ScatterND, at run-time starts clamped as XLA does (dynamic.py); TopK is a
-TopK (sort.py). Scatter, Sort and SelectAndScatterAdd have no rule yet (OnnxExportError names each use and its line).
+TopK and Sort successive stable ascending TopKs (sort.py). Scatter and SelectAndScatterAdd have no
+rule yet (OnnxExportError names each use and its line).
 """
 from __future__ import annotations
 
