@@ -16,14 +16,19 @@ back to other standard ONNX operators only where none fits (`model_op_types` tel
 uses). Two traps of that parser are avoided on purpose: asymmetric convolution padding is an
 explicit Pad node (the parser would average it), and a Gemm without bias has no C input.
 
-Still to come with run-time control flow: an operator that owns sub-graphs exports them as ONNX
-graph attributes (Loop/If bodies) through a child Builder sharing the parent's names; the
-registry and the Builder need no change for that.
+Run-time control flow: an operator that owns sub-graphs exports them as ONNX graph attributes
+through a child Builder (`Builder.child`: names unique model-wide, outer values captured by name;
+`_live` keeps what a body captures). Loop (scan, fori_loop, while) is an ONNX Loop (control.py);
+ONNX Loop is not in SOFIE_OPS, so such models are for onnxruntime, not SOFIE's parser. Branch is
+an ONNX If (a switch: nested Ifs on the clamped index). DynamicSlice is a Slice and
+DynamicUpdateSlice a ScatterND, at run-time starts clamped as XLA does (dynamic.py); TopK is a
+TopK and Sort successive stable ascending TopKs (sort.py). Scatter and SelectAndScatterAdd have no
+rule yet (OnnxExportError names each use and its line).
 """
 from __future__ import annotations
 
 from .builder import RULES, Builder, NotExportable, OnnxExportError, exports, onnx_dtype
-from . import conv, elementwise, gather, linalg, movement, reduce   # noqa: F401  (registers the rules)
+from . import control, conv, dynamic, elementwise, gather, linalg, movement, reduce, sort   # noqa: F401  (registers the rules)
 
 DEFAULT_OPSET = 18
 OPSETS = range(17, 22)
@@ -84,15 +89,7 @@ def build_graph(b, problems: list):
         t = graph.tensors[name]
         b.env[name] = name
         b.meta[name] = (tuple(t.shape), t.dtype)
-    for op in graph.ops:
-        first, b.origin = len(b.nodes), op.origin
-        try:
-            values = RULES[type(op)](b, op)
-        except NotExportable as e:
-            problems.append((op.op_type, op.origin, str(e)))
-            values = [b.fresh("unexported") for _ in op.outputs]
-        for tensor, v in zip(op.outputs, values):
-            b.bind(tensor, v, first)
+    walk_ops(b, graph.ops, problems)
     for name in graph.outputs:
         if b.env[name] != name:
             b.nodes.append(helper.make_node("Identity", [b.env[name]], [name], name=b.fresh("n_output")))
@@ -102,6 +99,35 @@ def build_graph(b, problems: list):
         inputs=[_value_info(graph.tensors[n]) for n in graph.inputs],
         outputs=[_value_info(graph.tensors[n]) for n in graph.outputs],
         initializer=[onnx.numpy_helper.from_array(arr, name) for name, arr in inits.items()])
+
+
+def walk_ops(b, ops, problems: list):
+    """Every operator of `ops` through its rule into `b` (also used for sub-graph bodies)."""
+    for op in ops:
+        first, b.origin = len(b.nodes), op.origin
+        try:
+            rule = RULES.get(type(op))
+            if rule is None:
+                raise NotExportable(f"no ONNX export rule for operator class {type(op).__name__}")
+            values = rule(b, op)
+        except NotExportable as e:
+            problems.append((op.op_type, op.origin, str(e)))
+            values = [b.fresh("unexported") for _ in op.outputs]
+        for tensor, v in zip(op.outputs, values):
+            b.bind(tensor, v, first)
+
+
+def _subgraph_reads(node) -> set:
+    """Values the graph attributes of `node` (Loop/If bodies) read, at any depth: they capture
+    them from the enclosing scope by name, so those values must stay live there."""
+    reads = set()
+    for a in node.attribute:
+        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            for n in g.node:
+                reads.update(i for i in n.input if i)
+                reads |= _subgraph_reads(n)
+            reads.update(o.name for o in g.output)
+    return reads
 
 
 def _value_info(t):
@@ -116,6 +142,7 @@ def _live(b, outputs):
         if any(o in need for o in n.output):
             keep.append(n)
             need.update(i for i in n.input if i)
+            need |= _subgraph_reads(n)
     return keep[::-1], {k: v for k, v in b.inits.items() if k in need}
 
 

@@ -68,6 +68,7 @@ class Builder:
         self.meta: dict = {}           # ONNX value -> (shape, dtype name), where known
         self.taken = set(graph.tensors)
         self.origin = ""               # of the operator being exported, recorded on its nodes
+        self.rename = True             # bind() may rename a value to its tensor's name
         self._consts: dict = {}
         self._views: dict = {}
         self._transposed: dict = {}    # value -> (source, perm) of a Transpose node made here
@@ -82,6 +83,15 @@ class Builder:
                 self.uses[name] = self.uses.get(name, 0) + 1
         for name in graph.outputs:
             self.uses[name] = self.uses.get(name, 0) + 1
+
+    def child(self, sub) -> "Builder":
+        """A Builder for sub-graph `sub` (a Loop or If body): names are unique across the whole
+        model (ONNX scoping), and values of the enclosing scope are known with their shapes."""
+        c = Builder(sub, self.opset)
+        c.taken = self.taken
+        c.meta = self.meta
+        c.env = dict(self.env)
+        return c
 
     # -- names and nodes ----------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -283,7 +293,7 @@ class Builder:
         """Make `v` the value of graph tensor `tensor`; a value made by this operator's own nodes is
         renamed to the tensor's name."""
         made = [n for n in self.nodes[first_node:] if v in n.output]
-        if made and v not in self.env.values() and tensor not in self.meta:
+        if self.rename and made and v not in self.env.values() and tensor not in self.meta:
             for n in self.nodes[first_node:]:
                 for k, o in enumerate(n.output):
                     if o == v:

@@ -34,8 +34,8 @@ def _matmul(b, op):
                        transA=int(op.trans_a), transB=int(op.trans_b))
         return [b.reshape(y, out.shape)]
     swap = (0, 2, 1)
-    a = b.view(op.inputs[0], (op.batch if op.a_batched else 1,) + a_mat, perm=swap if op.trans_a else None)
-    w = b.view(op.inputs[1], (op.batch if op.b_batched else 1,) + b_mat, perm=swap if op.trans_b else None)
+    a = b.view(op.inputs[0], (op.batch,) + a_mat, perm=swap if op.trans_a else None)
+    w = b.view(op.inputs[1], (op.batch,) + b_mat, perm=swap if op.trans_b else None)
     y = b.node("MatMul", [a, w], hint="matmul", shape=(op.batch, op.m, op.n), dtype="float32")
     if bias is not None:
         y = b.ew("Add", y, _bias(b, op, bias) if b.g.tensors[bias].size == op.n
