@@ -48,6 +48,9 @@ ONNX_SKIP: dict = {name: _NO_RULE[op] for op, names in {
     "SelectAndScatterAdd": ["grad_cnn_maxpool_wrt_input", "grad_cnn_maxpool_wrt_params", "pool_max_grad_2x2",
                             "pool_max_grad_overlap_same", "pool_max_grad_ties"],
 }.items() for name in names}
+# an open exporter bug, found when the fuzzer's zero-size reproducers met the exporter
+ONNX_SKIP["reduce_over_empty_axis"] = ("open bug: a max-reduction over a zero-size axis with an initial value "
+                                       "exports a Max node whose shape (1) disagrees with ONNX inference (0)")
 
 
 def run_onnx(model, flat):
