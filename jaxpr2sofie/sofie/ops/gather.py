@@ -16,6 +16,28 @@ from .base import Op
 from .movement import copy_view
 
 
+def start_terms(w, indices, b, idx_st, dim_map, operand_shape, sizes, operand_st, checked, batching):
+    """Read the start index of each mapped operand dimension at batch position `b`: a gather's
+    slice start or a scatter's update start. Unchecked starts are clamped as XLA clamps them (the
+    whole slice stays inside the operand); checked ones give in-range conditions instead (fill /
+    drop modes). Returns the (index names, operand strides) of the start offset and the conditions."""
+    names, strides, conds = [], [], []
+    for k, d in enumerate(dim_map):
+        s = w.fresh("s")
+        w.line(f"int64_t {s} = static_cast<int64_t>({indices}[{w.index(b, idx_st[:-1], k)}]);")
+        hi = int(operand_shape[d]) - int(sizes[d])
+        if checked:
+            conds.append(f"{s} >= 0 && {s} <= {hi}")
+        else:
+            w.line(f"{s} = {s} < 0 ? 0 : ({s} > {hi} ? {hi} : {s});")
+        names.append(s)
+        strides.append(operand_st[d])
+    for od, idim in batching:
+        names.append(b[idim])
+        strides.append(operand_st[od])
+    return names, strides, conds
+
+
 @dataclass(eq=False)
 class Gather(Op):
     offset_dims: tuple = ()              # output dims that walk inside a slice
@@ -57,22 +79,9 @@ class Gather(Op):
             return
         with w.loops([out.shape[d] for d in batch_dims], stem="b") as b:
             # Batch position b (in index-dimension order) -> slice start, one term per operand dim.
-            names, strides, in_range = [], [], []
-            for k, d in enumerate(self.start_index_map):
-                s = w.fresh("s")
-                at = w.index(b, idx_st[:-1], k)
-                w.line(f"int64_t {s} = static_cast<int64_t>({w.ref(indices.name)}[{at}]);")
-                hi = int(operand.shape[d]) - int(self.slice_sizes[d])
-                if self.mode == "fill":
-                    in_range.append(f"{s} >= 0 && {s} <= {hi}")
-                else:
-                    # XLA clamps so that the whole slice stays inside the operand.
-                    w.line(f"{s} = {s} < 0 ? 0 : ({s} > {hi} ? {hi} : {s});")
-                names.append(s)
-                strides.append(oper_st[d])
-            for od, idim in zip(self.operand_batching_dims, self.start_indices_batching_dims):
-                names.append(b[idim])
-                strides.append(oper_st[od])
+            names, strides, in_range = start_terms(
+                w, w.ref(indices.name), b, idx_st, self.start_index_map, operand.shape, self.slice_sizes, oper_st,
+                self.mode == "fill", zip(self.operand_batching_dims, self.start_indices_batching_dims))
             dst = w.fresh("dst")
             w.line(f"{T}* {dst} = {w.ref(out.name)} + {w.index(b, [out_st[d] for d in batch_dims])};")
             shape = [out.shape[d] for d in self.offset_dims]
@@ -221,20 +230,9 @@ class Scatter(Op):
         if updates.size == 0:
             return
         with w.loops([updates.shape[d] for d in scatter_dims], stem="u") as b:
-            names, strides, fits = [], [], []
-            for k, d in enumerate(self.scatter_dims_to_operand_dims):
-                s = w.fresh("s")
-                w.line(f"int64_t {s} = static_cast<int64_t>({w.ref(indices.name)}[{w.index(b, idx_st[:-1], k)}]);")
-                hi = int(operand.shape[d]) - int(size[d])
-                if self.mode == "drop":
-                    fits.append(f"{s} >= 0 && {s} <= {hi}")
-                else:
-                    w.line(f"{s} = {s} < 0 ? 0 : ({s} > {hi} ? {hi} : {s});")
-                names.append(s)
-                strides.append(op_st[d])
-            for od, idim in zip(self.operand_batching_dims, self.scatter_indices_batching_dims):
-                names.append(b[idim])
-                strides.append(op_st[od])
+            names, strides, fits = start_terms(
+                w, w.ref(indices.name), b, idx_st, self.scatter_dims_to_operand_dims, operand.shape, size, op_st,
+                self.mode == "drop", zip(self.operand_batching_dims, self.scatter_indices_batching_dims))
             with w.block(f"if ({' && '.join(fits)})") if fits else nullcontext():
                 base = w.fresh("at")
                 w.line(f"const int64_t {base} = {w.index(names, strides)};")
