@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BuildError, InputError, WeightFileError
+from .sofie import dims
 from .sofie.emit_cpp import BLAS_HELPERS, c_api_source, render, write_weights
 
 WARNINGS = ["-Wall", "-Wextra"]
@@ -124,7 +125,9 @@ def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
 
 class CompiledModel:
     """The generated C++ loaded in this process. Call it with NumPy arrays in the flattened pytree
-    order of the example input; returns one array, or a tuple for several outputs."""
+    order of the example input; returns one array, or a tuple for several outputs. A model with a
+    dynamic batch takes any batch: its Session is rebuilt, larger, when a batch above its
+    max_batch arrives."""
 
     def __init__(self, graph, lib_path: Path, weight_file: Path | None = None):
         self.graph = graph
@@ -137,40 +140,60 @@ class CompiledModel:
         self.weight_file = Path(weight_file)
         self._lib = ctypes.CDLL(str(self.lib_path))
         self._lib.j2s_create.restype = ctypes.c_void_p
-        self._lib.j2s_create.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
-        self._lib.j2s_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)]
+        self._lib.j2s_create.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int]
+        self._lib.j2s_run.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p),
+                                      ctypes.POINTER(ctypes.c_void_p)]
         self._lib.j2s_destroy.argtypes = [ctypes.c_void_p]
-        err = ctypes.create_string_buffer(2048)
-        self._session = self._lib.j2s_create(str(self.weight_file).encode(), err, len(err))
-        if not self._session:
-            raise WeightFileError(err.value.decode(errors="replace"))
+        self.dynamic = graph.dynamic
+        self._session, self.max_batch = None, 0
+        self._open(graph.max_batch or 1)
         self.inputs = [(n, graph.tensors[n].shape, np.dtype(graph.tensors[n].dtype)) for n in graph.inputs]
         self.outputs = [(graph.tensors[n].shape, np.dtype(graph.tensors[n].dtype)) for n in graph.outputs]
 
+    def _open(self, max_batch: int) -> None:
+        err = ctypes.create_string_buffer(2048)
+        session = self._lib.j2s_create(str(self.weight_file).encode(), max_batch, err, len(err))
+        if not session:
+            raise WeightFileError(err.value.decode(errors="replace"))
+        self.close()
+        self._session, self.max_batch = session, max_batch
+
     def _check(self, args):
+        """The inputs as contiguous arrays of the model's dtypes, and the batch they carry."""
         if len(args) != len(self.inputs):
             raise InputError(f"the model takes {len(self.inputs)} input(s) "
                              f"({', '.join(n for n, _, _ in self.inputs)}), got {len(args)}")
-        arrays = []
+        arrays, batch = [], None
         for a, (name, shape, dtype) in zip(args, self.inputs):
             a = np.asarray(a)
-            if a.shape != tuple(shape):
-                raise InputError(f"input '{name}' has shape {a.shape}, the model was converted for {tuple(shape)}; "
-                                 "convert again with an example input of the new shape")
+            n = dims.match_shape(shape, a.shape)
+            if n is False or (batch is not None and n is not None and n != batch):
+                want = tuple(shape) if not self.dynamic else "(" + ", ".join(map(repr, shape)) + ")"
+                raise InputError(f"input '{name}' has shape {a.shape}, the model was converted for {want}"
+                                 + (f" with batch N={batch} from the other inputs" if batch is not None else "")
+                                 + ("; convert again with an example input of the new shape, or with "
+                                    "batch=\"dynamic\" for any batch" if not self.dynamic else ""))
+            batch = n if n is not None else batch
             if a.dtype == np.float64 and dtype == np.float32:
                 a = a.astype(np.float32)   # as JAX itself takes float64 arrays (without jax_enable_x64)
             if a.dtype != dtype:
                 raise InputError(f"input '{name}' has dtype {a.dtype}, the model expects {dtype}; "
                                  f"pass x.astype(np.{dtype.name})")
             arrays.append(np.ascontiguousarray(a))
-        return arrays
+        return arrays, batch
 
     def __call__(self, *args):
-        arrays = self._check(args)
-        outs = [np.empty(s, d) for s, d in self.outputs]
+        arrays, batch = self._check(args)
+        if self.dynamic:
+            if batch == 0:
+                raise InputError("a batch of 0 events: the generated Session takes 1 <= batch <= max_batch")
+            if batch > self.max_batch:
+                self._open(batch)   # a larger batch than ever before: a Session sized for it
+        n = batch or 0
+        outs = [np.empty(dims.evaluate_shape(s, n), d) for s, d in self.outputs]
         ins = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
         ous = (ctypes.c_void_p * max(1, len(outs)))(*[o.ctypes.data for o in outs])
-        self._lib.j2s_run(self._session, ins, ous)
+        self._lib.j2s_run(self._session, n, ins, ous)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def close(self):
@@ -191,7 +214,7 @@ _TIMING_MAIN = """\
 
 int main(int argc, char** argv) {{
    const long iters = argc > 2 ? std::atol(argv[2]) : 1000;
-   {ns}::Session s(argv[1]);
+   {ns}::Session s({session});
 {buffers}
    for (long i = 0; i < iters / 10 + 1; ++i) s.run({args});   // warm up
    double best = 1e30;
@@ -208,18 +231,22 @@ int main(int argc, char** argv) {{
 """
 
 
-def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None) -> float:
+def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None, batch: int | None = None) -> float:
     """Nanoseconds per `run()` call, timed inside a C++ program (best of 5 repetitions of `iters`
-    calls, after a warm-up), so Python and ctypes overheads are excluded."""
+    calls, after a warm-up), so Python and ctypes overheads are excluded. A model whose batch is
+    chosen at run time is timed at `batch` (default: its max_batch)."""
     from .sofie.tensor import ctype
     header, needs = render(graph)
     compiler = find_compiler(cxx)
     b = find_blas(blas) if needs & BLAS_HELPERS else None
     names = list(graph.inputs) + list(graph.outputs)
-    buffers = "\n".join(f"   std::vector<{ctype(graph.tensors[n].dtype)}> b{k}({max(1, graph.tensors[n].size)}, 1);"
-                        for k, n in enumerate(names))
+    n = (batch or graph.max_batch or 1) if graph.dynamic else 1
+    buffers = "\n".join(f"   std::vector<{ctype(graph.tensors[x].dtype)}> b{k}"
+                        f"({max(1, dims.evaluate(graph.tensors[x].size, n))}, 1);" for k, x in enumerate(names))
+    args = [f"b{k}.data()" for k in range(len(names))]
     main = _TIMING_MAIN.format(header=f"{graph.name}.hxx", ns=f"TMVA_SOFIE_{graph.name}", buffers=buffers,
-                               args=", ".join(f"b{k}.data()" for k in range(len(names))))
+                               session=f"argv[1], {n}" if graph.dynamic else "argv[1]",
+                               args=", ".join(([str(n)] if graph.dynamic else []) + args))
     with tempfile.TemporaryDirectory(prefix="j2s-timing-") as d:
         d = Path(d)
         (d / f"{graph.name}.hxx").write_text(header)

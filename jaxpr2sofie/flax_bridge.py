@@ -62,7 +62,8 @@ def inference_flags(call, given) -> dict:
             if k in sig.parameters and sig.parameters[k].kind in kinds and k not in given}
 
 
-def from_flax(module, variables, example_input, name: str | None = None, **apply_kwargs) -> SofieModel:
+def from_flax(module, variables, example_input, name: str | None = None, batch: str | None = None,
+              max_batch: int | None = None, **apply_kwargs) -> SofieModel:
     """Convert a Flax **linen** module with its variables (inference mode).
 
     The traced function is ``module.apply(variables, x, mutable=False, **apply_kwargs)``.
@@ -80,6 +81,7 @@ def from_flax(module, variables, example_input, name: str | None = None, **apply
     ``batch_stats.BatchNorm_0.mean`` -> C++ ``tensor_params_Dense_0_kernel``). ``example_input``
     is the single positional input (an array, or a pytree of arrays passed as one argument);
     for a module called with several positional arguments use ``convert`` with a lambda.
+    ``batch="dynamic"`` and ``max_batch`` are those of ``convert``: the batch chosen at run time.
 
     >>> import jax, numpy as np, flax.linen as nn, jaxpr2sofie as j2s
     >>> class MLP(nn.Module):
@@ -123,7 +125,7 @@ def from_flax(module, variables, example_input, name: str | None = None, **apply
 
     label = model_name(name, type(module).__name__)
     with _flax_errors(f"linen module {type(module).__name__}"):
-        return convert(fn, _to_dict(variables), example_input, name=label)
+        return convert(fn, _to_dict(variables), example_input, name=label, batch=batch, max_batch=max_batch)
 
 
 def _to_dict(tree):
@@ -145,7 +147,8 @@ def _is_weight(nnx):
     return pred
 
 
-def from_nnx(module, example_input, name: str | None = None) -> SofieModel:
+def from_nnx(module, example_input, name: str | None = None, batch: str | None = None,
+             max_batch: int | None = None) -> SofieModel:
     """Convert a Flax **nnx** module (inference mode) without changing it.
 
     A clone of the module is put in ``Module.eval()`` mode (``BatchNorm`` uses its running
@@ -154,6 +157,7 @@ def from_nnx(module, example_input, name: str | None = None) -> SofieModel:
     Weights are named by their state path (``linear.kernel``, ``bn.mean``, ``layers.0.kernel``
     -> C++ ``tensor_layers_0_kernel``); RNG state and non-array attributes stay Python-side
     constants. ``example_input`` is the single positional input of ``module(x)``.
+    ``batch="dynamic"`` and ``max_batch`` are those of ``convert``: the batch chosen at run time.
 
     >>> import numpy as np, jaxpr2sofie as j2s
     >>> from flax import nnx
@@ -198,4 +202,4 @@ def from_nnx(module, example_input, name: str | None = None) -> SofieModel:
 
     label = model_name(name, type(module).__name__)
     with _flax_errors(f"nnx module {type(module).__name__}"):
-        return convert(fn, pure, example_input, name=label)
+        return convert(fn, pure, example_input, name=label, batch=batch, max_batch=max_batch)

@@ -10,6 +10,7 @@ import jax.extend.core as jex_core
 import numpy as np
 
 from .errors import Jaxpr2SofieError, UnsupportedDtypeError, UnsupportedPrimitiveError
+from .sofie.dims import DynamicDimError, canon_param, canon_shape, is_symbolic
 from .sofie.graph import Graph
 from .sofie.tensor import CTYPES
 from .source import UNKNOWN, user_line
@@ -72,6 +73,51 @@ def _fold(eqn, arrays):
     return [_known(o) for o in outs]
 
 
+class _Aval:
+    """An aval whose shape holds dims.Sym in place of JAX's symbolic dimensions."""
+
+    def __init__(self, aval):
+        self._aval = aval
+        self.shape = canon_shape(aval.shape)
+
+    def __getattr__(self, name):
+        return getattr(self._aval, name)
+
+
+class _Var:
+    def __init__(self, var):
+        self._var = var
+        self.aval = _Aval(var.aval)
+
+    def __getattr__(self, name):
+        return getattr(self._var, name)
+
+
+class _SymEqn:
+    """An equation as rules see it when the batch is chosen at run time: its parameters and output
+    shapes carry dims.Sym (JAX's _DimExpr converted once, here), everything else is the equation's."""
+
+    def __init__(self, eqn):
+        self._eqn = eqn
+        self.params = {k: canon_param(v) for k, v in eqn.params.items()}
+        self.outvars = [_Var(v) for v in eqn.outvars]
+
+    def __getattr__(self, name):
+        return getattr(self._eqn, name)
+
+
+def _symbolic(eqn) -> bool:
+    """Whether an equation's results depend on the run-time batch (a symbolic output shape, or a
+    symbolic parameter such as dim_as_value's `dim`): it cannot be folded at conversion time."""
+    if any(is_symbolic(d) for v in eqn.outvars for d in getattr(v.aval, "shape", ())):
+        return True
+    return any(is_symbolic(x) for v in eqn.params.values()
+               for x in (v if type(v) in (tuple, list) else (v,)))
+
+
+_DYNAMIC_HINT = "; convert with a fixed batch (drop batch=\"dynamic\") or keep the batch out of this operation"
+
+
 class Lowering:
     """The conversion context rules receive as `ctx`.
 
@@ -79,8 +125,10 @@ class Lowering:
     weights, the rule table and the problem list with its parent.
     """
 
-    def __init__(self, graph: Graph, handlers: dict, problems: list | None = None, sites: list | None = None):
+    def __init__(self, graph: Graph, handlers: dict, problems: list | None = None, sites: list | None = None,
+                 dynamic: bool = False):
         self.g = graph
+        self.dynamic = dynamic   # the batch is chosen at run time: shapes may hold dims.Sym
         self.handlers = handlers
         self.problems: list = [] if problems is None else problems
         self.eqn = None
@@ -115,7 +163,12 @@ class Lowering:
             if handler is None:
                 self.report(eqn, "no conversion rule for this primitive")
             return [Poison() for _ in range(n_out)]
-        if all(isinstance(v, Const) for v in ins):
+        symbolic = _symbolic(eqn)
+        if all(isinstance(v, Const) for v in ins) and not (symbolic and handler is not None):
+            if symbolic:   # e.g. jnp.arange(x.shape[0]): a batch-sized value with no rule to build it
+                self.report(eqn, "builds a value whose size is the run-time batch from constants, which has no "
+                                 "conversion rule" + _DYNAMIC_HINT)
+                return [Poison() for _ in range(n_out)]
             try:
                 vals = _fold(eqn, [c.array for c in ins])
             except Exception as e:  # e.g. a primitive JAX itself cannot run eagerly here
@@ -139,7 +192,12 @@ class Lowering:
             return [Poison() for _ in range(n_out)]
         outer, self.eqn = self.eqn, eqn
         try:
+            if self.dynamic:
+                eqn = _SymEqn(eqn)
             out = handler.fn(self, eqn, *ins)
+        except DynamicDimError as e:
+            self.report(eqn, f"cannot take a batch size chosen at run time: {e}{_DYNAMIC_HINT}")
+            return [Poison() for _ in range(n_out)]
         except Unsupported as e:
             self.report(eqn, e.reason)
             return [Poison() for _ in range(n_out)]
@@ -177,6 +235,8 @@ class Lowering:
             op.origin = f"{self.eqn.primitive.name} @ {self.where(self.eqn)}"
         try:
             outs = self.g.add_op(op, hint or (self.eqn.primitive.name if self.eqn is not None else None))
+        except DynamicDimError:
+            raise
         except Jaxpr2SofieError as e:   # e.g. MatMul of int tensors: the message says what to do
             raise Unsupported(str(e)) from e
         except (ValueError, AssertionError, IndexError, KeyError) as e:
@@ -229,7 +289,7 @@ class Lowering:
         owning operator fills before running the child. Returns (child graph, raw outputs); the
         child's `outputs` are the outputs as tensor names (constants become weights).
         """
-        child = Lowering(self.g.child(inputs), self.handlers, self.problems, self.sites)
+        child = Lowering(self.g.child(inputs), self.handlers, self.problems, self.sites, self.dynamic)
         child.eqn = self.eqn
         outs = child.inline(closed_or_jaxpr, args)
         child.g.outputs = [None if isinstance(o, Poison) else child.tensor(o) for o in outs]

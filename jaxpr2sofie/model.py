@@ -11,6 +11,7 @@ import numpy as np
 from .lowering import Lowering
 from .primitives import HANDLERS
 from .sofie.emit_cpp import emit_header, write_weights
+from .sofie import dims
 from .sofie.graph import Graph
 from .sofie.tensor import c_identifier
 from .sofie.passes import run_passes
@@ -23,9 +24,11 @@ class Validation:
     max_abs: float        # largest |C++ - JAX| over all outputs
     max_rel: float        # max_abs of each output divided by that output's largest |JAX| value
     per_output: list      # (max_abs, max_rel) per flat output
+    batches: tuple = ()   # the batch sizes checked, for a model whose batch is chosen at run time
 
     def __str__(self):
-        return f"max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}"
+        at = f" over batches {', '.join(map(str, self.batches))}" if self.batches else ""
+        return f"max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}{at}"
 
 
 class SofieModel:
@@ -111,13 +114,22 @@ class SofieModel:
 
     def validate(self, x=None) -> Validation:
         """Run the compiled C++ and JAX on the same input (a pytree like the example input;
-        random normal values when None) and report the largest differences."""
+        random normal values when None) and report the largest differences. With a batch chosen at
+        run time and no `x`, batches 1, 7 and max_batch are each checked."""
         if x is None:
             rng = np.random.default_rng(0)
-            flat = [rng.standard_normal(s).astype(d) if np.dtype(d).kind == "f" else np.zeros(s, d)
-                    for s, d in self.traced.input_avals]
-        else:
-            flat = self.flat_inputs(x)
+            batches = sorted({1, 7, self.graph.max_batch}) if self.graph.dynamic else [None]
+            results = []
+            for n in batches:
+                flat = [rng.standard_normal(dims.evaluate_shape(s, n or 1)).astype(d) if np.dtype(d).kind == "f"
+                        else np.zeros(dims.evaluate_shape(s, n or 1), d) for s, d in self.traced.input_avals]
+                results.append(self._compare(flat))
+            worst = max(results, key=lambda r: r.max_rel)
+            return Validation(worst.max_abs, worst.max_rel, worst.per_output,
+                              tuple(batches) if self.graph.dynamic else ())
+        return self._compare(self.flat_inputs(x))
+
+    def _compare(self, flat) -> Validation:
         compiled = self._compiled or self.compile()
         got = compiled(*flat)
         want = self.traced.reference(*flat)
@@ -137,24 +149,44 @@ class SofieModel:
         def add_rows(ops, depth):   # a loop body or a branch is listed under its operator, indented
             for op in ops:
                 out = g.tensors[op.outputs[0]]
-                rows.append((str(len(rows) - 1), "  " * depth + op.op_type, out.name, str(tuple(out.shape)), out.dtype,
-                             str(op.flops(g)), op.describe()))
+                rows.append((str(len(rows) - 1), "  " * depth + op.op_type, out.name, dims.show_shape(out.shape),
+                             out.dtype, dims.show(op.flops(g)), dims.show_text(op.describe())))
                 for sub in op.subgraphs():
                     add_rows(sub.ops, depth + 1)
         add_rows(g.ops, 0)
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines = [f"Model {self.name}"]
+        if g.dynamic:
+            lines.append(f"  batch N chosen at run time: 1 <= N <= max_batch (Session default {g.max_batch})")
         for t in (g.tensors[n] for n in g.inputs):
-            lines.append(f"  input  {t.name}: {tuple(t.shape)} {t.dtype}")
+            lines.append(f"  input  {t.name}: {dims.show_shape(t.shape)} {t.dtype}")
         for t in (g.tensors[n] for n in g.outputs):
-            lines.append(f"  output {t.name}: {tuple(t.shape)} {t.dtype}")
+            lines.append(f"  output {t.name}: {dims.show_shape(t.shape)} {t.dtype}")
         lines.append("")
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         weights = g.weights()
         lines.append("")
+        flops = self.flops()
         lines.append(f"weights: {len(weights)} tensors, {self.parameter_count()} values; "
-                     f"FLOPs per inference: {self.flops()}")
+                     f"FLOPs per inference: {dims.show(flops)}" + _per_event(flops, "FLOPs"))
+        lines.append(self.memory_line())
         return "\n".join(lines)
+
+    def scratch_bytes(self, batch: int | None = None) -> int:
+        """Bytes of the one arena holding every intermediate (for `batch`, default max_batch)."""
+        g = self.graph
+        return g.arena(batch or g.max_batch or 1)[1]
+
+    def memory_line(self) -> str:
+        g = self.graph
+        if not g.dynamic:
+            return f"intermediates: one arena of {self.scratch_bytes()} bytes"
+        top = self.scratch_bytes(g.max_batch)
+        a, b = self.scratch_bytes(1), self.scratch_bytes(2)
+        fixed = f" + {2 * a - b}" if 2 * a - b else ""
+        formula = f" = {b - a}*N{fixed} bytes" if self.scratch_bytes(3) == 3 * (b - a) + 2 * a - b else ""
+        return (f"intermediates: one arena of {top} bytes at max_batch={g.max_batch}{formula} "
+                "(64-byte aligned buffers)")
 
     def parameter_count(self) -> int:
         return sum(t.size for t in self.graph.weights())
@@ -167,13 +199,17 @@ class SofieModel:
 
 
 def convert(fn, params, example_input, name: str | None = None, disable_passes=(),
-            progress: bool | None = None) -> SofieModel:
+            progress: bool | None = None, batch: str | None = None, max_batch: int | None = None) -> SofieModel:
     """Convert a JAX function to a SOFIE-style operator graph.
 
     `fn(params, x)` may be jitted or not; with `params=None` a function of one argument is called
     as `fn(x)` and one of two as `fn(None, x)`. `params` is any pytree of arrays (weights are named
     by their key path); `example_input` an array or a pytree of arrays that fixes the input shapes
-    and dtypes (float64 is taken as float32, with a warning). `name` names the C++ namespace
+    and dtypes (float64 is taken as float32, with a warning); it may hold `jax.ShapeDtypeStruct`s,
+    whose shapes may use `jax.export.symbolic_shape` for a batch chosen at run time.
+    `batch="dynamic"` makes the leading dimension of every input that run-time batch: the C++ then
+    takes `Session(weight_file, max_batch)` and `infer(batch, ...)`, with `max_batch` defaulting to
+    `max_batch=` or the example's batch. `name` names the C++ namespace
     `TMVA_SOFIE_<name>` and the files. `progress` shows the stages on a terminal (None: when stderr
     is a terminal and JAXPR2SOFIE_QUIET is not set).
 
@@ -188,9 +224,16 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     label = model_name(name, "Model" if fallback in (None, "<lambda>") else fallback)
     bar = Progress(progress)
     bar.stage("tracing")
-    traced = trace(fn, params, example_input)
+    traced = trace(fn, params, example_input, batch=batch)
     g = Graph(label)
-    ctx = Lowering(g, HANDLERS)
+    if traced.dynamic:
+        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+            raise ValueError(f"max_batch={max_batch!r}: give a positive int, the largest batch a Session takes by default")
+        g.max_batch = max_batch or traced.example_batch or 1
+        g.plan_batch = g.max_batch
+    elif max_batch is not None:
+        raise ValueError("max_batch is for a batch chosen at run time: pass batch=\"dynamic\" too")
+    ctx = Lowering(g, HANDLERS, dynamic=traced.dynamic)
     cj = traced.closed_jaxpr
     args = [Const(v, lab) for v, lab in zip(traced.param_values, traced.param_labels)]
     args += [g.add_input(lab, shape, dtype) for lab, (shape, dtype) in zip(traced.input_labels, traced.input_avals)]
@@ -200,8 +243,43 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     g.outputs = [ctx.tensor(o) for o in outs]
     bar.stage("graph passes")
     run_passes(g, disable=disable_passes)
+    if traced.dynamic:
+        check_emittable(g)
     bar.done(f"converted {g.name}: {len(g.ops)} operators")
     return SofieModel(g, traced, progress)
+
+
+def _per_event(x, what: str) -> str:
+    lin = dims.per_event(x)
+    if not isinstance(x, dims.Sym) or lin is None:
+        return ""
+    return f" ({lin[0]} {what} per event" + (f" + {lin[1]} fixed)" if lin[1] else ")")
+
+
+def check_emittable(g) -> None:
+    """With a run-time batch, every operator must write its code with sizes that are C++ expressions:
+    emit each once now, so one that needs a fixed size is reported with its primitive and source
+    line (all at once), at conversion time rather than in generate()."""
+    from .errors import UnsupportedPrimitiveError
+    from .sofie.dims import DynamicDimError
+    from .sofie.writer import Writer
+    problems = []
+    for op in g.walk():
+        if op.subgraphs():
+            continue   # its sub-graphs' operators are visited themselves
+        try:
+            op.emit(Writer(), g)
+            op.flops(g)
+        except DynamicDimError as e:
+            prim, _, line = op.origin.partition(" @ ")
+            problems.append((prim or op.op_type, f"{op.op_type} cannot take a batch size chosen at run time: {e}; "
+                             "convert with a fixed batch (drop batch=\"dynamic\")", line or "unknown source line"))
+    if problems:
+        raise UnsupportedPrimitiveError(problems)
+    try:
+        emit_header(g)
+    except DynamicDimError as e:   # the Session itself (sizes, loops around sub-graphs)
+        raise UnsupportedPrimitiveError([("graph", f"cannot take a batch size chosen at run time: {e}", "")]) from e
 
 
 # C++ keywords (and alternative tokens) a model name may not be: it becomes part of identifiers

@@ -85,3 +85,13 @@ def user_line(source_info) -> str:
         if _is_user_file(f.file_name):
             return f"{display_path(f.file_name)}:{f.line_num} ({f.function_name})"
     return UNKNOWN
+
+
+def exception_line(exc: BaseException) -> str:
+    """The user's line an exception raised through (the innermost user frame of its traceback)."""
+    import traceback
+    found = UNKNOWN
+    for f in traceback.extract_tb(exc.__traceback__):
+        if _is_user_file(f.filename):
+            found = f"{display_path(f.filename)}:{f.lineno} ({f.name})"
+    return found

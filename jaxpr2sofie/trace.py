@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from .errors import TraceError, UnsupportedDtypeError
+from .sofie.dims import DynamicDimError, canon_shape, is_symbolic
 from .sofie.tensor import CTYPES, c_identifier, ctype
 
 # Errors JAX raises when a Python-level decision or a shape depends on a traced value.
@@ -39,8 +40,13 @@ class Traced:
     param_labels: list
     param_values: list                # numpy arrays
     input_labels: list
-    input_avals: list                 # (shape, dtype) per input leaf
+    input_avals: list                 # (shape, dtype) per input leaf; a run-time batch is a dims.Sym
     flat_fn: Callable                 # flat_fn(*param_leaves, *input_leaves) -> list of outputs
+    example_batch: int | None = None  # the leading size of the example input, when the batch is dynamic
+
+    @property
+    def dynamic(self) -> bool:
+        return any(is_symbolic(d) for s, _ in self.input_avals for d in s)
 
     def reference(self, *inputs) -> list:
         """Run the original function under JAX on flat inputs; flat list of numpy outputs."""
@@ -119,7 +125,38 @@ def _calls_with_params(fn, params) -> bool:
     return True
 
 
-def trace(fn: Callable, params, example_input) -> Traced:
+BATCH_MODES = (None, "static", "dynamic")
+
+
+def _dynamic_specs(x_labels, x_specs, batch):
+    """With batch="dynamic", every input's leading dimension becomes JAX's symbol N; returns the
+    specs and the example batch (the leading size of the example arrays, None if symbolic)."""
+    from jax import export
+    symbols = {v for s in x_specs for d in s.shape if is_symbolic(d) for v in d.get_vars()}
+    if batch != "dynamic":
+        if len(symbols) > 1:
+            raise TraceError(f"example_input uses {len(symbols)} symbolic dimensions ({', '.join(sorted(symbols))}): "
+                             "one run-time size (the batch) is supported; make the others concrete")
+        return x_specs, None
+    if symbols:
+        raise TraceError("batch=\"dynamic\" makes the leading dimension symbolic itself: pass concrete example "
+                         "arrays, or pass symbolic ShapeDtypeStructs without batch=\"dynamic\"")
+    for lab, s in zip(x_labels, x_specs):
+        if not s.shape:
+            raise TraceError(f"batch=\"dynamic\": input {lab!r} is a scalar and has no batch dimension; give "
+                             "every input a leading batch dimension (e.g. x[None]) or convert with a fixed batch")
+    leads = {s.shape[0] for s in x_specs}
+    if len(leads) > 1:
+        raise TraceError(f"batch=\"dynamic\": the inputs' leading dimensions differ ({sorted(leads)}): each input's "
+                         "first dimension must be the batch")
+    (n,) = export.symbolic_shape("N")
+    return [jax.ShapeDtypeStruct((n,) + tuple(s.shape[1:]), s.dtype) for s in x_specs], int(leads.pop())
+
+
+def trace(fn: Callable, params, example_input, batch=None) -> Traced:
+    if batch not in BATCH_MODES:
+        raise ValueError(f"batch={batch!r}: choose \"dynamic\" (the batch size is chosen at run time) or None "
+                         "(fixed to the example input's)")
     if not callable(fn):
         raise TypeError(f"fn must be a function fn(params, x) or fn(x), got a {type(fn).__name__}")
     with_params = _calls_with_params(fn, params)
@@ -136,6 +173,7 @@ def trace(fn: Callable, params, example_input) -> Traced:
     x_specs = [jax.ShapeDtypeStruct(s.shape, np.float32) if s.dtype == np.float64 else s for s in x_specs]
     for lab, s in zip(x_labels, x_specs):
         check_input_dtype(lab, s.dtype)
+    x_specs, example_batch = _dynamic_specs(x_labels, x_specs, batch)
     n_p = len(p_leaves)
 
     def flat_fn(*args):
@@ -154,10 +192,25 @@ def trace(fn: Callable, params, example_input) -> Traced:
             f"the value of an input ({type(e).__name__}: {first}). Use lax.cond/jnp.where for branches, "
             "give data-dependent operations a static size (e.g. jnp.nonzero(x, size=N)), and keep shapes static."
         ) from e
+    except Exception as e:
+        if not any(is_symbolic(d) for s in x_specs for d in s.shape):
+            raise
+        from .source import exception_line
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise TraceError(
+            f"the function cannot take a batch size chosen at run time: at {exception_line(e)} JAX could not "
+            f"trace it with a symbolic batch N ({type(e).__name__}: {first}). This happens when the batch is "
+            "mixed into other dimensions (e.g. a reshape that folds it into the features) or a size is computed "
+            "from it; convert with a fixed batch (drop batch=\"dynamic\"), or keep the batch separate."
+        ) from e
     # the dtypes JAX traced with (int64 is int32 unless jax_enable_x64): the C++ takes exactly these
     in_avals = closed.in_avals[n_p:]
+    try:
+        shapes = [canon_shape(a.shape) for a in in_avals]
+    except DynamicDimError as e:
+        raise TraceError(f"example_input: {e}") from e
     return Traced(closed, p_labels, p_values, x_labels,
-                  [(tuple(a.shape), np.dtype(a.dtype)) for a in in_avals], flat_fn)
+                  [(s, np.dtype(a.dtype)) for s, a in zip(shapes, in_avals)], flat_fn, example_batch)
 
 
 def check_input_dtype(label: str, dtype) -> None:

@@ -44,10 +44,11 @@ def assert_close(got, want, atol=1e-5, what="", allow_vanishing=False):
                              f"first at {k}: C++ {g[k]!r} vs JAX {w[k]!r}")
 
 
-def convert_and_check(fn, params, inputs, atol=1e-5, name="Case", extra_inputs=(), allow_vanishing=False):
+def convert_and_check(fn, params, inputs, atol=1e-5, name="Case", extra_inputs=(), allow_vanishing=False,
+                      batch=None):
     """Convert `fn` (fn(params, x) or fn(x) with params None) on example `inputs`, compile the C++,
     and compare with JAX on the example and on every pytree in `extra_inputs`. Returns the model."""
-    m = j2s.convert(fn, params, inputs, name=name)
+    m = j2s.convert(fn, params, inputs, name=name, batch=batch)
     compiled = m.compile()
     for x in (inputs, *extra_inputs):
         flat = [np.asarray(v) for v in jax.tree_util.tree_leaves(x)]
@@ -65,4 +66,7 @@ def run_case(case):
         fn, params = (lambda xs: case.fn(*xs)), None
     else:
         fn, params = (lambda p, xs: case.fn(p, *xs)), case.params
-    return convert_and_check(fn, params, tuple(case.inputs), atol=case.atol, name="Case")
+    # a case with a run-time batch is checked at its example batch n and at 2n + 1
+    extra = [tuple(np.concatenate([a, a[::-1], a[:1] * 0.5]) for a in case.inputs)] if case.batch else []
+    return convert_and_check(fn, params, tuple(case.inputs), atol=case.atol, name="Case", extra_inputs=extra,
+                             batch=case.batch)

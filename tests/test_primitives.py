@@ -26,10 +26,14 @@ def test_case_matches_jax(case):
 
 
 def _traced_primitives(case):
+    inputs = case.inputs
+    if case.batch == "dynamic":
+        (n,) = jax.export.symbolic_shape("N")
+        inputs = [jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype) for a in inputs]
     if case.params is None:
-        closed = jax.make_jaxpr(case.fn)(*case.inputs)
+        closed = jax.make_jaxpr(case.fn)(*inputs)
     else:
-        closed = jax.make_jaxpr(case.fn)(case.params, *case.inputs)
+        closed = jax.make_jaxpr(case.fn)(case.params, *inputs)
     return set(primitive_inventory(closed))
 
 
@@ -64,9 +68,9 @@ def test_case_emits_declared_operators(case):
     """A fast path (a Loop instead of N unrolled copies, a fused Relu) that stops firing fails here."""
     import jaxpr2sofie as j2s
     if case.params is None:
-        m = j2s.convert(lambda xs: case.fn(*xs), None, tuple(case.inputs))
+        m = j2s.convert(lambda xs: case.fn(*xs), None, tuple(case.inputs), batch=case.batch)
     else:
-        m = j2s.convert(lambda p, xs: case.fn(p, *xs), case.params, tuple(case.inputs))
+        m = j2s.convert(lambda p, xs: case.fn(p, *xs), case.params, tuple(case.inputs), batch=case.batch)
     found = _op_types(m.graph)
     missing = set(case.ops) - found
     assert not missing, f"case {case.name} must emit {sorted(missing)}; the graph has {sorted(found)}"

@@ -42,6 +42,7 @@ class Case:
     tags: tuple = field(default_factory=tuple)
     ops: tuple = ()               # operator types the converted graph (sub-graphs included) must contain
     no_ops: tuple = ()            # ... and must not contain (e.g. a scan must not be unrolled into Concat)
+    batch: str | None = None      # "dynamic": traced with a run-time batch, checked at two batch sizes
 
 
 def all_cases() -> list:

@@ -6,6 +6,7 @@ from jax import lax
 
 from ..sofie.ops.linalg import MatMul
 from ..sofie.ops.movement import Transpose
+from ..sofie.tensor import numel
 from ..values import Unsupported
 from . import handles, out_aval
 
@@ -34,7 +35,7 @@ def _dot_general(ctx, eqn, lhs, rhs):
     ls, rs = ctx.shape(lhs), ctx.shape(rhs)
     lfree = [d for d in range(len(ls)) if d not in lc and d not in lb]
     rfree = [d for d in range(len(rs)) if d not in rc and d not in rb]
-    size = lambda s, dims: int(np.prod([s[d] for d in dims], dtype=np.int64))
+    size = lambda s, dims: numel(s[d] for d in dims)   # an int, or a Sym holding the run-time batch
     batch, m, k, n = size(ls, lb), size(ls, lfree), size(ls, lc), size(rs, rfree)
     # Contracting dims must line up pairwise; transposing to sorted order keeps that pairing only
     # if both sides list them in increasing order, so sort the pairs by the lhs dimension.

@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
+from ..sofie.ops.elementwise import DimValue
 from ..sofie.ops.gather import DynamicSlice, DynamicUpdateSlice
 from ..sofie.ops.movement import Concat, Expand, Pad, Reshape, Slice, Transpose, reverse
+from ..sofie.tensor import numel
 from ..values import Const, Scalar, Unsupported
 from . import handles, out_aval
 
@@ -33,7 +35,7 @@ def _broadcast_in_dim(ctx, eqn, x, *dyn):
     if dyn:
         raise Unsupported("broadcast to a shape computed at run time")
     shape = tuple(eqn.params["shape"])
-    if int(np.prod(shape)) == int(np.prod(ctx.shape(x))):   # only adds size-1 dimensions
+    if numel(shape) == numel(ctx.shape(x)):   # only adds size-1 dimensions
         return reshape_to(ctx, x, shape)
     return ctx.add(Expand([ctx.tensor(x)], shape=shape, bdims=tuple(eqn.params["broadcast_dimensions"])))
 
@@ -76,7 +78,7 @@ def slice_axis(ctx, x, axis: int, start: int, stop: int):
     """x[..., start:stop, ...] along one axis: the one helper unstack, split and friends share."""
     shape = ctx.shape(x)
     starts, limits = [0] * len(shape), list(shape)
-    starts[axis], limits[axis] = int(start), int(stop)
+    starts[axis], limits[axis] = start, stop
     return slice_of(ctx, x, starts, limits)
 
 
@@ -154,6 +156,15 @@ def _pad(ctx, eqn, x, value):
 def _iota(ctx, eqn):
     # Has no operands, so it is always folded into a constant before reaching here.
     raise Unsupported("iota with a run-time size")
+
+
+@handles("dim_as_value", params=("dim",))
+def _dim_as_value(ctx, eqn):
+    # the batch size as a value (jnp.mean over the batch, x[-1]): known only at run time
+    dim = eqn.params["dim"]
+    if isinstance(dim, int):
+        return Const(np.asarray(dim, out_aval(eqn).dtype), "dim")
+    return ctx.add(DimValue([], dim=dim, dtype=np.dtype(out_aval(eqn).dtype).name), hint="batch_size")
 
 
 @handles(lax.copy_p, lax.stop_gradient_p)
@@ -235,4 +246,8 @@ CASES += [
          ("slice", "pad", "add", "concatenate")),
     Case("associative_scan_max_reverse", lambda x: lax.associative_scan(_jnp.maximum, x, axis=0, reverse=True),
          (f32(6, 4),), ("slice", "pad", "max", "rev")),
+    # batch="dynamic": the batch as a run-time value
+    Case("dim_as_value_mean_over_batch", lambda x: _jnp.mean(x, axis=0) - x, (f32(5, 3),), ("dim_as_value",),
+         batch="dynamic"),
+    Case("dim_as_value_last_row", lambda x: x[-1] * 2.0 + x[0], (f32(4, 6),), ("dim_as_value",), batch="dynamic"),
 ]

@@ -6,11 +6,12 @@ import json
 import numpy as np
 
 from .ops.base import emit_ops
+from .graph import ARENA_ALIGN
 from .tensor import ctype
 from .weights import BINARY_READER, format_values, table_hash, write_weights  # noqa: F401 (re-exported)
 from .writer import Writer
 
-INCLUDES = ["algorithm", "cmath", "cstdint", "cstdlib", "cstring", "fstream", "limits", "stdexcept", "string", "tuple", "vector"]
+INCLUDES = ["algorithm", "atomic", "cmath", "cstdint", "cstdlib", "cstring", "fstream", "limits", "stdexcept", "string", "tuple", "vector"]
 
 _BLAS_DECL = """\
 #ifndef J2S_SGEMM
@@ -134,11 +135,15 @@ IO_TAG = "jaxpr2sofie-io:"
 
 def io_signature(g) -> dict:
     """Names, shapes and dtypes of the inputs and outputs, as one comment line of the header: tools
-    (jaxpr2sofie.root) read a generated directory without the Python model."""
+    (jaxpr2sofie.root) read a generated directory without the Python model. A dimension that is
+    the run-time batch is written as text ("N", "2*N")."""
     def spec(n):
         t = g.tensors[n]
-        return {"name": n, "shape": list(t.shape), "dtype": t.dtype}
-    return {"model": g.name, "inputs": [spec(n) for n in g.inputs], "outputs": [spec(n) for n in g.outputs]}
+        return {"name": n, "shape": [d if isinstance(d, int) else repr(d) for d in t.shape], "dtype": t.dtype}
+    sig = {"model": g.name, "inputs": [spec(n) for n in g.inputs], "outputs": [spec(n) for n in g.outputs]}
+    if g.dynamic:
+        sig["max_batch"] = g.max_batch
+    return sig
 
 
 def read_io_signature(header_text: str) -> dict | None:
@@ -201,10 +206,57 @@ def render(g) -> tuple:
     return h.text(), needs
 
 
+def _size_expr(sizes) -> str:
+    """C++ for the largest of several byte sizes (ints, or dims.Sym over `batch`)."""
+    fixed = [x for x in sizes if isinstance(x, int)]
+    exprs = list(dict.fromkeys(str(x) for x in sizes if not isinstance(x, int)))
+    if fixed:
+        exprs.append(str(max(fixed)))
+    return exprs[0] if len(exprs) == 1 else f"std::max<size_t>({{{', '.join(exprs)}}})"
+
+
+def _emit_allocate(w, g, slots, assign) -> None:
+    """One arena for every intermediate: each buffer a 64-byte aligned region of it, sized for
+    the largest batch the Session takes."""
+    dynamic = g.dynamic
+    sig = "void allocate(size_t max_batch)" if dynamic else "void allocate()"
+    w.comment("Places every intermediate buffer in the arena (one allocation).")
+    with w.block(sig):
+        if not slots:
+            if dynamic:
+                w.line("(void)max_batch;")
+            return
+        if dynamic:
+            w.line("const size_t batch = max_batch;   // sizes below are for the largest batch")
+            w.line("(void)batch;")
+        w.line("size_t at = 0;")
+        for k, names in enumerate(slots):
+            w.line(f"const size_t off{k} = at;")
+            w.line(f"at += ({_size_expr([g.nbytes(n) for n in names])} + {ARENA_ALIGN - 1}) / {ARENA_ALIGN} * {ARENA_ALIGN};")
+        w.line("fArena.assign(at / sizeof(std::uint64_t) + 1, 0);")
+        w.line("unsigned char* base = reinterpret_cast<unsigned char*>(fArena.data());")
+        for tname, k in assign.items():
+            w.line(f"tensor_{tname} = reinterpret_cast<{ctype(g.tensors[tname].dtype)}*>(base + off{k});")
+
+
+def retyped(g, slots) -> set:
+    """Tensors placed in arena memory a tensor of another dtype used before them."""
+    out = set()
+    for names in slots:
+        for prev, name in zip(names, names[1:]):
+            if g.tensors[prev].dtype != g.tensors[name].dtype:
+                out.add(name)
+    return out
+
+
 def _emit_session(w, g, base) -> dict:
     name = g.name
+    dynamic = g.dynamic
     w.comment("One Session per thread: run() and infer() write the Session's intermediate buffers, so a")
     w.comment("Session is not shared between threads; any number of Sessions may run side by side.")
+    if dynamic:
+        w.comment(f"The batch is chosen per call: run(batch, ...) and infer(batch, ...) take 1 <= batch <= max_batch,")
+        w.comment("the size the Session's buffers were allocated for by its constructor.")
     with w.block("struct Session", tail=";"):
         weights = g.weights()
         if weights:
@@ -214,15 +266,20 @@ def _emit_session(w, g, base) -> dict:
             w.line(f"std::vector<{ct}> fTensor_{t.name} = std::vector<{ct}>({max(t.size, 1)});")
             w.line(f"{ct}* tensor_{t.name} = fTensor_{t.name}.data();")
         slots, assign = g.buffer_plan()
+        w.fence_before = retyped(g, slots) if g.reuse_buffers else set()
         if slots:
-            w.comment(f"intermediate buffers ({'shared by tensors whose lifetimes do not overlap' if g.reuse_buffers else 'one per tensor'})")
-        for k, (dtype, size) in enumerate(slots):
-            ct = ctype(dtype)
-            w.line(f"std::vector<{ct}> fBuffer{k} = std::vector<{ct}>({max(size, 1)});")
-        for tname, k in assign.items():
-            w.line(f"{ctype(g.tensors[tname].dtype)}* tensor_{tname} = fBuffer{k}.data();")
+            w.comment(f"intermediates: one arena, {'buffers shared by tensors whose lifetimes do not overlap' if g.reuse_buffers else 'one buffer per tensor'}")
+        w.line("std::vector<std::uint64_t> fArena;")
+        for tname in assign:
+            w.line(f"{ctype(g.tensors[tname].dtype)}* tensor_{tname} = nullptr;")
+        if dynamic:
+            w.line("size_t fMaxBatch = 0;")
         w.line()
-        with w.block(f"Session(std::string weight_file = \"{name}.dat\")"):
+        default = g.max_batch or 1
+        extra, alloc = (f", size_t max_batch = {default}", "allocate(max_batch);") if dynamic else ("", "allocate();")
+        init = " : fMaxBatch(max_batch)" if dynamic else ""
+        with w.block(f"Session(std::string weight_file = \"{name}.dat\"{extra}){init}"):
+            w.line(alloc)
             if weights:
                 w.line("std::ifstream f(weight_file, std::ios::binary);")
                 w.line("if (!f)")
@@ -231,8 +288,10 @@ def _emit_session(w, g, base) -> dict:
             else:
                 w.line("(void)weight_file;")
         w.comment("Weights from a stream in the weight-file format (e.g. held in memory, or shipped with code).")
-        with w.block("explicit Session(std::istream& weights, const std::string& source = \"<stream>\")"):
+        with w.block(f"explicit Session(std::istream& weights, const std::string& source = \"<stream>\"{extra}){init}"):
+            w.line(alloc)
             w.line("load_weights(weights, source);")
+        _emit_allocate(w, g, slots, assign)
         w.comment("Reads every weight tensor; throws std::runtime_error on missing, foreign or extra data.")
         with w.block("void load_weights(std::istream& f, const std::string& source)"):
             if weights:
@@ -257,10 +316,19 @@ def _emit_session(w, g, base) -> dict:
         w.line("Session(Session&&) = default;")
         w.line("Session& operator=(Session&&) = default;")
         w.line()
-        params = [f"{_sig_type(g.tensors[i], True)} tensor_{i}" for i in g.inputs]
+        if dynamic:
+            w.line("size_t max_batch() const { return fMaxBatch; }")
+            w.line()
+        lead = ["size_t batch"] if dynamic else []
+        params = lead + [f"{_sig_type(g.tensors[i], True)} tensor_{i}" for i in g.inputs]
         params += [f"{_sig_type(g.tensors[o], False)} tensor_{o}" for o in g.outputs]
         w.comment("Writes every output into caller-owned memory; allocates nothing.")
         with w.block(f"void run({', '.join(params)})"):
+            if dynamic:
+                w.line("if (batch == 0 || batch > fMaxBatch)")
+                w.line(f"   throw std::invalid_argument(\"TMVA_SOFIE_{name}: batch \" + std::to_string(batch) + "
+                       "\" is outside 1..\" + std::to_string(fMaxBatch) + \" (this Session's max_batch): construct the "
+                       "Session with a larger max_batch\");")
             w.line("const detail::FlushDenormals fp_mode;   // as XLA computes: see detail::FlushDenormals")
             w.line("(void)fp_mode;")
             # operators with only empty outputs emit nothing (emit_ops), so they read nothing
@@ -273,17 +341,24 @@ def _emit_session(w, g, base) -> dict:
                     w.line(f"(void)tensor_{i};")
             emit_ops(w, g, g.ops)
         w.line()
-        in_params = ", ".join(f"{_sig_type(g.tensors[i], True)} tensor_{i}" for i in g.inputs)
+        in_params = ", ".join(lead + [f"{_sig_type(g.tensors[i], True)} tensor_{i}" for i in g.inputs])
+        call_lead = ["batch"] if dynamic else []
         with w.block(f"{result_type(g)} infer({in_params})"):
             for o in g.outputs:
                 t = g.tensors[o]
                 w.line(f"std::vector<{ctype(t.dtype)}> out_{o}({t.size});")
-            call = ", ".join([f"tensor_{i}" for i in g.inputs] + [f"out_{o}.data()" for o in g.outputs])
+            call = ", ".join(call_lead + [f"tensor_{i}" for i in g.inputs] + [f"out_{o}.data()" for o in g.outputs])
             w.line(f"run({call});")
             if len(g.outputs) == 1:
                 w.line(f"return out_{g.outputs[0]};")
             else:
                 w.line(f"return {{{', '.join(f'std::move(out_{o})' for o in g.outputs)}}};")
+        w.comment("As infer, into the caller's vectors: no allocation once they have held a result this large.")
+        out_params = [f"std::vector<{ctype(g.tensors[o].dtype)}>& out_{o}" for o in g.outputs]
+        with w.block(f"void doInfer({', '.join([in_params] + out_params if in_params else out_params)})"):
+            for o in g.outputs:
+                w.line(f"out_{o}.resize({g.tensors[o].size});")
+            w.line(f"run({call});")
     return assign
 
 
@@ -292,22 +367,26 @@ def c_api_source(g, header: str) -> str:
     ns = f"TMVA_SOFIE_{g.name}"
     ins = ", ".join(f"static_cast<{_sig_type(g.tensors[n], True)}>(in[{k}])" for k, n in enumerate(g.inputs))
     outs = ", ".join(f"static_cast<{_sig_type(g.tensors[n], False)}>(out[{k}])" for k, n in enumerate(g.outputs))
+    lead = "batch" if g.dynamic else ""
+    create = (f"return new {ns}::Session(weight_file, max_batch);" if g.dynamic
+              else f"(void)max_batch;\n      return new {ns}::Session(weight_file);")
     return f"""#include "{header}"
 #include <cstring>
 #include <exception>
 
 extern "C" {{
-void* j2s_create(const char* weight_file, char* err, int errlen) {{
+void* j2s_create(const char* weight_file, size_t max_batch, char* err, int errlen) {{
    try {{
-      return new {ns}::Session(weight_file);
+      {create}
    }} catch (const std::exception& e) {{
       std::strncpy(err, e.what(), errlen - 1);
       err[errlen - 1] = 0;
       return nullptr;
    }}
 }}
-void j2s_run(void* s, void** in, void** out) {{
-   static_cast<{ns}::Session*>(s)->run({", ".join(x for x in (ins, outs) if x)});
+void j2s_run(void* s, size_t batch, void** in, void** out) {{
+   {"" if g.dynamic else "(void)batch;"}
+   static_cast<{ns}::Session*>(s)->run({", ".join(x for x in (lead, ins, outs) if x)});
 }}
 void j2s_destroy(void* s) {{ delete static_cast<{ns}::Session*>(s); }}
 }}

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .dims import Sym, canon_shape, evaluate
 from .tensor import Tensor, c_identifier, check_dtype
+
+
+ARENA_ALIGN = 64   # bytes: every buffer of the arena starts on a cache line
 
 
 class Graph:
@@ -23,6 +27,8 @@ class Graph:
         self._keepalive: list = []   # the arrays behind _weight_ids: their ids stay unique while held
         self.reuse_buffers = False   # set by the `reuse_buffers` pass
         self.parent = None
+        self.plan_batch = 1          # the batch at which the memory plan compares sizes
+        self.max_batch = None        # the Session's default max_batch, when the batch is dynamic
 
     def child(self, inputs=()) -> "Graph":
         """A sub-graph sharing this graph's tensor table and weights; `inputs` are tensors its
@@ -43,7 +49,7 @@ class Graph:
 
     def add_tensor(self, hint, shape, dtype, kind, data=None, label="") -> str:
         name = self.unique(hint)
-        self.tensors[name] = Tensor(name, tuple(shape), check_dtype(dtype), kind, data, label or hint)
+        self.tensors[name] = Tensor(name, canon_shape(shape), check_dtype(dtype), kind, data, label or hint)
         return name
 
     def add_input(self, label, shape, dtype) -> str:
@@ -119,6 +125,11 @@ class Graph:
         for n in [n for n in self.tensors if n not in live]:
             del self.tensors[n]   # in place: child graphs share the table
 
+    @property
+    def dynamic(self) -> bool:
+        """Whether the batch is chosen at run time (some input shape holds a dims.Sym)."""
+        return any(isinstance(d, Sym) for n in self.inputs for d in self.tensors[n].shape)
+
     def weights(self) -> list[Tensor]:
         return [t for t in self.tensors.values() if t.kind == "weight"]
 
@@ -137,19 +148,21 @@ class Graph:
         return base
 
     def buffer_plan(self) -> tuple:
-        """Storage for the intermediates: ([(dtype, size) per buffer], {tensor: buffer index}).
+        """Storage for the intermediates: ([tensor names per buffer], {tensor: buffer index}).
 
+        Buffers are regions of one arena (see `arena`), so tensors of any dtype may share one.
         Without reuse every intermediate owns a buffer. With reuse, a buffer returns to a free
         pool after the last operator that reads the tensor (or a view of it); an operator's
         outputs and scratch are placed *before* its inputs are released, so no operator ever
         writes into memory it is still reading. Sub-graphs are planned in line (see `events`):
         what a loop or branch reads from outside, its carries and its outputs stay alive for the
         whole operator; a body's own intermediates live only within one pass over the body, so
-        they share buffers with each other, and the branches of an If share memory.
+        they share buffers with each other, and the branches of an If share memory. Sizes that
+        depend on the run-time batch are compared at `plan_batch` (the example batch).
         """
         own = self.allocated()
         if not self.reuse_buffers:
-            return [(t.dtype, t.size) for t in own], {t.name: k for k, t in enumerate(own)}
+            return [[t.name] for t in own], {t.name: k for k, t in enumerate(own)}
         base = self.plan()
         owned = {t.name for t in own}
         steps = [[n for n in names if base.get(n, n) in owned] for op in self.ops for names in events(op)]
@@ -157,26 +170,41 @@ class Graph:
         for i, names in enumerate(steps):
             for name in names:
                 last[base.get(name, name)] = i
-        slots, free, assign = [], [], {}
+        slots, sizes, free, assign = [], [], [], {}
         for i, names in enumerate(steps):
             for name in names:
                 if name not in owned or name in assign:
                     continue
-                t = self.tensors[name]
-                fits = [k for k in free if slots[k][0] == t.dtype]
-                if fits:   # the smallest buffer that holds it, else the largest one, grown
-                    big = [k for k in fits if slots[k][1] >= t.size]
-                    k = min(big, key=lambda k: slots[k][1]) if big else max(fits, key=lambda k: slots[k][1])
+                need = self.nbytes(name, self.plan_batch)
+                if free:   # the smallest free buffer that holds it, else the largest one, grown
+                    big = [k for k in free if sizes[k] >= need]
+                    k = min(big, key=lambda k: sizes[k]) if big else max(free, key=lambda k: sizes[k])
                     free.remove(k)
-                    slots[k] = (t.dtype, max(slots[k][1], t.size))
+                    sizes[k] = max(sizes[k], need)
+                    slots[k].append(name)
                 else:
                     k = len(slots)
-                    slots.append((t.dtype, t.size))
+                    slots.append([name])
+                    sizes.append(need)
                 assign[name] = k
             for name, k in assign.items():
                 if last.get(name) == i and k not in free:
                     free.append(k)
         return slots, assign
+
+    def nbytes(self, name: str, batch: int | None = None):
+        """Bytes of a tensor: an int, or a dims.Sym when it depends on the batch (unless `batch` is given)."""
+        t = self.tensors[name]
+        n = t.size * np.dtype(t.dtype).itemsize
+        return n if batch is None else evaluate(n, batch)
+
+    def arena(self, batch: int | None = None) -> tuple:
+        """The one allocation holding every intermediate: ([byte size per buffer], total bytes), each
+        buffer at a 64-byte aligned offset; for `batch` given, as numbers for that batch."""
+        slots, _ = self.buffer_plan()
+        sizes = [[self.nbytes(n, batch) for n in names] for names in slots]
+        total = sum(-(-max(s) // ARENA_ALIGN) * ARENA_ALIGN for s in sizes) if batch is not None else None
+        return sizes, total
 
     def allocated(self) -> list[Tensor]:
         """Intermediates that need storage of their own inside the Session."""

@@ -9,8 +9,8 @@ import numpy as np
 
 from ..errors import UnsupportedDtypeError
 
-# A dimension is an int, or a string naming a size known only at run time (a symbolic batch).
-Dim = Union[int, str]
+# A dimension is an int, or a dims.Sym: a polynomial in the batch size chosen at run time.
+Dim = Union[int, "Sym"]
 Shape = tuple
 
 # "slice": a per-step view a loop points into its sequence input (no buffer of its own)
@@ -49,7 +49,7 @@ def check_dtype(dtype) -> str:
 def numel(shape) -> int:
     n = 1
     for d in shape:
-        n *= int(d)
+        n = n * d   # an int, or a Sym when a dimension is the run-time batch
     return n
 
 
@@ -58,7 +58,7 @@ def strides_of(shape) -> tuple:
     out, acc = [], 1
     for d in reversed(shape):
         out.append(acc)
-        acc *= int(d)
+        acc = acc * d
     return tuple(reversed(out))
 
 

@@ -22,6 +22,7 @@ class Writer:
         self.buffers = buffers or {}
         self._counter = 0
         self.needs: set = set()   # helper functions the emitted code calls (see emit_cpp.HELPERS)
+        self.fence_before: set = set()   # tensors whose arena memory held another dtype before them
 
     # -- text ---------------------------------------------------------------
     def line(self, text: str = "") -> None:
@@ -67,15 +68,15 @@ class Writer:
         names = []
         opened = 0
         for e in extents:
-            if int(e) == 1:
+            if e == 1:
                 names.append("0")
                 continue
             v = self.fresh(stem)
             names.append(v)
-            if int(e) == 0:   # a zero-size dimension: `v < 0` on a size_t is a -Wtype-limits warning
+            if e == 0:   # a zero-size dimension: `v < 0` on a size_t is a -Wtype-limits warning
                 self.line(f"for (size_t {v} = 0; {v} != 0; ++{v}) {{  // empty")
             else:
-                self.line(f"for (size_t {v} = 0; {v} < {int(e)}; ++{v}) {{")
+                self.line(f"for (size_t {v} = 0; {v} < {e}; ++{v}) {{")   # a Sym extent prints as C++
             self.depth += 1
             opened += 1
         try:
@@ -90,12 +91,11 @@ class Writer:
         """`i0*12 + i1*4 + 3` with zero terms dropped."""
         terms = []
         for n, s in zip(names, strides):
-            s = int(s)
             if s == 0 or n == "0":
                 continue
             terms.append(n if s == 1 else f"{n} * {s}")
-        if offset:
-            terms.append(str(int(offset)))
+        if offset != 0:
+            terms.append(str(offset))
         return " + ".join(terms) if terms else "0"
 
     # -- literals -----------------------------------------------------------

@@ -11,6 +11,10 @@ def emit_ops(w, g, ops) -> None:
     for op in ops:
         if op.outputs and all(g.tensors[o].size == 0 for o in op.outputs):
             continue
+        if w.fence_before & {*op.outputs, *op.scratch_names.values()}:
+            # the arena memory this operator writes held another type before: keep the compiler
+            # from moving those reads past these writes (type-based alias analysis would allow it)
+            w.line("std::atomic_signal_fence(std::memory_order_seq_cst);")
         op.emit(w, g)
 
 

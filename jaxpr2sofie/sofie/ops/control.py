@@ -20,7 +20,7 @@ def copy_tensor(w, g, src: str, dst: str) -> None:
     n = g.tensors[dst].size
     if n == 1:
         w.line(f"{d}[0] = {s}[0];")
-    elif n > 1:
+    elif n != 0:
         w.line(f"std::copy_n({s}, {n}, {d});")
 
 

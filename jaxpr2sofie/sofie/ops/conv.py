@@ -13,6 +13,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+from ..dims import Sym
 from ..tensor import numel, strides_of
 from .base import Op
 from .linalg import emit_gemm
@@ -51,7 +52,7 @@ class Conv(Op):
 
     def windows(self, g):
         _, spatial, _, ksizes, _, _ = self.dims(g)
-        return [Window(int(n), int(k), int(s), int(lo), int(hi), int(ld), int(rd))
+        return [Window(n, int(k), int(s), int(lo), int(hi), int(ld), int(rd))
                 for n, k, s, (lo, hi), ld, rd in zip(spatial, ksizes, self.strides, self.padding,
                                                      self.lhs_dilation, self.rhs_dilation)]
 
@@ -81,6 +82,8 @@ class Conv(Op):
         n, _, _, ksizes, cg, _ = self.dims(g)
         per_image = numel(win.out for win in self.windows(g)) * numel(ksizes) * cg
         best = 1
+        if isinstance(n, Sym):   # a batch chosen at run time: one image per pass
+            return best
         for b in range(1, n + 1):
             if n % b == 0 and b * per_image <= IM2COL_BUDGET:
                 best = b

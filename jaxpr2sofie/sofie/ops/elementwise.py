@@ -189,3 +189,20 @@ class Elementwise(Op):
 
     def describe(self) -> str:
         return self.kind if self.param is None else f"{self.kind}({self.param})"
+
+
+@dataclass(eq=False)
+class DimValue(Op):
+    """The run-time value of a dimension as a scalar tensor (JAX's dim_as_value): the batch size,
+    e.g. to normalise a mean over the batch or to wrap a negative index into it."""
+    dim: object = 0
+    dtype: str = "int32"
+
+    def infer(self, g):
+        return [((), self.dtype)]
+
+    def emit(self, w, g):
+        w.line(f"{w.ref(self.outputs[0])}[0] = static_cast<{ctype(self.dtype)}>({self.dim});")
+
+    def describe(self):
+        return repr(self.dim)

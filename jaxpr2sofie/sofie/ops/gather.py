@@ -16,6 +16,11 @@ from .base import Op
 from .movement import copy_view
 
 
+def _c_int64(n) -> str:
+    """A size as a signed C++ value: a literal, or a run-time expression of the batch, cast."""
+    return str(n) if isinstance(n, int) else f"static_cast<int64_t>({n})"
+
+
 def start_terms(w, indices, b, idx_st, dim_map, operand_shape, sizes, operand_st, checked, batching):
     """Read the start index of each mapped operand dimension at batch position `b`: a gather's
     slice start or a scatter's update start. Unchecked starts are clamped as XLA clamps them (the
@@ -25,7 +30,7 @@ def start_terms(w, indices, b, idx_st, dim_map, operand_shape, sizes, operand_st
     for k, d in enumerate(dim_map):
         s = w.fresh("s")
         w.line(f"int64_t {s} = static_cast<int64_t>({indices}[{w.index(b, idx_st[:-1], k)}]);")
-        hi = int(operand_shape[d]) - int(sizes[d])
+        hi = _c_int64(operand_shape[d] - sizes[d])
         if checked:
             conds.append(f"{s} >= 0 && {s} <= {hi}")
         else:
@@ -126,11 +131,11 @@ def _clamped_offset(w, g, dims, starts, sizes, shape) -> str:
     st = strides_of(shape)
     terms = []
     for d, s in enumerate(starts):
-        hi = int(shape[d]) - int(sizes[d])
+        hi = shape[d] - sizes[d]
         if isinstance(s, str):
-            v = w.fresh("start")
+            v, top = w.fresh("start"), _c_int64(hi)
             w.line(f"int64_t {v} = static_cast<int64_t>({w.ref(s)}[0]);")
-            w.line(f"{v} = {v} < 0 ? 0 : ({v} > {hi} ? {hi} : {v});")
+            w.line(f"{v} = {v} < 0 ? 0 : ({v} > {top} ? {top} : {v});")
             terms.append(f"{v} * {st[d]}")
         elif min(max(int(s), 0), hi) * st[d]:
             terms.append(str(min(max(int(s), 0), hi) * st[d]))

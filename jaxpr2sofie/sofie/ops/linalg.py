@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import UnsupportedDtypeError
+from ..dims import Sym
 from ..tensor import numel
 from .base import Op
 
@@ -15,9 +16,16 @@ SMALL_GEMM = 4096
 def emit_gemm(w, ta: bool, tb: bool, m: int, n: int, k: int, a: str, b: str, beta: str, c: str) -> None:
     """Row-major c = op(a) @ op(b) (+ c when beta is 1): loops for small products, BLAS otherwise.
     The choice is made here, per call site, so a header links BLAS only if some product needs it."""
+    args = f"({str(ta).lower()}, {str(tb).lower()}, {m}, {n}, {k}, {a}, {b}, {beta}, {c});"
+    if any(isinstance(d, Sym) for d in (m, n, k)):   # sizes known at run time: choose there
+        w.need("gemm_loops")
+        w.need("gemm_blas")
+        w.line(f"if ({m} <= 8 || {m * n * k} <= {SMALL_GEMM}) detail::gemm_loops{args}")
+        w.line(f"else detail::gemm_blas{args}")
+        return
     helper = "gemm_loops" if (m <= 8 or m * n * k <= SMALL_GEMM) else "gemm_blas"
     w.need(helper)
-    w.line(f"detail::{helper}({str(ta).lower()}, {str(tb).lower()}, {m}, {n}, {k}, {a}, {b}, {beta}, {c});")
+    w.line(f"detail::{helper}{args}")
 
 
 @dataclass(eq=False)

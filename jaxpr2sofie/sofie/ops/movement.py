@@ -14,7 +14,7 @@ from .base import Op, Scalar
 
 def _collapse(shape, src_strides, dst_strides):
     """Merge adjacent dimensions that are contiguous in both views (fewer, longer loops)."""
-    dims = [(int(n), int(s), int(d)) for n, s, d in zip(shape, src_strides, dst_strides) if int(n) != 1]
+    dims = [(n, s, d) for n, s, d in zip(shape, src_strides, dst_strides) if n != 1]
     if not dims:
         return [1], [0], [0]
     out = [list(dims[0])]
@@ -30,7 +30,7 @@ def _collapse(shape, src_strides, dst_strides):
 def copy_view(w: Writer, dst: str, dst_strides, dst_offset, src: str, src_strides, src_offset, shape) -> None:
     """dst[dst_offset + i.dst_strides] = src[src_offset + i.src_strides] for every i in shape."""
     shape, ss, ds = _collapse(shape, src_strides, dst_strides)
-    if len(shape) == 1 and ss[0] == 1 and ds[0] == 1 and shape[0] > 1:
+    if len(shape) == 1 and ss[0] == 1 and ds[0] == 1 and shape[0] != 1:
         w.line(f"std::copy_n({src} + {src_offset}, {shape[0]}, {dst} + {dst_offset});")
         return
     with w.loops(shape) as idx:

@@ -114,7 +114,7 @@ class Pool(Op):
 
     def windows(self, g):
         shape = g.tensors[self.inputs[0]].shape
-        return [Window(int(n), int(k), int(s), int(lo), int(hi), int(bd), int(wd))
+        return [Window(n, int(k), int(s), int(lo), int(hi), int(bd), int(wd))
                 for n, k, s, (lo, hi), bd, wd in zip(shape, self.window, self.strides, self.padding,
                                                      self.base_dilation, self.window_dilation)]
 
