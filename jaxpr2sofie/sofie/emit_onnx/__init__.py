@@ -27,6 +27,8 @@ rule yet (OnnxExportError names each use and its line).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .builder import RULES, Builder, NotExportable, OnnxExportError, exports, onnx_dtype
 from . import control, conv, dynamic, elementwise, gather, linalg, movement, reduce, sort   # noqa: F401  (registers the rules)
 
@@ -105,6 +107,11 @@ def walk_ops(b, ops, problems: list):
     """Every operator of `ops` through its rule into `b` (also used for sub-graph bodies)."""
     for op in ops:
         first, b.origin = len(b.nodes), op.origin
+        empty = _empty_outputs(b, op)
+        if empty is not None:
+            for tensor, v in zip(op.outputs, empty):
+                b.bind(tensor, v, first)
+            continue
         try:
             rule = RULES.get(type(op))
             if rule is None:
@@ -115,6 +122,16 @@ def walk_ops(b, ops, problems: list):
             values = [b.fresh("unexported") for _ in op.outputs]
         for tensor, v in zip(op.outputs, values):
             b.bind(tensor, v, first)
+
+
+def _empty_outputs(b, op):
+    """Constants for an operator whose outputs all hold no element (x[:, :0] and what follows
+    from it): there is nothing to compute, and ONNX Runtime refuses some operators on zero-size
+    tensors (MaxPool with zero channels). None if some output has elements or a symbolic size."""
+    ts = [b.g.tensors[n] for n in op.outputs]
+    if not ts or any(isinstance(d, str) for t in ts for d in t.shape) or any(t.size for t in ts):
+        return None
+    return [b.const(np.zeros(t.shape, t.dtype), "empty") for t in ts]
 
 
 def _subgraph_reads(node) -> set:
