@@ -32,19 +32,9 @@ from helpers import assert_close  # noqa: E402
 
 ATOL = 1e-4
 
-# Primitive cases whose operators have no ONNX export rule yet, with the reason. These operators
-# came with run-time control flow (issue 11); their rules are still to come, and an entry goes
-# away only once its case passes in onnxruntime. (Loop exports as an ONNX Loop, Branch as If,
-# DynamicSlice as a Slice, DynamicUpdateSlice as a ScatterND, TopK as TopK, Sort as stable TopKs.)
-_NO_RULE = {
-    "LoopBody": "the Loop exports, but its body uses Scatter, which has no ONNX rule yet",
-    "Scatter": "Scatter operator: ONNX export rule not implemented yet",
-    "SelectAndScatterAdd": "max-pool gradient (SelectAndScatterAdd operator): ONNX export rule not implemented yet",
-}
-ONNX_SKIP: dict = {name: _NO_RULE[op] for op, names in {
-    "SelectAndScatterAdd": ["grad_cnn_maxpool_wrt_input", "grad_cnn_maxpool_wrt_params", "pool_max_grad_2x2",
-                            "pool_max_grad_overlap_same", "pool_max_grad_ties"],
-}.items() for name in names}
+# Primitive cases the ONNX export cannot run yet: case name -> reason (skipped with the reason). An
+# entry goes away once its case passes in onnxruntime. Empty: every operator has a rule.
+ONNX_SKIP: dict = {}
 
 
 def run_onnx(model, flat):
@@ -466,3 +456,30 @@ def test_scatter_without_an_opset_17_form_is_refused():
             m.to_onnx(opset=17)
     m = j2s.convert(lambda x: x.at[2].set(-1.0), None, _x53)
     export_and_check(m, _x53, opset=17)
+
+
+def _pool_grad(kind, window, strides, padding):
+    init, reducer = (-np.inf, lax.max) if kind == "max" else (np.inf, lax.min)
+    return jax.grad(lambda x: (lax.reduce_window(x, init, reducer, window, strides, padding) * 1.5).sum())
+
+
+_ties = np.round(np.random.default_rng(8).standard_normal((5, 6)).astype(np.float32))
+_edges = np.where(np.arange(30).reshape(5, 6) % 4 == 0, -np.inf, np.arange(30).reshape(5, 6) % 3).astype(np.float32)
+POOL_GRADS = {
+    # min pooling selects with le: the first minimum wins ties
+    "min_ties_same": (_pool_grad("min", (2, 3), (1, 2), "SAME"), _ties),
+    # padding wider than the window: some windows cover padding only and pick nothing
+    "max_padding_only_windows": (_pool_grad("max", (2, 2), (2, 3), ((3, 2), (0, 4))), _ties),
+    # -inf elements: padding is never picked, even when it would tie with the real maximum
+    "max_minus_inf_at_the_border": (_pool_grad("max", (3, 3), (1, 1), "SAME"), _edges),
+    # a window over every axis of an NHWC tensor, overlapping (stride 1 on W)
+    "max_4d_overlap": (_pool_grad("max", (1, 2, 3, 2), (1, 2, 1, 2), "SAME"), _ties.reshape(1, 5, 3, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(POOL_GRADS))
+def test_max_pool_gradient(name):
+    fn, x = POOL_GRADS[name]
+    m = j2s.convert(fn, None, x, name="PoolGrad")
+    assert any(type(op).__name__ == "SelectAndScatterAdd" for op in m.graph.ops)
+    export_and_check(m, x)

@@ -22,8 +22,13 @@ through a child Builder (`Builder.child`: names unique model-wide, outer values 
 ONNX Loop is not in SOFIE_OPS, so such models are for onnxruntime, not SOFIE's parser. Branch is
 an ONNX If (a switch: nested Ifs on the clamped index). DynamicSlice is a Slice and
 DynamicUpdateSlice a ScatterND, at run-time starts clamped as XLA does (dynamic.py); TopK is a
-TopK and Sort successive stable ascending TopKs (sort.py). Scatter and SelectAndScatterAdd have no
-rule yet (OnnxExportError names each use and its line).
+TopK and Sort successive stable ascending TopKs (sort.py). Scatter is one ScatterND on the flattened
+operand (gather.py): dropped windows write to scratch slots sliced off after, and a plain set with
+repeated indices keeps the last write as the C++ does (a max-reduction ScatterND finds it: opset
+18, refused at 17 with the reason). SelectAndScatterAdd (the max-pool gradient) picks per window
+tap by tap as the C++ loop does, then one ScatterND add (conv.py). ScatterND is not in SOFIE_OPS:
+models with these operators are for onnxruntime. An operator whose outputs hold no element
+becomes empty constants (ONNX Runtime refuses some operators on zero-size tensors).
 """
 from __future__ import annotations
 
