@@ -483,3 +483,17 @@ def test_max_pool_gradient(name):
     m = j2s.convert(fn, None, x, name="PoolGrad")
     assert any(type(op).__name__ == "SelectAndScatterAdd" for op in m.graph.ops)
     export_and_check(m, x)
+
+
+def test_scatter_with_a_symbolic_dimension_is_refused_with_the_reason():
+    from jaxpr2sofie.sofie.ops.gather import Scatter
+    g = Graph("DynScatter")
+    x = g.add_input("x", ("batch", 3), "float32")
+    i = g.add_input("i", (2, 1), "int32")
+    u = g.add_input("u", (2, 3), "float32")
+    (y,) = g.add_op(Scatter([x, i, u], kind="add", update_window_dims=(1,), inserted_window_dims=(0,),
+                            scatter_dims_to_operand_dims=(0,), origin="scatter-add @ model.py:3"))
+    g.outputs = [y]
+    with pytest.raises(OnnxExportError, match="static shapes only") as err:
+        to_onnx(g)
+    assert "model.py:3" in str(err.value)

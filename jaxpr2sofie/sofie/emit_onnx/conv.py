@@ -184,6 +184,8 @@ def _select_and_scatter_add(b, op):
     export time, so only the comparisons are nodes; the picked flat indices feed one ScatterND add
     (a window over padding only picks nothing and adds into a scratch slot sliced off after)."""
     src, x = (b.g.tensors[n] for n in op.inputs)
+    if any(isinstance(d, str) for d in x.shape):
+        raise NotExportable(f"{op.op_type} on a tensor of shape {tuple(x.shape)}: static shapes only")
     wins = op.windows(b.g)
     n = x.size
     if src.size == 0:

@@ -89,9 +89,6 @@ def _gather_nd(b, op, operand, indices, out, starts, batch_dims):
     return b.node("GatherND", [b.value(operand.name), where], hint="gather", shape=out.shape, dtype=out.dtype)
 
 
-_REDUCTION = {"add": "add", "mul": "mul", "min": "min", "max": "max"}
-
-
 @exports(Scatter)
 def _scatter(b, op):
     """ScatterND on the operand flattened to [n] plus m scratch slots (m = update elements), each
@@ -99,6 +96,7 @@ def _scatter(b, op):
     in ONNX; the C++ (and XLA on CPU) let the last one win, so every earlier one is sent to its
     scratch slot first (the last writer of each element found with a max-reduction ScatterND)."""
     operand, indices, updates = (b.g.tensors[n] for n in op.inputs)
+    _static_shapes(op, operand, indices, updates)
     x = b.value(operand.name)
     if updates.size == 0:
         return [x]
@@ -126,10 +124,17 @@ def _scatter(b, op):
         target = b.ew("Where", wins, target, scratch)
     data = b.node("Concat", [b.reshape(x, (n,)), b.const(np.zeros(m, operand.dtype), "scratch_slots")],
                   hint="scatter_data", shape=(n + m,), dtype=operand.dtype, axis=0)
-    attrs = {"reduction": _REDUCTION[op.kind]} if op.kind in _REDUCTION else {}
+    attrs = {} if op.kind == "set" else {"reduction": op.kind}   # add, mul, min, max: ONNX's names too
     y = b.node("ScatterND", [data, b.reshape(target, (m, 1)), b.reshape(b.value(updates.name), (m,))],
                hint="scatter", shape=(n + m,), dtype=operand.dtype, **attrs)
     return [b.reshape(b.slice(y, {0: (0, n, 1)}), operand.shape)]
+
+
+def _static_shapes(op, *tensors):
+    for t in tensors:
+        if any(isinstance(d, str) for d in t.shape):
+            raise NotExportable(f"{op.op_type} on {t.name} of shape {tuple(t.shape)}: the flat targets are "
+                                "computed for static shapes only")
 
 
 def _scatter_targets(b, op, operand, indices, updates):

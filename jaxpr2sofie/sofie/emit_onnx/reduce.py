@@ -30,6 +30,8 @@ def _reduce(b, op):
     t = b.g.tensors[op.inputs[0]]
     if any(t.shape[k] == 0 for k in op.axes):   # nothing to reduce: the reduction's identity
         out = b.g.tensors[op.outputs[0]]
+        if any(isinstance(d, str) for d in out.shape):
+            raise NotExportable(f"a reduction over a zero-size axis into the symbolic shape {tuple(out.shape)}")
         return [b.expand(b.scalar(_identity(op.kind, t.dtype), t.dtype), out.shape)]
     if op.kind in ("max", "min") and t.dtype == "float32" and len(op.axes) <= 3:
         return [_max_as_pool(b, op, t)]
