@@ -32,25 +32,9 @@ from helpers import assert_close  # noqa: E402
 
 ATOL = 1e-4
 
-# Primitive cases whose operators have no ONNX export rule yet, with the reason. These operators
-# came with run-time control flow (issue 11); their rules are still to come, and an entry goes
-# away only once its case passes in onnxruntime. (Loop exports as an ONNX Loop, Branch as If,
-# DynamicSlice as a Slice, DynamicUpdateSlice as a ScatterND, TopK as TopK, Sort as stable TopKs.)
-_NO_RULE = {
-    "LoopBody": "the Loop exports, but its body uses Scatter, which has no ONNX rule yet",
-    "Scatter": "Scatter operator: ONNX export rule not implemented yet",
-    "SelectAndScatterAdd": "max-pool gradient (SelectAndScatterAdd operator): ONNX export rule not implemented yet",
-}
-ONNX_SKIP: dict = {name: _NO_RULE[op] for op, names in {
-    "LoopBody": ["scatter_in_fori_loop"],      # the Loop itself exports
-    "Scatter": ["scatter_set_row", "scatter_set_dropped_out_of_range", "scatter_add_columns_duplicates",
-                "scatter_add_int_clip", "scatter_mul_min_max", "scatter_mul_min_max_rank1"],
-    "SelectAndScatterAdd": ["grad_cnn_maxpool_wrt_input", "grad_cnn_maxpool_wrt_params", "pool_max_grad_2x2",
-                            "pool_max_grad_overlap_same", "pool_max_grad_ties"],
-}.items() for name in names}
-# an open exporter bug, found when the fuzzer's zero-size reproducers met the exporter
-ONNX_SKIP["reduce_over_empty_axis"] = ("open bug: a max-reduction over a zero-size axis with an initial value "
-                                       "exports a Max node whose shape (1) disagrees with ONNX inference (0)")
+# Primitive cases the ONNX export cannot run yet: case name -> reason (skipped with the reason). An
+# entry goes away once its case passes in onnxruntime. Empty: every operator has a rule.
+ONNX_SKIP: dict = {}
 
 
 def run_onnx(model, flat):
@@ -333,15 +317,15 @@ def test_configuration_without_an_onnx_form_names_the_line():
 
 
 def test_runtime_loop_error_names_the_operator_and_its_line():
-    """A run-time loop whose body holds an operator without an ONNX rule is refused; the error lists
+    """A run-time loop whose body holds an operator without an ONNX form is refused; the error lists
     the Loop with the primitive and source line it came from, and the body operator's reason."""
     def fn(x):
-        return lax.fori_loop(0, 3, lambda i, c: c.at[jnp.array([0, 0])].add(c[1]), x)   # the loop (Scatter: no rule yet)
+        return lax.fori_loop(0, 3, lambda i, c: c.at[jnp.array([0, 0])].min(c[1]), x)   # the loop (scatter-min: opset 18)
 
     line = fn.__code__.co_firstlineno + 1
     m = j2s.convert(fn, None, np.ones((2, 3), np.float32))
     with pytest.raises(OnnxExportError) as err:
-        m.to_onnx()
+        m.to_onnx(opset=17)
     msg = str(err.value)
     assert msg.startswith("1 operator(s)"), msg
     assert f"test_onnx.py:{line}" in msg and "Loop" in msg, msg
@@ -412,3 +396,104 @@ def test_transposes_around_convolutions_fold():
     x = np.random.default_rng(4).standard_normal((1, 3, 6, 6)).astype(np.float32)
     model = export_and_check(j2s.convert(fn, k, x, name="NCHW"), x)
     assert "Transpose" not in model_op_types(model), [n.op_type for n in model.graph.node]
+
+
+def test_reductions_over_a_zero_size_axis_give_their_identity():
+    """Reducing an axis of size 0 (output not empty) is the reduction's identity, combined with the
+    initial value; an output with no element is an empty constant (no zero-channel MaxPool)."""
+    def fn(x):
+        e = x[:, :0]
+        return (jnp.max(e, axis=1, initial=-1.0), jnp.min(e, axis=1, initial=2.0), e.sum(axis=1) + x[:, 0], jnp.max(e, axis=0))
+
+    x = np.random.default_rng(6).standard_normal((3, 4)).astype(np.float32)
+    export_and_check(j2s.convert(fn, None, x), x)
+
+
+# -- scatter: what the primitive cases do not reach ------------------------------------------------
+
+_x53 = np.arange(15, dtype=np.float32).reshape(5, 3) - 7.0
+_u53 = np.random.default_rng(7).standard_normal((5, 3)).astype(np.float32)
+_rows = np.array([1, 3, 1, 9, 1], np.int32)          # row 1 three times, row 9 out of range
+_pairs = np.array([[0, 1], [2, 5], [-1, 0], [1, 1], [4, 2]], np.int32)
+_dn_pairs = lax.ScatterDimensionNumbers(update_window_dims=(1,), inserted_window_dims=(0,),
+                                        scatter_dims_to_operand_dims=(0, 1))
+SCATTERS = {
+    # a plain set that writes one row three times: the last write wins, as in JAX and the C++
+    "set_duplicates_last_wins": (lambda x, i, u: x.at[i].set(u), (_x53, _rows, _u53)),
+    "set_duplicates_clip": (lambda x, i, u: x.at[i].set(u, mode="clip"), (_x53, _rows, _u53)),
+    "set_bool": (lambda x, i, u: x.at[i].set(u), (_x53 > 0, _rows, _u53 > 0)),
+    "add_int": (lambda x, i, u: x.at[i].add(u), (_x53.astype(np.int32), _rows, (_u53 * 5).astype(np.int32))),
+    "mul_int": (lambda x, i, u: x.at[i].multiply(u), (_x53.astype(np.int32), _rows, (_u53 * 5).astype(np.int32))),
+    "min_int": (lambda x, i, u: x.at[i].min(u), (_x53.astype(np.int32), _rows, (_u53 * 5).astype(np.int32))),
+    "max_int": (lambda x, i, u: x.at[i].max(u), (_x53.astype(np.int32), _rows, (_u53 * 5).astype(np.int32))),
+    # two-component index vectors, windows of 2: a window that does not fit is dropped whole ...
+    "add_pairs_drop": (lambda x, i, u: lax.scatter_add(x, i, u, _dn_pairs, mode="drop"), (_x53, _pairs, _u53[:, :2])),
+    # ... or clamped so that it fits
+    "set_pairs_clip": (lambda x, i, u: lax.scatter(x, i, u, _dn_pairs, mode="clip"), (_x53, _pairs, _u53[:, :2])),
+    # vmap of x.at[i]: operand batching dims
+    "vmap_set": (jax.vmap(lambda x, i, u: x.at[i].set(u)),
+                 (np.stack([_x53, -_x53]), np.array([[1, 1], [2, 0]], np.int32), np.stack([_u53[:2], _u53[2:4]]))),
+    "vmap_max": (jax.vmap(lambda x, i, u: x.at[i].max(u)),
+                 (np.stack([_x53, -_x53]), np.array([[1, 1], [2, 0]], np.int32), np.stack([_u53[:2], _u53[2:4]]))),
+}
+
+
+@pytest.mark.parametrize("name", list(SCATTERS))
+def test_scatter(name):
+    fn, xs = SCATTERS[name]
+    m = j2s.convert(lambda xs: fn(*xs), None, xs, name="Scatter")
+    model = export_and_check(m, xs)
+    assert "ScatterND" in model_op_types(model)
+
+
+def test_scatter_without_an_opset_17_form_is_refused():
+    """Min/max reductions of ScatterND, and the last-writer search that makes a plain set with
+    repeated indices well defined, exist from opset 18; at 17 the export refuses (a set of one
+    window still exports: its elements never collide)."""
+    for fn in (lambda x, i, u: x.at[i].min(u), lambda x, i, u: x.at[i].set(u)):
+        m = j2s.convert(lambda xs: fn(*xs), None, (_x53, _rows, _u53))
+        with pytest.raises(OnnxExportError, match="opset 18"):
+            m.to_onnx(opset=17)
+    m = j2s.convert(lambda x: x.at[2].set(-1.0), None, _x53)
+    export_and_check(m, _x53, opset=17)
+
+
+def _pool_grad(kind, window, strides, padding):
+    init, reducer = (-np.inf, lax.max) if kind == "max" else (np.inf, lax.min)
+    return jax.grad(lambda x: (lax.reduce_window(x, init, reducer, window, strides, padding) * 1.5).sum())
+
+
+_ties = np.round(np.random.default_rng(8).standard_normal((5, 6)).astype(np.float32))
+_edges = np.where(np.arange(30).reshape(5, 6) % 4 == 0, -np.inf, np.arange(30).reshape(5, 6) % 3).astype(np.float32)
+POOL_GRADS = {
+    # min pooling selects with le: the first minimum wins ties
+    "min_ties_same": (_pool_grad("min", (2, 3), (1, 2), "SAME"), _ties),
+    # padding wider than the window: some windows cover padding only and pick nothing
+    "max_padding_only_windows": (_pool_grad("max", (2, 2), (2, 3), ((3, 2), (0, 4))), _ties),
+    # -inf elements: padding is never picked, even when it would tie with the real maximum
+    "max_minus_inf_at_the_border": (_pool_grad("max", (3, 3), (1, 1), "SAME"), _edges),
+    # a window over every axis of an NHWC tensor, overlapping (stride 1 on W)
+    "max_4d_overlap": (_pool_grad("max", (1, 2, 3, 2), (1, 2, 1, 2), "SAME"), _ties.reshape(1, 5, 3, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(POOL_GRADS))
+def test_max_pool_gradient(name):
+    fn, x = POOL_GRADS[name]
+    m = j2s.convert(fn, None, x, name="PoolGrad")
+    assert any(type(op).__name__ == "SelectAndScatterAdd" for op in m.graph.ops)
+    export_and_check(m, x)
+
+
+def test_scatter_with_a_symbolic_dimension_is_refused_with_the_reason():
+    from jaxpr2sofie.sofie.ops.gather import Scatter
+    g = Graph("DynScatter")
+    x = g.add_input("x", ("batch", 3), "float32")
+    i = g.add_input("i", (2, 1), "int32")
+    u = g.add_input("u", (2, 3), "float32")
+    (y,) = g.add_op(Scatter([x, i, u], kind="add", update_window_dims=(1,), inserted_window_dims=(0,),
+                            scatter_dims_to_operand_dims=(0,), origin="scatter-add @ model.py:3"))
+    g.outputs = [y]
+    with pytest.raises(OnnxExportError, match="static shapes only") as err:
+        to_onnx(g)
+    assert "model.py:3" in str(err.value)

@@ -22,10 +22,17 @@ through a child Builder (`Builder.child`: names unique model-wide, outer values 
 ONNX Loop is not in SOFIE_OPS, so such models are for onnxruntime, not SOFIE's parser. Branch is
 an ONNX If (a switch: nested Ifs on the clamped index). DynamicSlice is a Slice and
 DynamicUpdateSlice a ScatterND, at run-time starts clamped as XLA does (dynamic.py); TopK is a
-TopK and Sort successive stable ascending TopKs (sort.py). Scatter and SelectAndScatterAdd have no
-rule yet (OnnxExportError names each use and its line).
+TopK and Sort successive stable ascending TopKs (sort.py). Scatter is one ScatterND on the flattened
+operand (gather.py): dropped windows write to scratch slots sliced off after, and a plain set with
+repeated indices keeps the last write as the C++ does (a max-reduction ScatterND finds it: opset
+18, refused at 17 with the reason). SelectAndScatterAdd (the max-pool gradient) picks per window
+tap by tap as the C++ loop does, then one ScatterND add (conv.py). ScatterND is not in SOFIE_OPS:
+models with these operators are for onnxruntime. An operator whose outputs hold no element
+becomes empty constants (ONNX Runtime refuses some operators on zero-size tensors).
 """
 from __future__ import annotations
+
+import numpy as np
 
 from .builder import RULES, Builder, NotExportable, OnnxExportError, exports, onnx_dtype
 from . import control, conv, dynamic, elementwise, gather, linalg, movement, reduce, sort   # noqa: F401  (registers the rules)
@@ -105,6 +112,11 @@ def walk_ops(b, ops, problems: list):
     """Every operator of `ops` through its rule into `b` (also used for sub-graph bodies)."""
     for op in ops:
         first, b.origin = len(b.nodes), op.origin
+        empty = _empty_outputs(b, op)
+        if empty is not None:
+            for tensor, v in zip(op.outputs, empty):
+                b.bind(tensor, v, first)
+            continue
         try:
             rule = RULES.get(type(op))
             if rule is None:
@@ -115,6 +127,16 @@ def walk_ops(b, ops, problems: list):
             values = [b.fresh("unexported") for _ in op.outputs]
         for tensor, v in zip(op.outputs, values):
             b.bind(tensor, v, first)
+
+
+def _empty_outputs(b, op):
+    """Constants for an operator whose outputs all hold no element (x[:, :0] and what follows
+    from it): there is nothing to compute, and ONNX Runtime refuses some operators on zero-size
+    tensors (MaxPool with zero channels). None if some output has elements or a symbolic size."""
+    ts = [b.g.tensors[n] for n in op.outputs]
+    if not ts or any(isinstance(d, str) for t in ts for d in t.shape) or any(t.size for t in ts):
+        return None
+    return [b.const(np.zeros(t.shape, t.dtype), "empty") for t in ts]
 
 
 def _subgraph_reads(node) -> set:

@@ -191,6 +191,13 @@ class Builder:
         if len(symbolic) > 1:
             raise NotExportable(f"reshape to {shape}: more than one symbolic dimension")
         target = [-1 if isinstance(d, str) else d for d in shape]   # ONNX infers the one run-time size
+        if 0 in target:
+            # A 0 in Reshape's shape means "keep the input's size" unless allowzero is set; a
+            # zero-size target (a max over x[:, :0]) needs the literal 0.
+            if symbolic:
+                raise NotExportable(f"reshape to {shape}: a zero-size dimension next to a symbolic one")
+            return self.node("Reshape", [v, self.ints(target)], hint="reshape", shape=shape, dtype=self.dtype(v),
+                             allowzero=1)
         return self.node("Reshape", [v, self.ints(target)], hint="reshape", shape=shape, dtype=self.dtype(v))
 
     def transpose(self, v, perm):

@@ -1,4 +1,5 @@
-"""Conv (channels-last, HWIO-style kernels) -> ONNX Conv / ConvTranspose (NCHW, OIHW), and Pool.
+"""Conv (channels-last, HWIO-style kernels) -> ONNX Conv / ConvTranspose (NCHW, OIHW), Pool, and
+the max-pool gradient SelectAndScatterAdd (a per-tap selection, then one ScatterND add).
 
 Transposes go around each convolution; the builder folds back-to-back transposes, so a chain of
 convolutions keeps NCHW in between. Weights are permuted at export time. SOFIE's parser averages
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops.conv import Conv
-from ..ops.pool import Pool
+from ..ops.pool import Pool, SelectAndScatterAdd
 from .builder import NotExportable, exports
 
 MAX_TAPS = 256   # a pooling window the generic (slice per tap) form writes out node by node
@@ -170,3 +171,59 @@ def _tap_pool(b, op, x):
     for p in parts[1:]:
         y = b.ew(combine, y, p)
     return y
+
+
+# -- the gradient of max/min pooling ------------------------------------------------------------
+
+@exports(SelectAndScatterAdd)
+def _select_and_scatter_add(b, op):
+    """Each window picks one operand element and its source value is added there. The pick runs
+    tap by tap in the window's row-major order exactly as the C++ loop does: the first real tap is
+    taken, a later one replaces the pick unless `select(best, tap)` holds (ge for max: the first
+    maximum wins ties; NaNs behave as in the C++). Which taps are real (not padding) is known at
+    export time, so only the comparisons are nodes; the picked flat indices feed one ScatterND add
+    (a window over padding only picks nothing and adds into a scratch slot sliced off after)."""
+    src, x = (b.g.tensors[n] for n in op.inputs)
+    if any(isinstance(d, str) for d in x.shape):
+        raise NotExportable(f"{op.op_type} on a tensor of shape {tuple(x.shape)}: static shapes only")
+    wins = op.windows(b.g)
+    n = x.size
+    if src.size == 0:
+        return [b.const(np.zeros(x.shape, src.dtype), "zeros")]
+    taps = int(np.prod(op.window, dtype=np.int64))
+    if taps > MAX_TAPS:
+        raise NotExportable(f"{op.op_type} with a {taps}-tap window (at most {MAX_TAPS} are unrolled)")
+    v = b.pad_or_crop(b.value(x.name), [w.lo for w in wins], [w.hi for w in wins])
+    strides = np.cumprod((1,) + tuple(x.shape[:0:-1]), dtype=np.int64)[::-1]
+    outs = np.meshgrid(*[np.arange(w.out) for w in wins], indexing="ij")
+    picked = np.zeros(src.shape, bool)          # whether some earlier tap was real: known now
+    best = at = None
+    compare = "GreaterOrEqual" if op.select == "ge" else "LessOrEqual"
+    for tap in np.ndindex(*op.window):
+        pos = [o * w.stride + k - w.lo for o, k, w in zip(outs, tap, wins)]
+        real = np.logical_and.reduce([(p >= 0) & (p < w.size) for p, w in zip(pos, wins)] + [np.ones(src.shape, bool)])
+        if not real.any():
+            continue
+        flat = np.where(real, sum(p * st for p, st in zip(pos, strides)), n).astype(np.int64)
+        spec = {a: (k, k + (w.out - 1) * w.stride + 1, w.stride) for a, (k, w) in enumerate(zip(tap, wins))}
+        value = b.slice(v, {a: sp for a, sp in spec.items() if sp != (0, b.shape(v)[a], 1)})
+        if best is None:
+            best, at = value, b.const(flat, "tap_index")
+        elif not (real & picked).any():     # no window has seen a real tap yet where this one is real
+            best = b.ew("Where", b.const(real, "tap_first"), value, best)
+            at = b.ew("Where", b.const(real, "tap_first"), b.const(flat, "tap_index"), at)
+        else:
+            first, contested = real & ~picked, real & picked
+            take = b.ew("Not", b.ew(compare, best, value, dtype="bool"))
+            if not contested.all():
+                take = b.ew("And", take, b.const(contested, "tap_contested"))
+            if first.any():
+                take = b.ew("Or", take, b.const(first, "tap_first"))
+            best = b.ew("Where", take, value, best)
+            at = b.ew("Where", take, b.const(flat, "tap_index"), at)
+        picked |= real
+    m = src.size
+    zeros = b.const(np.zeros(n + 1, src.dtype), "zeros")
+    y = b.node("ScatterND", [zeros, b.reshape(at, (m, 1)), b.reshape(b.value(src.name), (m,))], hint="pool_grad",
+               shape=(n + 1,), dtype=src.dtype, reduction="add")
+    return [b.reshape(b.slice(y, {0: (0, n, 1)}), x.shape)]

@@ -13,9 +13,26 @@ _REDUCE = {"sum": "ReduceSum", "max": "ReduceMax", "min": "ReduceMin", "prod": "
 _COMBINE = {"prod": "Mul", "max": "Max", "min": "Min"}
 
 
+def _identity(kind, dtype):
+    """What a reduction over no element gives (as the C++ initialises its accumulator)."""
+    if kind in ("sum", "prod"):
+        return int(kind == "prod")
+    if np.dtype(dtype).kind == "f":
+        return -np.inf if kind == "max" else np.inf
+    if np.dtype(dtype).kind == "b":
+        return kind == "min"
+    info = np.iinfo(dtype)
+    return info.min if kind == "max" else info.max
+
+
 @exports(Reduce)
 def _reduce(b, op):
     t = b.g.tensors[op.inputs[0]]
+    if any(t.shape[k] == 0 for k in op.axes):   # nothing to reduce: the reduction's identity
+        out = b.g.tensors[op.outputs[0]]
+        if any(isinstance(d, str) for d in out.shape):
+            raise NotExportable(f"a reduction over a zero-size axis into the symbolic shape {tuple(out.shape)}")
+        return [b.expand(b.scalar(_identity(op.kind, t.dtype), t.dtype), out.shape)]
     if op.kind in ("max", "min") and t.dtype == "float32" and len(op.axes) <= 3:
         return [_max_as_pool(b, op, t)]
     x = b.value(t.name)
