@@ -328,3 +328,20 @@ def test_a_scalar_input_has_no_batch():
     with pytest.raises(TraceError, match="scalar"):
         j2s.convert(lambda xs: xs[0] * xs[1], None, (np.zeros((2, 3), np.float32), np.zeros((), np.float32)),
                     batch="dynamic")
+
+
+# ------------------------------------------------------------------------------- ONNX export
+@pytest.mark.parametrize("label", list(MODELS))
+def test_onnx_export_keeps_the_batch_symbolic(label):
+    import onnx
+    import onnxruntime as ort
+    m, feat = MODELS[label]()
+    model = m.to_onnx()
+    onnx.checker.check_model(model, full_check=True)
+    for v in (*model.graph.input, *model.graph.output):
+        assert v.type.tensor_type.shape.dim[0].dim_param == "N", (label, v)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for n in BATCHES:
+        x = rng.standard_normal((n, *feat)).astype(np.float32)
+        (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
+        assert_close(got, m.reference(x), 1e-4, what=f"{label} in onnxruntime at batch {n}")

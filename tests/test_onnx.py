@@ -21,6 +21,7 @@ ort = pytest.importorskip("onnxruntime")
 
 import jaxpr2sofie as j2s  # noqa: E402
 from jaxpr2sofie.primitives.cases import all_cases  # noqa: E402
+from jaxpr2sofie.sofie.dims import Sym  # noqa: E402
 from jaxpr2sofie.sofie.emit_onnx import (DEFAULT_OPSET, SOFIE_OPS, OnnxExportError, model_op_types,  # noqa: E402
                                          to_onnx)
 from jaxpr2sofie.sofie.graph import Graph  # noqa: E402
@@ -274,7 +275,7 @@ def test_writes_a_file_without_a_compiler(tmp_path, monkeypatch):
 
 def test_symbolic_dimension_becomes_dim_param():
     g = Graph("Dyn")
-    x = g.add_input("x", ("batch", 4), "float32")
+    x = g.add_input("x", (Sym.batch(), 4), "float32")
     w = g.add_weight("w", np.arange(4, dtype=np.float32))
     (h,) = g.add_op(Elementwise.make("mul", [x, w], "float32"))
     (y,) = g.add_op(Elementwise.make("tanh", [h], "float32"))
@@ -282,7 +283,7 @@ def test_symbolic_dimension_becomes_dim_param():
     model = to_onnx(g)
     onnx.checker.check_model(model, full_check=True)
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    assert dims[0].dim_param == "batch" and dims[1].dim_value == 4
+    assert dims[0].dim_param == "N" and dims[1].dim_value == 4
     for n in (1, 7):
         xs = np.random.default_rng(n).standard_normal((n, 4)).astype(np.float32)
         assert_close(run_onnx(model, [xs])[0], np.tanh(xs * np.arange(4, dtype=np.float32)), ATOL)
@@ -488,7 +489,7 @@ def test_max_pool_gradient(name):
 def test_scatter_with_a_symbolic_dimension_is_refused_with_the_reason():
     from jaxpr2sofie.sofie.ops.gather import Scatter
     g = Graph("DynScatter")
-    x = g.add_input("x", ("batch", 3), "float32")
+    x = g.add_input("x", (Sym.batch(), 3), "float32")
     i = g.add_input("i", (2, 1), "int32")
     u = g.add_input("u", (2, 3), "float32")
     (y,) = g.add_op(Scatter([x, i, u], kind="add", update_window_dims=(1,), inserted_window_dims=(0,),

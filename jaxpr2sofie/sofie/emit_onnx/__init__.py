@@ -9,7 +9,7 @@ allows, so older runtimes open the file too.
 Layout: one rule per operator class (`RULES`, registered with `@exports`), one module per operator
 family; a rule appends nodes through the `Builder`. Weights are initializers named by their key
 paths (`params_Dense_0_kernel`); graph inputs and outputs keep the names the C++ Session uses.
-A dimension that is a string (a symbolic batch) becomes a `dim_param`.
+A dimension that is the run-time batch (a dims.Sym) becomes a `dim_param` ("N", "2*N").
 
 The operators SOFIE's ONNX parser registers are listed in `SOFIE_OPS`; rules prefer them and fall
 back to other standard ONNX operators only where none fits (`model_op_types` tells which a model
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .builder import RULES, Builder, NotExportable, OnnxExportError, exports, onnx_dtype
+from .builder import RULES, Builder, NotExportable, OnnxExportError, dim_param, exports, onnx_dtype, symbolic
 from . import control, conv, dynamic, elementwise, gather, linalg, movement, reduce, sort   # noqa: F401  (registers the rules)
 
 DEFAULT_OPSET = 18
@@ -134,7 +134,7 @@ def _empty_outputs(b, op):
     from it): there is nothing to compute, and ONNX Runtime refuses some operators on zero-size
     tensors (MaxPool with zero channels). None if some output has elements or a symbolic size."""
     ts = [b.g.tensors[n] for n in op.outputs]
-    if not ts or any(isinstance(d, str) for t in ts for d in t.shape) or any(t.size for t in ts):
+    if not ts or any(symbolic(d) for t in ts for d in t.shape) or any(t.size for t in ts):
         return None
     return [b.const(np.zeros(t.shape, t.dtype), "empty") for t in ts]
 
@@ -154,7 +154,7 @@ def _subgraph_reads(node) -> set:
 
 def _value_info(t):
     from onnx import helper
-    return helper.make_tensor_value_info(t.name, onnx_dtype(t.dtype), list(t.shape))
+    return helper.make_tensor_value_info(t.name, onnx_dtype(t.dtype), [dim_param(d) for d in t.shape])
 
 
 def _live(b, outputs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import Jaxpr2SofieError
+from ..dims import Sym
 from ..tensor import c_identifier
 
 RULES: dict = {}
@@ -18,6 +19,16 @@ RULES: dict = {}
 # the only way to write a reversed slice that runs through index 0.
 BEFORE_START = np.iinfo(np.int64).min
 
+
+
+def symbolic(d) -> bool:
+    """Whether a dimension is known only at run time (the batch: a dims.Sym, or a dim_param name)."""
+    return isinstance(d, (str, Sym))
+
+
+def dim_param(d):
+    """An ONNX dimension: an int, or the dim_param name of a run-time size ("N", "2*N")."""
+    return repr(d) if isinstance(d, Sym) else d
 
 class OnnxExportError(Jaxpr2SofieError):
     """Some operators of the graph have no ONNX form (in this opset); lists every one at once.
@@ -134,7 +145,7 @@ class Builder:
 
     def ints(self, values) -> str:
         values = list(values)
-        if any(isinstance(v, str) for v in values):
+        if any(symbolic(v) for v in values):
             raise NotExportable(f"a shape or index list {values} with a symbolic dimension: this operator "
                                 "has no ONNX export for run-time sizes yet")
         return self.const(np.asarray(values, dtype=np.int64), "ints")
@@ -184,17 +195,17 @@ class Builder:
 
     # -- shape helpers -------------------------------------------------------------------------
     def reshape(self, v, shape):
-        shape = tuple(int(d) if not isinstance(d, str) else d for d in shape)
+        shape = tuple(d if symbolic(d) else int(d) for d in shape)
         if self.shape(v) == shape:
             return v
-        symbolic = [k for k, d in enumerate(shape) if isinstance(d, str)]
-        if len(symbolic) > 1:
+        runtime = [k for k, d in enumerate(shape) if symbolic(d)]
+        if len(runtime) > 1:
             raise NotExportable(f"reshape to {shape}: more than one symbolic dimension")
-        target = [-1 if isinstance(d, str) else d for d in shape]   # ONNX infers the one run-time size
+        target = [-1 if symbolic(d) else d for d in shape]   # ONNX infers the one run-time size
         if 0 in target:
             # A 0 in Reshape's shape means "keep the input's size" unless allowzero is set; a
             # zero-size target (a max over x[:, :0]) needs the literal 0.
-            if symbolic:
+            if runtime:
                 raise NotExportable(f"reshape to {shape}: a zero-size dimension next to a symbolic one")
             return self.node("Reshape", [v, self.ints(target)], hint="reshape", shape=shape, dtype=self.dtype(v),
                              allowzero=1)
@@ -266,7 +277,7 @@ class Builder:
         shape = tuple(shape)
         if self.shape(v) == shape:
             return v
-        if any(isinstance(d, str) for d in shape):
+        if any(symbolic(d) for d in shape):
             # A symbolic output shape comes from a run-time operand that carries the same
             # symbolic dims, so ONNX broadcasting already produces it.
             return v

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..ops.conv import Conv
 from ..ops.pool import Pool, SelectAndScatterAdd
-from .builder import NotExportable, exports
+from .builder import NotExportable, exports, symbolic
 
 MAX_TAPS = 256   # a pooling window the generic (slice per tap) form writes out node by node
 
@@ -184,7 +184,7 @@ def _select_and_scatter_add(b, op):
     export time, so only the comparisons are nodes; the picked flat indices feed one ScatterND add
     (a window over padding only picks nothing and adds into a scratch slot sliced off after)."""
     src, x = (b.g.tensors[n] for n in op.inputs)
-    if any(isinstance(d, str) for d in x.shape):
+    if any(symbolic(d) for d in x.shape):
         raise NotExportable(f"{op.op_type} on a tensor of shape {tuple(x.shape)}: static shapes only")
     wins = op.windows(b.g)
     n = x.size

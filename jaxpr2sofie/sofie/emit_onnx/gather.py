@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops.gather import Gather, Scatter
-from .builder import NotExportable, exports
+from .builder import NotExportable, exports, symbolic
 
 
 def _starts(b, op, operand, indices):
@@ -132,7 +132,7 @@ def _scatter(b, op):
 
 def _static_shapes(op, *tensors):
     for t in tensors:
-        if any(isinstance(d, str) for d in t.shape):
+        if any(symbolic(d) for d in t.shape):
             raise NotExportable(f"{op.op_type} on {t.name} of shape {tuple(t.shape)}: the flat targets are "
                                 "computed for static shapes only")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops.reduce import ArgReduce, Cumulative, Reduce, Softmax
-from .builder import NotExportable, exports
+from ..tensor import numel
+from .builder import NotExportable, exports, symbolic
 
 MAX_UNROLL = 256   # longest axis a cumulative product/max/min is unrolled along
 
@@ -30,15 +31,15 @@ def _reduce(b, op):
     t = b.g.tensors[op.inputs[0]]
     if any(t.shape[k] == 0 for k in op.axes):   # nothing to reduce: the reduction's identity
         out = b.g.tensors[op.outputs[0]]
-        if any(isinstance(d, str) for d in out.shape):
+        if any(symbolic(d) for d in out.shape):
             raise NotExportable(f"a reduction over a zero-size axis into the symbolic shape {tuple(out.shape)}")
         return [b.expand(b.scalar(_identity(op.kind, t.dtype), t.dtype), out.shape)]
     if op.kind in ("max", "min") and t.dtype == "float32" and len(op.axes) <= 3:
         return [_max_as_pool(b, op, t)]
     x = b.value(t.name)
     y = b.reduce(_REDUCE[op.kind], x, list(op.axes))
-    if op.kind == "sum" and t.dtype == "float32":   # jnp.mean is a sum and a division
-        count = int(np.prod([t.shape[k] for k in op.axes], dtype=np.int64))
+    count = numel(t.shape[k] for k in op.axes)
+    if op.kind == "sum" and t.dtype == "float32" and not symbolic(count):   # jnp.mean: a sum and a division
         b.sums[y] = (count, lambda: b.reduce("ReduceMean", x, list(op.axes)))
     return [y]
 
@@ -48,7 +49,7 @@ def _max_as_pool(b, op, t):
     has no ReduceMax, and max over particles/pixels is the usual aggregation of HEP networks."""
     kept = [k for k in range(len(t.shape)) if k not in op.axes]
     window = [t.shape[k] for k in op.axes]
-    channels = int(np.prod([t.shape[k] for k in kept], dtype=np.int64))
+    channels = numel(t.shape[k] for k in kept)   # may hold the run-time batch: Reshape's one -1
     v = b.view(t.name, perm=tuple(kept + list(op.axes)))
     v = b.reshape(v, [1, channels] + window)
     if op.kind == "min":
