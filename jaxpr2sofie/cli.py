@@ -146,7 +146,9 @@ def latency_table(model, fn, params, x) -> str:
 def _convert(args):
     from .model import convert, model_name
     loaded = load_model(args)
-    return loaded, convert(loaded.fn, loaded.params, loaded.example_input, name=model_name(args.name, loaded.name))
+    batch = {"dynamic": "dynamic"}.get(getattr(args, "batch", None))
+    return loaded, convert(loaded.fn, loaded.params, loaded.example_input, name=model_name(args.name, loaded.name),
+                           batch=batch, max_batch=getattr(args, "max_batch", None))
 
 
 def cmd_convert(args) -> int:
@@ -163,7 +165,7 @@ def cmd_convert(args) -> int:
             return 1
         print(f"wrote {args.onnx} (ONNX opset {args.opset or DEFAULT_OPSET})")
     if args.validate:
-        print(f"C++ vs JAX on a random input: {m.validate()}")
+        print(f"C++ vs JAX on random inputs: {m.validate()}")
     return 0
 
 
@@ -297,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(needs the onnx package)")
             c.add_argument("--opset", type=int, choices=range(17, 22), metavar="{17..21}",
                            help="ONNX opset for --onnx (default 18)")
+            c.add_argument("--batch", choices=("fixed", "dynamic"), default="fixed",
+                           help="fixed: the C++ takes the example input's batch (default); dynamic: the batch is "
+                                "chosen per call, Session(weight_file, max_batch) and infer(batch, x)")
+            c.add_argument("--max-batch", type=int, metavar="N",
+                           help="with --batch dynamic: the Session's default max_batch (default: the example's batch)")
             c.add_argument("--weights", choices=("text", "binary"), default="text",
                            help="weight file format: SOFIE's text format (default) or the faster-loading binary one")
             c.add_argument("--validate", action="store_true",
@@ -307,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "max_batch", None) is not None and args.batch != "dynamic":
+        parser.error("--max-batch is the largest run-time batch: it needs --batch dynamic")
     from .errors import Jaxpr2SofieError
     try:
         return args.run(args)

@@ -25,7 +25,23 @@ from pathlib import Path
 
 from .errors import Jaxpr2SofieError
 from .sofie.emit_cpp import read_io_signature
-from .sofie.tensor import numel as _numel
+from .sofie.tensor import numel
+
+
+def _per_event_shape(shape) -> tuple:
+    """A signature shape for one event: a run-time batch dimension ("N", "2*N") taken at N = 1."""
+    out = []
+    for d in shape:
+        if isinstance(d, str):
+            if not re.fullmatch(r"[0-9N*+\- ]+", d):
+                raise RootWorkflowError(f"dimension {d!r} in the model's I/O signature is not understood")
+            d = eval(d.replace("N", "1"), {"__builtins__": {}})   # digits, N and + - * only
+        out.append(int(d))
+    return tuple(out)
+
+
+def _numel(shape) -> int:
+    return numel(_per_event_shape(shape))
 
 
 class RootWorkflowError(Jaxpr2SofieError, ValueError):
@@ -117,7 +133,9 @@ def _scorer_code(name: str, ns: str, key: str, sig: dict, weights: str) -> str:
                         for k, (i, n) in enumerate(zip(ins, in_sizes)))
     buffers += "\n" + "\n".join(f"   std::vector<{_CTYPE[o['dtype']]}> out{k} = std::vector<{_CTYPE[o['dtype']]}>({n});"
                                 for k, (o, n) in enumerate(zip(outs, out_sizes)))
-    run_args = ", ".join([f"s.in{k}.data()" for k in range(len(ins))] + [f"s.out{k}.data()" for k in range(len(outs))])
+    # a model whose batch is chosen at run time scores one event per call: batch 1, a Session sized for it
+    lead, size = (["1"], ", 1") if "max_batch" in sig else ([], "")
+    run_args = ", ".join(lead + [f"s.in{k}.data()" for k in range(len(ins))] + [f"s.out{k}.data()" for k in range(len(outs))])
     result = (f"return static_cast<{out_ct}>(s.out0[0]);" if out_sizes[0] == 1
               else f"return ROOT::RVec<{out_ct}>(s.out0.begin(), s.out0.end());")
     vec_params = ", ".join(f"const ROOT::RVec<T{k}>& x{k}" for k in range(len(ins)))
@@ -141,7 +159,7 @@ struct Slot {{
    Slot() : session(load()) {{}}
    static {ns}::Session load() {{
       std::istringstream f(weights());
-      return {ns}::Session(f, "{name} weights");
+      return {ns}::Session(f, "{name} weights"{size});
    }}
 }};
 // One Slot per RDataFrame processing slot, created by the thread that owns the slot.
@@ -200,8 +218,8 @@ def _code(model) -> tuple:
     # cling optimises declared code only when asked
     code = "#pragma cling optimize(2)\n" + define + header + _scorer_code(name, ns, key, sig, weights)
     dm = DeclaredModel(name, ns, f"jaxpr2sofie_root::{name}_{key}",
-                       tuple((i["name"], tuple(i["shape"]), i["dtype"]) for i in sig["inputs"]),
-                       tuple((o["name"], tuple(o["shape"]), o["dtype"]) for o in sig["outputs"]), code)
+                       tuple((i["name"], _per_event_shape(i["shape"]), i["dtype"]) for i in sig["inputs"]),
+                       tuple((o["name"], _per_event_shape(o["shape"]), o["dtype"]) for o in sig["outputs"]), code)
     return dm, lib
 
 

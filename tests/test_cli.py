@@ -200,3 +200,16 @@ def test_convert_writes_onnx_and_binary_weights(tmp_path):
     assert (tmp_path / "Tagger.dat").read_bytes()[:4] == b"J2SW"
     bad = run_cli("convert", example, "-o", tmp_path, "--onnx", tmp_path / "x.onnx", "--opset", "12")
     assert bad.returncode == 2 and "--opset" in bad.stderr
+
+
+def test_convert_with_a_dynamic_batch(model_file, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["convert", str(model_file), "--name", "Dyn", "-o", str(out), "--batch", "dynamic",
+                 "--max-batch", "32", "--validate"]) == 0
+    header = (out / "Dyn.hxx").read_text()
+    assert 'Session(std::string weight_file = "Dyn.dat", size_t max_batch = 32)' in header
+    text = capsys.readouterr().out
+    assert "input  x: (N, 3)" in text and "over batches 1, 7, 32" in text
+    with pytest.raises(SystemExit) as e:
+        main(["convert", str(model_file), "-o", str(out), "--max-batch", "32"])
+    assert e.value.code == 2 and "--batch dynamic" in capsys.readouterr().err

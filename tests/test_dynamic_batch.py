@@ -345,3 +345,33 @@ def test_onnx_export_keeps_the_batch_symbolic(label):
         x = rng.standard_normal((n, *feat)).astype(np.float32)
         (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
         assert_close(got, m.reference(x), 1e-4, what=f"{label} in onnxruntime at batch {n}")
+
+
+# ------------------------------------- the model tests' networks, with a batch chosen at run time
+def _tm_models():
+    import test_models as tm
+    return {"mlp": (tm.mlp, tm._mlp_params, (20,)), "cnn": (tm.cnn, tm._cnn_params, (16, 16, 3)),
+            "ds_cnn": (tm.ds_cnn, tm._dsc_params, (12, 12, 3)), "conv1d": (tm.conv1d_net, tm._conv1d_params, (48, 2)),
+            "conv3d": (tm.conv3d_net, tm._conv3d_params, (6, 8, 8, 1)),
+            "no_params": (tm._standardise_and_score, lambda: None, (7,))}
+
+
+@pytest.mark.parametrize("label", list(_tm_models()))
+def test_model_tests_networks_at_a_run_time_batch_in_cpp_and_onnx(label):
+    import onnx
+    import onnxruntime as ort
+    fn, params, feat = _tm_models()[label]
+    m = j2s.convert(fn, params(), np.zeros((3, *feat), np.float32), batch="dynamic", max_batch=40)
+    compiled = m.compile()
+    model = m.to_onnx()
+    onnx.checker.check_model(model, full_check=True)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for n in (1, 7, 40):
+        x = rng.standard_normal((n, *feat)).astype(np.float32)
+        want = m.reference(x)
+        want = list(want) if isinstance(want, tuple) else [want]
+        got = compiled(x)
+        for k, (g, w) in enumerate(zip(got if isinstance(got, tuple) else [got], want)):
+            assert_close(g, w, 1e-4, what=f"{label} C++ output {k} at batch {n}")
+        for k, (g, w) in enumerate(zip(sess.run(None, {sess.get_inputs()[0].name: x}), want)):
+            assert_close(g, w, 1e-4, what=f"{label} onnxruntime output {k} at batch {n}")

@@ -46,6 +46,8 @@ def work(tmp_path_factory):
     p = {"w1": rng.standard_normal((3, 48)).astype(np.float32), "b1": rng.standard_normal(48).astype(np.float32),
          "w2": (rng.standard_normal((48, 1)) / 4).astype(np.float32), "b2": np.zeros(1, np.float32)}
     j2s.convert(_mlp, p, np.zeros((1, 3), np.float32), name="Scorer").generate(d / "scorer")
+    # the same network with a batch chosen at run time: RDataFrame scores it one event (batch 1) at a time
+    j2s.convert(_mlp, p, np.zeros((64, 3), np.float32), name="ScorerDyn", batch="dynamic").generate(d / "scorer_dyn")
     q = {"wj": rng.standard_normal((8, 16)).astype(np.float32), "wl": rng.standard_normal((3, 16)).astype(np.float32),
          "wo": rng.standard_normal((16, 3)).astype(np.float32)}
     two = j2s.convert(_two_inputs, q, (np.zeros((4, 2), np.float32), np.zeros((1, 3), np.float32)), name="TwoIn")
@@ -93,17 +95,18 @@ _WRITE_EVENTS = """
 """
 
 
-def test_define_scores_every_event_multithreaded(work):
+@pytest.mark.parametrize("folder", ["scorer", "scorer_dyn"])
+def test_define_scores_every_event_multithreaded(work, folder):
     d, p, _ = work
-    out = _run_root(_WRITE_EVENTS + """
+    out = _run_root(_WRITE_EVENTS + f"""
     ROOT.EnableImplicitMT(2)
     df = ROOT.RDataFrame("events", "events.root")
     # a float, a double and an int column (scaled back) feed one float input
     df = df.Define("c_scaled", "c / 1000.0")
-    df = j2s_root.define(df, "score", "scorer", ["a", "b", "c_scaled"])
+    df = j2s_root.define(df, "score", "{folder}", ["a", "b", "c_scaled"])
     got = df.AsNumpy(["id", "score"])
-    print("RESULT", json.dumps({"id": got["id"].tolist(), "score": got["score"].tolist(),
-                                "type": str(df.GetColumnType("score")), "slots": df.GetNSlots()}))
+    print("RESULT", json.dumps({{"id": got["id"].tolist(), "score": got["score"].tolist(),
+                                "type": str(df.GetColumnType("score")), "slots": df.GetNSlots()}}))
     """, d)
     ids = np.array(out["id"])
     assert sorted(ids.tolist()) == list(range(N_EVENTS)), "every event scored exactly once"

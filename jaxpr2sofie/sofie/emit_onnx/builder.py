@@ -26,6 +26,17 @@ def symbolic(d) -> bool:
     return isinstance(d, (str, Sym))
 
 
+def broadcast_shapes(shapes) -> tuple:
+    """NumPy broadcasting of shapes whose dimensions may be the run-time batch."""
+    rank = max(len(s) for s in shapes)
+    out = [1] * rank
+    for s in shapes:
+        for k, d in enumerate(s, start=rank - len(s)):
+            if d != 1:
+                out[k] = d
+    return tuple(out)
+
+
 def dim_param(d):
     """An ONNX dimension: an int, or the dim_param name of a run-time size ("N", "2*N")."""
     return repr(d) if isinstance(d, Sym) else d
@@ -118,9 +129,10 @@ class Builder:
         outs = [self.fresh(hint or op_type.lower()) for _ in range(n_out)]
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=self.fresh("n_" + (hint or op_type)),
                                            doc_string=self.origin, **attrs))
-        if shape is not None:
+        dtype = dtype or (self.dtype(inputs[0]) if inputs else None)
+        if shape is not None or dtype is not None:   # the dtype is worth knowing even without a shape
             for o in outs:
-                self.meta[o] = (tuple(shape), np.dtype(dtype or self.dtype(inputs[0])).name)
+                self.meta[o] = (None if shape is None else tuple(shape), None if dtype is None else np.dtype(dtype).name)
         return outs[0] if n_out == 1 else outs
 
     def shape(self, v):
@@ -291,8 +303,7 @@ class Builder:
     def ew(self, op_type, *xs, dtype=None, **attrs):
         """An elementwise node with numpy broadcasting; its shape is tracked when the inputs' are."""
         shapes = [self.shape(x) for x in xs]
-        known = all(s is not None and all(isinstance(d, (int, np.integer)) for d in s) for s in shapes)
-        shape = np.broadcast_shapes(*shapes) if known else None
+        shape = broadcast_shapes(shapes) if all(s is not None for s in shapes) else None
         return self.node(op_type, list(xs), hint=op_type.lower(), shape=shape,
                          dtype=dtype or self.dtype(xs[0]), **attrs)
 
