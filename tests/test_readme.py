@@ -74,3 +74,18 @@ def test_readme_control_flow_example_runs_as_written(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "README-OK 1" in res.stdout, res.stdout[-2000:]
+
+
+def test_readme_dynamic_batch_example_runs_as_written(tmp_path):
+    import subprocess
+    import sys
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- dynamic-batch-example:start -->")[1].split("<!-- dynamic-batch-example:end -->")[0]
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env={**__import__("os").environ, "JAXPR2SOFIE_QUIET": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    assert lines[0].strip() == "input  x: (N, 16) float32" and "over batches 1, 7, 256" in lines[1], res.stdout
+    header = (tmp_path / "out" / "Net.hxx").read_text()
+    assert 'Session(std::string weight_file = "Net.dat", size_t max_batch = 256)' in header
