@@ -375,3 +375,23 @@ def test_model_tests_networks_at_a_run_time_batch_in_cpp_and_onnx(label):
             assert_close(g, w, 1e-4, what=f"{label} C++ output {k} at batch {n}")
         for k, (g, w) in enumerate(zip(sess.run(None, {sess.get_inputs()[0].name: x}), want)):
             assert_close(g, w, 1e-4, what=f"{label} onnxruntime output {k} at batch {n}")
+
+
+# ------------------------------------------------------------------------------ memory arena
+def test_tensors_of_different_dtypes_share_arena_memory():
+    from jaxpr2sofie.sofie.emit_cpp import retyped
+
+    def f(x):
+        t = jnp.sin(x) * 2.0                          # float intermediates die here ...
+        c = (t > 0.3).astype(jnp.int32) * 3 + 1       # ... and int ones may take their memory
+        return c.astype(jnp.float32) + jnp.cos(x)
+    x = rng.standard_normal((16, 8)).astype(np.float32)
+    for batch in (None, "dynamic"):
+        m = j2s.convert(f, None, x, batch=batch)
+        slots, _ = m.graph.buffer_plan()
+        assert retyped(m.graph, slots), [[m.graph.tensors[n].dtype for n in s] for s in slots]
+        assert "std::atomic_signal_fence" in m.header()
+        c = m.compile()
+        for n in ((16, 3, 40) if batch else (16,)):
+            xs = rng.standard_normal((n, 8)).astype(np.float32)
+            assert_close(c(xs), m.reference(xs), 1e-5, what=f"batch={batch} n={n}")

@@ -49,9 +49,7 @@ def _mode(eqn, dtype):
 def _gather(ctx, eqn, operand, indices):
     dn = eqn.params["dimension_numbers"]
     dims = {k: tuple(int(d) for d in getattr(dn, k, ())) for k in _DNUMS}
-    op_shape, idx_shape = ctx.shape(operand), ctx.shape(indices)
-    if not all(isinstance(n, (int, np.integer)) for n in (*op_shape, *idx_shape)):
-        raise Unsupported("gather on a tensor with a symbolic (run-time) dimension")
+    idx_shape = ctx.shape(indices)
     if not np.issubdtype(np.dtype(ctx.dtype(indices)), np.integer):
         raise Unsupported(f"gather with {ctx.dtype(indices)} indices (integers expected)")
     if not idx_shape or idx_shape[-1] != len(dims["start_index_map"]):

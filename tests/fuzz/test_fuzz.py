@@ -33,3 +33,22 @@ def test_random_programs_match_jax(family, request):
         check_batch(progs, seed)
 
     run()
+
+
+# The same families with a batch chosen at run time: every program vmapped over events, converted
+# with batch="dynamic", checked at two batch sizes (batches per family: default, --fuzz-long).
+BUDGET_DYNAMIC = {"elementwise": (1, 6), "int": (1, 4), "movement": (1, 6), "reduce": (1, 6), "mixed": (1, 10),
+                  "dot_general": (1, 4), "conv": (1, 6), "pool": (1, 4), "gather": (1, 4)}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_random_programs_at_a_run_time_batch_match_jax(family, request):
+    long = request.config.getoption("--fuzz-long")
+
+    @settings(max_examples=BUDGET_DYNAMIC[family][1 if long else 0], derandomize=not long, database=None,
+              deadline=None, phases=(Phase.explicit, Phase.generate), suppress_health_check=list(HealthCheck))
+    @given(st.lists(FAMILIES[family](), min_size=BATCH, max_size=BATCH), st.integers(0, 2 ** 31 - BATCH))
+    def run(progs, seed):
+        check_batch(progs, seed, dynamic=True)
+
+    run()
