@@ -19,7 +19,9 @@ explicit Pad node (the parser would average it), and a Gemm without bias has no 
 Run-time control flow: an operator that owns sub-graphs exports them as ONNX graph attributes
 through a child Builder (`Builder.child`: names unique model-wide, outer values captured by name;
 `_live` keeps what a body captures). Loop (scan, fori_loop, while) is an ONNX Loop (control.py);
-ONNX Loop is not in SOFIE_OPS, so such models are for onnxruntime, not SOFIE's parser. Branch is
+ONNX Loop is not in SOFIE_OPS, so such models are for onnxruntime, not SOFIE's parser, except a
+scan whose body is a verified LSTM, GRU or simple-RNN cell (Keras LSTM/GRU/SimpleRNN, Flax
+nn.RNN cells): that is one ONNX LSTM/GRU/RNN node, which SOFIE reads (rnn.py). Branch is
 an ONNX If (a switch: nested Ifs on the clamped index). DynamicSlice is a Slice and
 DynamicUpdateSlice a ScatterND, at run-time starts clamped as XLA does (dynamic.py); TopK is a
 TopK and Sort successive stable ascending TopKs (sort.py). Scatter is one ScatterND on the flattened

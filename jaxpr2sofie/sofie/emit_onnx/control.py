@@ -13,13 +13,15 @@ new leading axis in iteration order.
   the Loop) and once inside the body on the new carries.
 
 SOFIE's ONNX parser has no Loop operator, so such a model runs in onnxruntime but not through
-SOFIE's parser; the C++ export (generate) handles loops natively.
+SOFIE's parser; the C++ export (generate) handles loops natively. A scan whose body is a verified
+LSTM, GRU or simple RNN cell is one ONNX LSTM/GRU/RNN node instead (rnn.py), which SOFIE reads.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..ops.control import Branch, Loop
+from . import rnn
 from .builder import BEFORE_START, NotExportable, exports, onnx_dtype
 
 
@@ -47,6 +49,9 @@ def _loop(b, op):
 
     from . import _live
 
+    cell = rnn.match(b.g, op)
+    if cell is not None:    # a recurrent cell: one LSTM/GRU/RNN node, which SOFIE's parser reads
+        return rnn.export(b, op, cell)
     g, nc = b.g, op.n_carry
     # a literal may be stored with shape (1,) for a scalar tensor: every value at its tensor's shape
     inits = [b.reshape(_val(b, n), g.tensors[s].shape) for n, s in zip(op.inputs[:nc], op.body.inputs[:nc])]
