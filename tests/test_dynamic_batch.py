@@ -307,11 +307,24 @@ def test_folding_the_batch_into_the_features_is_a_clear_error():
 
 def test_an_operator_that_needs_a_fixed_batch_names_the_primitive_and_line():
     def fn(x):
-        return lax.dynamic_slice(x, (jnp.argmax(x[0]).astype(jnp.int32), 0), (x.shape[0], 2))
+        return jnp.sort(x, axis=0) + jnp.cumsum(x, axis=0)   # a sort across the events needs their number
     with pytest.raises(UnsupportedPrimitiveError) as e:
         j2s.convert(fn, None, np.zeros((4, 6), np.float32), batch="dynamic")
     msg = str(e.value)
-    assert "dynamic_slice" in msg and "batch" in msg and "test_dynamic_batch.py" in msg, msg
+    assert "sort" in msg and "batch size chosen at run time" in msg and "test_dynamic_batch.py:" in msg, msg
+    assert len(e.value.problems) == 1, msg   # the cumulative sum along the batch converts
+
+
+def test_slicing_reversing_and_padding_along_the_batch():
+    def fn(x):
+        i = jnp.argmax(x[0]).astype(jnp.int32)
+        win = lax.dynamic_slice(x, (i, 0), (x.shape[0], 2))           # the whole batch, a run-time column
+        return win * 2.0 + jnp.pad(x[::-1], ((1, 0), (0, 0)))[1:, :2] + jnp.cumsum(x, axis=0)[:, -2:]
+    m = j2s.convert(fn, None, np.zeros((4, 6), np.float32), batch="dynamic")
+    c = m.compile()
+    for n in (1, 5, 9):
+        x = rng.standard_normal((n, 6)).astype(np.float32)
+        assert_close(c(x), m.reference(x), 1e-5, what=f"batch {n}")
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -203,12 +203,12 @@ def test_keras(kind):
     export_and_check(m, x)
 
 
-def test_keras_lstm_exports_as_an_onnx_loop():
-    """Keras' LSTM is a run-time loop over time steps: one ONNX Loop (not in SOFIE_OPS, so this
-    model is for onnxruntime, not SOFIE's parser; the C++ export handles it natively)."""
+def test_keras_lstm_exports_as_an_onnx_lstm():
+    """Keras' LSTM is a run-time loop over time steps whose body is recognised as an LSTM cell: one
+    ONNX LSTM node, which SOFIE's parser reads (tests/test_onnx_rnn.py covers the other cells)."""
     m, x = keras_model("lstm")
     model = export_and_check(m, x)
-    assert "Loop" in model_op_types(model)
+    assert "LSTM" in model_op_types(model) and "Loop" not in model_op_types(model)
 
 
 def test_flax_cnn():
@@ -225,7 +225,7 @@ def _hep_models():
                                    {"jets": np.ones((1, 4), np.float32), "leptons": np.ones((1, 3), np.float32)})
     yield "standardise_softplus", j2s.convert(tm._standardise_and_score, None, np.ones((2, 7), np.float32))
     yield "flax_cnn", flax_cnn()[0]
-    for kind in ("mlp", "cnn"):     # keras_lstm exports an ONNX Loop, which SOFIE's parser does not read
+    for kind in ("mlp", "cnn", "lstm"):     # the LSTM exports as one ONNX LSTM node
         yield f"keras_{kind}", keras_model(kind)[0]
 
 

@@ -258,11 +258,12 @@ def test_symbolic_batch_keeps_dim_param_n():
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
 def test_keras_dynamic_batch(kind):
-    try:
-        m = keras_rnn(kind, batch="dynamic")
-    except UnsupportedPrimitiveError as e:
-        # the conversion, not the ONNX export, refuses it today (jaxpr2sofie/primitives/control.py)
-        pytest.xfail(f"a scan at a run-time batch does not convert yet: {e}")
+    """A recurrent layer at a run-time batch: one cell node with dim_param N in ONNX, and a C++
+    loop over the time steps whose per-step products take the batch at run time."""
+    m = keras_rnn(kind, batch="dynamic")
+    compiled = m.compile()
+    for x in (_inputs(1, 11), _inputs(7, 12), _inputs(40, 13)):
+        assert_close(compiled(x), m.reference(x), ATOL, what=f"C++ {kind} batch {x.shape[0]}")
     model = export_and_check(m, _inputs(1, 11), _inputs(7, 12))
     assert_cell(model, {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "RNN"}[kind])
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"

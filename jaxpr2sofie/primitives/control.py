@@ -6,6 +6,7 @@ import jax.extend.core.primitives as P
 import numpy as np
 from jax import lax
 
+from ..sofie.dims import canon_shape
 from ..sofie.ops.control import Branch, Loop
 from ..sofie.ops.movement import Identity
 from ..values import Const, Poison, Unsupported
@@ -54,7 +55,7 @@ def _failed(outs) -> bool:
 
 def _check_carries(what, state_avals, outs, ctx):
     for k, (aval, o) in enumerate(zip(state_avals, outs)):
-        if ctx.dtype(o) != np.dtype(aval.dtype).name or ctx.shape(o) != tuple(aval.shape):
+        if ctx.dtype(o) != np.dtype(aval.dtype).name or ctx.shape(o) != canon_shape(aval.shape):
             raise Unsupported(f"{what} whose carry {k} changes from {np.dtype(aval.dtype).name}{list(aval.shape)} to "
                               f"{ctx.dtype(o)}{list(ctx.shape(o))} in the body: a loop carry keeps its type")
 

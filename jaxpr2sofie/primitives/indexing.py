@@ -56,7 +56,7 @@ def _gather(ctx, eqn, operand, indices):
         raise Unsupported("gather whose index vector is not the last dimension of the indices")
     mode, fill = _mode(eqn, np.dtype(ctx.dtype(operand)))
     op = Gather([ctx.tensor(operand), ctx.tensor(indices)], **dims,
-                slice_sizes=tuple(int(s) for s in eqn.params["slice_sizes"]), mode=mode, fill_value=fill)
+                slice_sizes=tuple(eqn.params["slice_sizes"]), mode=mode, fill_value=fill)
     out = ctx.add(op, hint="gather")
     want = tuple(out_aval(eqn).shape)
     if ctx.shape(out) != want:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..sofie.ops.elementwise import DimValue
+from ..sofie.ops.elementwise import DimValue, Iota
 from ..sofie.ops.gather import DynamicSlice, DynamicUpdateSlice
 from ..sofie.ops.movement import Concat, Expand, Pad, Reshape, Slice, Transpose, reverse
 from ..sofie.tensor import numel
@@ -95,7 +95,7 @@ def _starts(ctx, starts):
 
 @handles(lax.dynamic_slice_p, params=("slice_sizes",))
 def _dynamic_slice(ctx, eqn, x, *starts):
-    shape, sizes = ctx.shape(x), tuple(int(k) for k in eqn.params["slice_sizes"])
+    shape, sizes = ctx.shape(x), tuple(eqn.params["slice_sizes"])
     at = _starts(ctx, starts)
     if all(isinstance(s, int) for s in at):
         # XLA clamps the start so that the whole slice stays inside the operand.
@@ -154,8 +154,10 @@ def _pad(ctx, eqn, x, value):
 
 @handles(lax.iota_p, params=("dtype", "shape", "dimension"))
 def _iota(ctx, eqn):
-    # Has no operands, so it is always folded into a constant before reaching here.
-    raise Unsupported("iota with a run-time size")
+    # Has no operands, so it is folded into a constant unless its size is the run-time batch
+    # (x[::-1] and argsort along the batch of a batch="dynamic" model)
+    p = eqn.params
+    return ctx.add(Iota([], shape=tuple(p["shape"]), dimension=int(p["dimension"]), dtype=np.dtype(p["dtype"]).name))
 
 
 @handles("dim_as_value", params=("dim",))
@@ -250,4 +252,6 @@ CASES += [
     Case("dim_as_value_mean_over_batch", lambda x: _jnp.mean(x, axis=0) - x, (f32(5, 3),), ("dim_as_value",),
          batch="dynamic"),
     Case("dim_as_value_last_row", lambda x: x[-1] * 2.0 + x[0], (f32(4, 6),), ("dim_as_value",), batch="dynamic"),
+    Case("iota_reverse_the_batch", lambda x: x[::-1] * 2.0 + _jnp.arange(x.shape[0], dtype="float32")[:, None],
+         (f32(5, 3),), ("iota",), batch="dynamic"),
 ]

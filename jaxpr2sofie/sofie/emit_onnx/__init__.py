@@ -42,7 +42,8 @@ from . import control, conv, dynamic, elementwise, gather, linalg, movement, red
 DEFAULT_OPSET = 18
 OPSETS = range(17, 22)
 
-# Operators ROOT TMVA SOFIE's ONNX parser reads (issue 12's list).
+# Operators ROOT TMVA SOFIE's ONNX parser reads (issue 12's list, and Shape, which its parser also
+# registers (ROperator_Shape, with start/end): a run-time batch N is read with it).
 SOFIE_OPS = frozenset({
     "Gemm", "MatMul", "Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalization",
     "LayerNormalization", "Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softmax", "Softplus", "Erf",
@@ -50,7 +51,7 @@ SOFIE_OPS = frozenset({
     "Max", "Min", "Mean", "Sum", "Where", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Cast",
     "Reshape", "Transpose", "Concat", "Slice", "Split", "Squeeze", "Unsqueeze", "Expand", "Tile", "Pad",
     "Gather", "GatherND", "ReduceMean", "ReduceSum", "ReduceProd", "ReduceSumSquare", "Einsum", "TopK",
-    "Range", "LSTM", "GRU", "RNN", "If", "Identity",
+    "Range", "LSTM", "GRU", "RNN", "If", "Identity", "Shape",
 })
 
 __all__ = ["to_onnx", "build_graph", "model_op_types", "OnnxExportError", "SOFIE_OPS", "DEFAULT_OPSET", "OPSETS", "RULES",

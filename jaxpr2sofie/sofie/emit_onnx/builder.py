@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import Jaxpr2SofieError
-from ..dims import Sym
+from ..dims import Sym, per_event
 from ..tensor import c_identifier
 
 RULES: dict = {}
@@ -99,6 +99,7 @@ class Builder:
         self.sums: dict = {}
         self.biasable: dict = {}       # output of a Conv node without bias -> that node
         self.negations: dict = {}      # boolean value made by a Not node -> its input
+        self.batch_sources = list(graph.inputs)   # model inputs: where the run-time batch N is read
         self.uses: dict = {}
         for op in graph.ops:
             for name in op.inputs:
@@ -110,6 +111,7 @@ class Builder:
         """A Builder for sub-graph `sub` (a Loop or If body): names are unique across the whole
         model (ONNX scoping), and values of the enclosing scope are known with their shapes."""
         c = Builder(sub, self.opset)
+        c.batch_sources = self.batch_sources
         c.taken = self.taken
         c.meta = self.meta
         c.env = dict(self.env)
@@ -289,11 +291,32 @@ class Builder:
         shape = tuple(shape)
         if self.shape(v) == shape:
             return v
-        if any(symbolic(d) for d in shape):
-            # A symbolic output shape comes from a run-time operand that carries the same
-            # symbolic dims, so ONNX broadcasting already produces it.
-            return v
-        return self.node("Expand", [v, self.ints(shape)], hint="expand", shape=shape, dtype=self.dtype(v))
+        target = self.shape_value(shape) if any(symbolic(d) for d in shape) else self.ints(shape)
+        return self.node("Expand", [v, target], hint="expand", shape=shape, dtype=self.dtype(v))
+
+    def shape_value(self, shape) -> str:
+        """A 1-D int64 tensor holding `shape` at run time: the batch N is read from the shape of a
+        model input that carries it (Shape), times its coefficient."""
+        parts = []
+        for d in shape:
+            if not symbolic(d):
+                parts.append(self.ints([d]))
+                continue
+            lin = per_event(d) if isinstance(d, Sym) else None
+            if lin is None or lin[1] != 0:
+                raise NotExportable(f"a run-time dimension {d!r} that is not a multiple of the batch")
+            n = self.batch_value()
+            parts.append(n if lin[0] == 1 else self.ew("Mul", n, self.ints([lin[0]])))
+        return self.node("Concat", parts, hint="shape", shape=(len(shape),), dtype="int64", axis=0)
+
+    def batch_value(self) -> str:
+        """The run-time batch N as a 1-element int64 tensor, read from a model input's shape."""
+        for name in self.batch_sources:
+            for k, d in enumerate(self.g.tensors[name].shape):
+                if d == Sym.batch():
+                    return self.node("Shape", [self.value(name)], hint="batch", shape=(1,), dtype="int64",
+                                     start=k, end=k + 1)
+        raise NotExportable("no model input has the run-time batch N as a dimension to read it from")
 
     def cast(self, v, dtype):
         if self.dtype(v) == np.dtype(dtype).name:

@@ -206,3 +206,24 @@ class DimValue(Op):
 
     def describe(self):
         return repr(self.dim)
+
+
+@dataclass(eq=False)
+class Iota(Op):
+    """Indices along one dimension, computed at run time because the shape holds the batch
+    (an iota of fixed size is folded into a constant at conversion time)."""
+    shape: tuple = ()
+    dimension: int = 0
+    dtype: str = "int32"
+
+    def infer(self, g):
+        return [(tuple(self.shape), self.dtype)]
+
+    def emit(self, w, g):
+        w.comment(f"Iota along dimension {self.dimension}")
+        with w.loops(self.shape) as idx:
+            w.line(f"{w.ref(self.outputs[0])}[{w.index(idx, strides_of(self.shape))}] = "
+                   f"static_cast<{ctype(self.dtype)}>({idx[self.dimension]});")
+
+    def describe(self):
+        return f"dimension={self.dimension}"

@@ -69,7 +69,7 @@ class Gather(Op):
         window = [self.slice_sizes[d] for d in self.window_dims(len(operand.shape))]
         shape = [window.pop(0) if d in self.offset_dims else batch.pop(0)
                  for d in range(len(batch) + len(window))]
-        return [(tuple(int(n) for n in shape), operand.dtype)]
+        return [(tuple(shape), operand.dtype)]
 
     # -- code -------------------------------------------------------------------
     def emit(self, w, g):
@@ -150,7 +150,7 @@ class DynamicSlice(Op):
     sizes: tuple = ()
 
     def infer(self, g):
-        return [(tuple(int(s) for s in self.sizes), g.tensors[self.inputs[0]].dtype)]
+        return [(tuple(self.sizes), g.tensors[self.inputs[0]].dtype)]
 
     def emit(self, w, g):
         src = g.tensors[self.inputs[0]]

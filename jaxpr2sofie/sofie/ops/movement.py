@@ -151,7 +151,7 @@ class Pad(Op):
 
     def infer(self, g):
         src = g.tensors[self.inputs[0]]
-        shape = tuple(lo + hi + n + max(0, n - 1) * it for n, (lo, hi, it) in zip(src.shape, self.config))
+        shape = tuple(lo + hi + n + (max(0, n - 1) * it if it else 0) for n, (lo, hi, it) in zip(src.shape, self.config))
         return [(shape, src.dtype)]
 
     def emit(self, w, g):
