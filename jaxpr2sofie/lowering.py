@@ -289,9 +289,14 @@ class Lowering:
         owning operator fills before running the child. Returns (child graph, raw outputs); the
         child's `outputs` are the outputs as tensor names (constants become weights).
         """
+        return self.subgraph_with(lambda child: child.inline(closed_or_jaxpr, args), inputs)
+
+    def subgraph_with(self, build, inputs=()) -> tuple:
+        """A child graph whose operators `build(child_context)` adds (several jaxprs inlined one
+        after the other, operators of a rule's own); returns (child graph, raw outputs)."""
         child = Lowering(self.g.child(inputs), self.handlers, self.problems, self.sites, self.dynamic)
         child.eqn = self.eqn
-        outs = child.inline(closed_or_jaxpr, args)
+        outs = build(child)
         child.g.outputs = [None if isinstance(o, Poison) else child.tensor(o) for o in outs]
         return child.g, outs
 

@@ -8,9 +8,12 @@ from jax import lax
 
 from ..sofie.dims import canon_shape
 from ..sofie.ops.control import Branch, Loop
+from ..sofie.ops.elementwise import Elementwise
 from ..sofie.ops.movement import Identity
+from ..sofie.ops.reduce import Reduce
 from ..values import Const, Poison, Unsupported
 from . import handles
+from .shape import reshape_to
 
 
 @handles(P.jit_p, params=("jaxpr", "name", "donated_invars", "inline", "keep_unused", "in_shardings",
@@ -100,7 +103,32 @@ def _while(ctx, eqn, *args):
     avals = [v.aval for v in p["body_jaxpr"].jaxpr.invars[bn:]]
     state = _locals(ctx, avals, "carry")
     cond, couts = ctx.subgraph(p["cond_jaxpr"], [*cconsts, *state], inputs=state)
-    body, bouts = ctx.subgraph(p["body_jaxpr"], [*bconsts, *state], inputs=state)
+    if p["cond_jaxpr"].out_avals[0].shape:
+        # A batched predicate (vmap of a while_loop): XLA loops while any entry holds, and a step
+        # changes only the carry entries whose predicate still holds (the others keep their value).
+        if _failed(couts):
+            return [Poison() for _ in eqn.outvars]
+        pred = couts[0]
+        rank = len(ctx.shape(pred))
+        (cond.outputs[0],) = cond.add_op(Reduce([cond.outputs[0]], kind="max", axes=tuple(range(rank)),
+                                                origin=f"while (any of the predicate) @ {ctx.where(eqn)}"),
+                                         hint="while_any")
+
+        def masked_step(child):
+            (pred,) = child.inline(p["cond_jaxpr"], [*cconsts, *state])
+            new = child.inline(p["body_jaxpr"], [*bconsts, *state])
+            if _failed([pred, *new]):
+                return new
+            out = []
+            for old, n in zip(state, new):
+                shape = child.shape(n)
+                which = reshape_to(child, pred, tuple(shape[:rank]) + (1,) * (len(shape) - rank))
+                out.append(child.add(Elementwise.make("select", [child.operand(which), old, child.operand(n)],
+                                                      child.dtype(n), param=2, shape=shape), hint="carry_masked"))
+            return out
+        body, bouts = ctx.subgraph_with(masked_step, inputs=state)
+    else:
+        body, bouts = ctx.subgraph(p["body_jaxpr"], [*bconsts, *state], inputs=state)
     if _failed(couts) or _failed(bouts):
         return [Poison() for _ in eqn.outvars]
     _check_carries("lax.while_loop", avals, bouts, ctx)
@@ -265,6 +293,13 @@ CASES += [
          (f32(2, 3, 4),), ("cond",), no_ops=("If", "Switch")),
     Case("while_counter_rank1", lambda x: lax.while_loop(lambda c: c[0] < 5, lambda c: (c[0] + 2, c[1] * 0.9 + 1.0),
                                                          (0, x))[1], (f32(6),), ("while",), **LOOP),
+    # vmap of a data-dependent while_loop: a batched predicate; finished rows keep their values
+    Case("while_vmapped_predicate", jax.vmap(lambda v: lax.while_loop(
+        lambda s: (s[0] < 6) & (_jnp.max(_jnp.abs(s[1])) < 4.0), lambda s: (s[0] + 1, s[1] * 2.0), (0, v))[1]),
+        (f32(5, 3),), ("while",), **LOOP),
+    Case("while_vmapped_predicate_dynamic_batch", jax.vmap(lambda v: lax.while_loop(
+        lambda s: _jnp.sum(s * s) < 9.0, lambda s: s * 1.5 + 0.25, v)), (f32(4, 2),), ("while",), batch="dynamic",
+        **LOOP),
     # the gradient of a scan is a second, reverse scan over the saved residuals
     Case("grad_rnn_scan_wrt_params", jax.grad(_rnn_loss), (f32(7, 1, 3),), ("scan", "add_any"), params=_RNN, **LOOP),
     Case("grad_rnn_scan_wrt_input", jax.grad(_rnn_loss, argnums=1), (f32(7, 1, 3),), ("scan",), params=_RNN, **LOOP),

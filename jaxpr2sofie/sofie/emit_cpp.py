@@ -240,12 +240,12 @@ def _emit_allocate(w, g, slots, assign) -> None:
 
 
 def retyped(g, slots) -> set:
-    """Tensors placed in arena memory a tensor of another dtype used before them."""
+    """Tensors placed in arena memory that tensors of another dtype also use (before or after them,
+    also across the iterations of a loop body): their writes are fenced."""
     out = set()
     for names in slots:
-        for prev, name in zip(names, names[1:]):
-            if g.tensors[prev].dtype != g.tensors[name].dtype:
-                out.add(name)
+        if len({g.tensors[n].dtype for n in names}) > 1:
+            out.update(names)
     return out
 
 
@@ -332,8 +332,9 @@ def _emit_session(w, g, base) -> dict:
             w.line("const detail::FlushDenormals fp_mode;   // as XLA computes: see detail::FlushDenormals")
             w.line("(void)fp_mode;")
             # operators with only empty outputs emit nothing (emit_ops), so they read nothing
+            # (a view emits nothing either: what it reads is read by the operators reading the view)
             read = {base[i] for op in g.ops if not (op.outputs and all(g.tensors[o].size == 0 for o in op.outputs))
-                    for i in op.inputs}
+                    and not op.aliases_input for i in op.inputs}
             for i in g.inputs + g.outputs:
                 # an input the function ignores, or an empty tensor nothing reads or writes:
                 # the signature stays uniform

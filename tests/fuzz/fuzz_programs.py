@@ -671,6 +671,48 @@ def mixed_programs():
                            apply_dot, _exact_binary], atol=1e-5)
 
 
+# --- control flow ----------------------------------------------------------------------------------
+# Bodies keep magnitudes bounded; data-dependent decisions (loop conditions, branch indices) read
+# only exact values (an int input, a counter, a power-of-two scaling), so both sides take them alike.
+_BODY = ("jnp.tanh({v})", "jnp.sin({v}) * 0.5", "{v} * 0.75 + 0.25", "jnp.maximum({v}, 0.0) - 0.5", "-{v}")
+_STEP = ("jnp.tanh({c} + {r})", "{c} * 0.5 + {r} * 0.5", "jnp.maximum({c}, {r})", "jnp.sin({c}) * {r}")
+_YS = ("{c} * {r}", "{c} - {r}", "jnp.tanh({c})")
+
+
+def apply_control(b: Builder, x: Val) -> Val | None:
+    """scan (forward/reverse, carry or stacked outputs), fori_loop, a while loop on an exact
+    condition, cond/switch on an int input."""
+    if x.dtype != "float32" or not x.shape:
+        return None
+    x = b.rescale(x, limit=2.0)
+    kind = b.choice(["scan", "scan", "fori", "while", "cond", "switch"])
+    if kind == "scan":
+        step, ys = b.choice(_STEP).format(c="c", r="r"), b.choice(_YS).format(c="c", r="r")
+        init = b.choice([f"jnp.zeros({x.name}.shape[1:], jnp.float32)", f"{x.name}[0] * 0.5"])
+        which = b.choice([0, 1])
+        return b.emit(f"lax.scan(lambda c, r: ({step}, {ys}), {init}, {x.name}, reverse={b.coin()})[{which}]",
+                      bound=2.0 + x.bound * x.bound)
+    if kind == "fori":
+        body = b.choice(_BODY).format(v="c")
+        return b.emit(f"lax.fori_loop(0, {b.integer(0, 5)}, lambda i, c: {body} + i.astype(jnp.float32) * 0.125, "
+                      f"{x.name})", bound=max(x.bound, 1.0) + 1.0)
+    if kind == "while":   # doubles an exact value until its largest entry passes a limit (or 6 rounds)
+        if not x.exact:
+            return None
+        return b.emit(f"lax.while_loop(lambda s: (s[0] < 6) & (jnp.max(jnp.abs(s[1])) < {b.choice([1.0, 4.0, 16.0])}), "
+                      f"lambda s: (s[0] + 1, s[1] * 2.0), (0, {x.name}))[1]", bound=64.0 * x.bound, exact=True)
+    n = 2 if kind == "cond" else b.integer(2, 4)
+    k = b.fresh((), "int32", kind=("i", -1, n + 1), weight=False, view=False)   # out of range: clamped
+    branches = ", ".join(f"lambda v: {b.choice(_BODY).format(v='v')}" for _ in range(n))
+    if kind == "cond":
+        return b.emit(f"lax.cond({k.name} > 0, {branches}, {x.name})", bound=max(x.bound, 1.0))
+    return b.emit(f"lax.switch({k.name}, [{branches}], {x.name})", bound=max(x.bound, 1.0))
+
+
+def control_programs():
+    return chain("control", [apply_control, apply_control, _unary_op, _binary_op, apply_movement], max_steps=10)
+
+
 # --- dot_general -----------------------------------------------------------------------------------
 @st.composite
 def dense_program(draw):
@@ -893,4 +935,5 @@ FAMILIES = {
     "conv": conv_programs,
     "pool": pool_programs,
     "gather": gather_programs,
+    "control": control_programs,
 }

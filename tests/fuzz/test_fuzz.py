@@ -17,7 +17,7 @@ from runner import check_batch
 BATCH = 24   # programs per build: one g++ build (~3 s fixed cost) and one XLA compile for all of them
 # batches per family: (default, --fuzz-long)
 BUDGET = {"elementwise": (2, 20), "int": (1, 10), "movement": (1, 12), "reduce": (2, 16), "mixed": (3, 30),
-          "dot_general": (1, 10), "conv": (2, 16), "pool": (1, 12), "gather": (1, 10)}
+          "dot_general": (1, 10), "conv": (2, 16), "pool": (1, 12), "gather": (1, 10), "control": (2, 20)}
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -38,7 +38,7 @@ def test_random_programs_match_jax(family, request):
 # The same families with a batch chosen at run time: every program vmapped over events, converted
 # with batch="dynamic", checked at two batch sizes (batches per family: default, --fuzz-long).
 BUDGET_DYNAMIC = {"elementwise": (1, 6), "int": (1, 4), "movement": (1, 6), "reduce": (1, 6), "mixed": (1, 10),
-                  "dot_general": (1, 4), "conv": (1, 6), "pool": (1, 4), "gather": (1, 4)}
+                  "dot_general": (1, 4), "conv": (1, 6), "pool": (1, 4), "gather": (1, 4), "control": (1, 6)}
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
