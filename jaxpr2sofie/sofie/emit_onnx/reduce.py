@@ -37,6 +37,8 @@ def _reduce(b, op):
     if op.kind in ("max", "min") and t.dtype == "float32" and len(op.axes) <= 3:
         return [_max_as_pool(b, op, t)]
     x = b.value(t.name)
+    if t.dtype == "bool":   # ONNX reductions take no bool before opset 20: any/all as max/min over 0/1
+        return [b.cast(b.reduce(_REDUCE[op.kind], b.cast(x, "int32"), list(op.axes)), "bool")]
     y = b.reduce(_REDUCE[op.kind], x, list(op.axes))
     count = numel(t.shape[k] for k in op.axes)
     if op.kind == "sum" and t.dtype == "float32" and not symbolic(count):   # jnp.mean: a sum and a division
