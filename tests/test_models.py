@@ -104,7 +104,8 @@ def test_cnn_nhwc():
     s = m.summary()
     for op in ("Conv", "MaxPool", "Gemm"):
         assert op in s, f"{op} missing from summary:\n{s}"
-    assert _op_types(m) >= {"Conv", "MaxPool", "Relu"}
+    assert _op_types(m) >= {"Conv", "MaxPool"}
+    assert "epilogue=add + relu" in s, f"bias and relu not fused into the convolution:\n{s}"
 
 
 # ------------------------------------------------------------------------ depthwise-separable CNN

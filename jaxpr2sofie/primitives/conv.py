@@ -189,10 +189,41 @@ CASES = [
          (f32(1, 4, 5, 4, 2, scale=0.5),), _C, params=_kernel_param(2, 3, 2, 2, 3)),
     Case("conv3d_ncdhw_same", _conv(dn=("NCDHW", "OIDHW", "NCDHW")), (f32(1, 2, 3, 4, 4, scale=0.5),), _C,
          params=_kernel_param(3, 2, 2, 3, 2)),
+    # The fast paths: what follows a convolution per element runs in its epilogue (one Conv
+    # operator), a per-channel scale folds into the kernel, a zero Pad becomes its padding.
     Case("conv2d_bias_relu", lambda p, x: jax_relu(lax.conv_general_dilated(
         x, p["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["bias"]),
          (f32(1, 5, 5, 3, scale=0.5),), _C + ("add", "max"),
-         params={"kernel": f32(3, 3, 3, 4, scale=0.3), "bias": f32(4, scale=0.1)}),
+         params={"kernel": f32(3, 3, 3, 4, scale=0.3), "bias": f32(4, scale=0.1)}, ops=("Conv",), no_ops=("Add", "Relu")),
+    Case("conv2d_batchnorm_relu6", lambda p, x: jax.nn.relu6(lax.conv_general_dilated(
+        x, p["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) * p["scale"] + p["shift"]),
+         (f32(2, 6, 6, 8, scale=0.5),), _C + ("mul", "add"),
+         params={"kernel": f32(3, 3, 8, 8, scale=0.3), "scale": f32(8, low=0.5, high=1.5), "shift": f32(8, scale=0.1)},
+         ops=("Conv",), no_ops=("Mul", "Add", "Relu", "Min", "Max")),
+    Case("conv2d_depthwise_bias_relu6_residual", lambda p, x: x + jax.nn.relu6(lax.conv_general_dilated(
+        x, p["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=40)
+        + p["bias"]),
+         (f32(1, 7, 9, 40, scale=2.0),), _C + ("add",),
+         params={"kernel": f32(3, 3, 1, 40, scale=0.5), "bias": f32(40, scale=0.5)}, ops=("Conv",),
+         no_ops=("Add", "Relu", "Min")),
+    Case("conv2d_1x1_bias_tanh_packed", lambda p, x: jax.numpy.tanh(lax.conv_general_dilated(
+        x, p["kernel"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["bias"]),
+         (f32(2, 3, 5, 20, scale=0.5),), _C + ("add", "tanh"),
+         params={"kernel": f32(1, 1, 20, 37, scale=0.3), "bias": f32(37, scale=0.1)}, ops=("Conv",), no_ops=("Add", "Tanh")),
+    Case("conv2d_zero_pad_folded", lambda p, x: lax.conv_general_dilated(
+        jax.numpy.pad(x, ((0, 0), (0, 1), (2, 1), (0, 0))), p["kernel"], (2, 2), "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=5),
+         (f32(1, 8, 7, 5, scale=0.5),), _C + ("pad",), params=_kernel_param(3, 3, 1, 5), ops=("Conv",), no_ops=("Pad",)),
+    Case("conv2d_first_layer_direct_dynamic", lambda p, x: jax_relu(lax.conv_general_dilated(
+        x, p["kernel"], (2, 2), ((0, 1), (0, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["bias"]),
+         (f32(3, 9, 8, 3, scale=0.5),), _C + ("add", "max"),
+         params={"kernel": f32(3, 3, 3, 19, scale=0.3), "bias": f32(19, scale=0.1)}, ops=("Conv",), no_ops=("Add",),
+         batch="dynamic"),
+    Case("conv2d_pointwise_residual_dynamic", lambda p, x: x + lax.conv_general_dilated(
+        x, p["kernel"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")) * p["scale"],
+         (f32(2, 4, 3, 24, scale=0.5),), _C + ("add", "mul"),
+         params={"kernel": f32(1, 1, 24, 24, scale=0.3), "scale": f32(24, low=0.5, high=1.5)}, ops=("Conv",),
+         no_ops=("Add", "Mul"), batch="dynamic"),
     Case("grad_cnn_maxpool_wrt_input", jax.grad(_cnn_loss, argnums=1), (f32(2, 8, 8, 2),),
          _C + ("select_and_scatter_add",), params=_CNN, atol=1e-4),
     Case("grad_cnn_maxpool_wrt_params", jax.grad(_cnn_loss), (f32(2, 8, 8, 2),), _C + ("select_and_scatter_add",),

@@ -393,3 +393,6 @@ void j2s_destroy(void* s) {{ delete static_cast<{ns}::Session*>(s); }}
 }}
 """
 
+from .ops.conv_direct import HELPERS as _DIRECT_HELPERS   # noqa: E402  (convolution kernels: f8 vectors)
+from .ops.conv_packed import HELPERS as _PACKED_HELPERS   # noqa: E402
+HELPERS.update(_DIRECT_HELPERS, **_PACKED_HELPERS)

@@ -2,6 +2,7 @@
 to debug a conversion."""
 from __future__ import annotations
 
+from .conv_passes import fold_conv_padding, fuse_conv_epilogue, pack_conv_kernels
 from .ops.elementwise import Elementwise
 from .ops.linalg import MatMul
 from .ops.movement import Identity, Reshape
@@ -103,6 +104,9 @@ def reuse_buffers(g) -> None:
 PASSES = {
     "fuse_gemm_bias": fuse_gemm_bias,
     "fuse_softmax": fuse_softmax,
+    "fold_conv_padding": fold_conv_padding,
+    "fuse_conv_epilogue": fuse_conv_epilogue,
+    "pack_conv_kernels": pack_conv_kernels,
     "reuse_buffers": reuse_buffers,
 }
 

@@ -816,6 +816,14 @@ def conv_programs(draw):
         v = b.emit(f"lax.conv_general_dilated({x.name}, {k.name}, {(1,) * nsp}, 'SAME', "
                    f"dimension_numbers={dn}, feature_group_count={groups})", bound=cg * size(ksize) * 4.0,
                    max_size=1 << 16)
+    if b.coin(0.4):   # what the converter fuses into a convolution's epilogue
+        ch = out_spec[1]
+        bias = b.fresh((cout,) + (1,) * (nsp + 1 - ch), weight=b.coin(0.7), view=False)
+        v = b.emit(f"{v.name} + {bias.name}", bound=v.bound + 2.0) or v
+        if b.coin(0.5):
+            v = b.emit(f"jax.nn.relu6({v.name})", bound=min(v.bound, 6.0)) or v
+        if b.coin(0.3):
+            v = b.emit(f"{v.name} + {b.fresh(v.shape, weight=False).name}", bound=v.bound + 2.0) or v
     v = b.rescale(v)
     if b.coin(0.3):
         v = apply_unary(b, v) or v

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from types import SimpleNamespace
+
+from ..ops.base import Scalar
 from ..ops.conv import Conv
+from ..ops.conv_packed import unpack
+from ..ops.epilogue import operand_kind
 from ..ops.pool import Pool, SelectAndScatterAdd
 from .builder import NotExportable, exports, symbolic
+from .elementwise import _apply
 
 MAX_TAPS = 256   # a pooling window the generic (slice per tap) form writes out node by node
 
@@ -27,6 +33,9 @@ def _to_last(d):
 def _oihw(b, op, d):
     """The kernel as ONNX wants it: [Cout, Cg, K...]."""
     k = op.inputs[1]
+    if op.packed:   # a weight stored in GEMM strips: back to [K..., Cg, Cout] at export time
+        canonical = unpack(np.asarray(b.g.tensors[k].data), op.packed[-1]).reshape(op.packed)
+        return b.const(np.transpose(canonical, (d + 1, d, *range(d))), "kernel")
     ks = b.g.tensors[k].shape
     if op.grouped_kernel(b.g):   # [G, K..., Cg, Og] -> [G, Og, Cg, K...] -> [Cout, Cg, K...]
         g, og, cg = ks[0], ks[-1], ks[-2]
@@ -56,7 +65,39 @@ def _conv(b, op):
                    kernel_shape=list(ksizes), strides=list(op.strides), dilations=list(op.rhs_dilation),
                    group=op.groups, pads=sym + sym)
         b.biasable[y] = b.nodes[-1]
-    return [b.transpose(y, _to_last(d))]
+    return [b.transpose(_epilogue(b, op, y, d), _to_last(d))]
+
+
+def _epilogue(b, op, y, d):
+    """A fused epilogue as the nodes it stands for, after the Conv, in its NCHW layout: a leading
+    per-channel weight add is the Conv's own bias input, every other stage one elementwise node."""
+    out = b.g.tensors[op.outputs[0]]
+    cout = out.shape[-1]
+    stages = list(op.epilogue)
+    conv = b.biasable.pop(y, None)
+    first = stages[0] if stages else None
+    if (conv is not None and first is not None and first.kind == "add" and len(first.inputs) == 1
+            and b.g.tensors[first.inputs[0]].data is not None
+            and operand_kind(b.g, first.inputs[0], out.shape) == "channel"):
+        conv.input.append(b.view(first.inputs[0], (cout,)))
+        stages.pop(0)
+    elif conv is not None and not stages:
+        b.biasable[y] = conv
+    for s in stages:
+        xs = []
+        for a in s.args:
+            if a is None:
+                xs.append(y)
+            elif isinstance(a, Scalar):
+                xs.append(b.scalar(a.value, a.dtype))
+            elif operand_kind(b.g, a, out.shape) == "full":
+                xs.append(b.transpose(b.value(a), _to_first(d)))
+            elif b.g.tensors[a].data is not None:
+                xs.append(b.view(a, (1, b.g.tensors[a].size) + (1,) * d))
+            else:
+                xs.append(b.reshape(b.value(a), (1, b.g.tensors[a].size) + (1,) * d))
+        y = _apply(b, s, xs, SimpleNamespace(dtype="float32"))
+    return y
 
 
 def _conv_transpose(b, op, x, d, ksizes):
