@@ -85,10 +85,8 @@ class DeclaredModel:
 def _model_files(model) -> tuple:
     """(header text, weight text) of a SofieModel or of a directory holding <Name>.hxx + <Name>.dat."""
     if hasattr(model, "graph") and hasattr(model, "header"):   # a SofieModel (no import: keeps JAX out)
-        from .sofie.emit_cpp import format_values
-        g = model.graph
-        weights = "".join(f"tensor_{t.name} {t.size}\n{format_values(t.data)}\n" for t in g.weights())
-        return model.header(), weights
+        from .sofie.weights import weights_text
+        return model.header(), weights_text(model.graph)
     d = Path(model)
     if d.is_file() and d.suffix == ".hxx":
         hxx = d

@@ -89,16 +89,19 @@ def test_generate_writes_header_and_weights(tmp_path):
     assert "namespace TMVA_SOFIE_Net" in text and "struct Session" in text
     assert 'Session(std::string weight_file = "Net.dat")' in text
     assert "std::vector<float> infer(const float* tensor_x)" in text
+    # a dense layer's kernel is stored as the generated code reads it: panels of 16 columns,
+    # here one panel [K=6][16] whose last 12 columns are zero
     first = dat.read_text().splitlines()[0]
-    assert first == "tensor_Dense_0_kernel 24"
-    values = np.array(dat.read_text().splitlines()[1].split(), np.float32)
-    np.testing.assert_array_equal(values, p["Dense_0"]["kernel"].reshape(-1))   # exact round trip
+    assert first == "tensor_Dense_0_kernel 96"
+    values = np.array(dat.read_text().splitlines()[1].split(), np.float32).reshape(6, 16)
+    np.testing.assert_array_equal(values[:, :4], p["Dense_0"]["kernel"])   # exact round trip
+    assert not values[:, 4:].any()
 
 
 def test_summary_lists_operators_shapes_and_flops():
     m = j2s.convert(lambda p, x: jax.nn.relu(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]), dense_params(), X)
     s = m.summary()
-    assert "Gemm" in s and "Relu" in s and "(2, 4)" in s
+    assert "Gemm" in s and "+relu" in s and "(2, 4)" in s   # the relu runs in the product's epilogue
     assert m.flops() == 2 * 2 * 6 * 4 + 2 * 4 + 2 * 4
     assert f"{m.parameter_count()} values" in s
 
@@ -123,3 +126,24 @@ def test_buffers_are_reused_across_a_deep_chain():
     unshared = j2s.convert(f, None, X, disable_passes=("reuse_buffers",))
     assert len(unshared.graph.buffer_plan()[0]) == len(assign)
     np.testing.assert_array_equal(unshared.compile()(X), m.compile()(X))
+
+
+def test_dense_layers_read_packed_weights_with_bias_and_relu_in_the_epilogue(tmp_path):
+    rng = np.random.default_rng(4)
+    p = {"w": rng.standard_normal((20, 37)).astype(np.float32), "b": rng.standard_normal(37).astype(np.float32),
+         "v": rng.standard_normal((37, 3)).astype(np.float32)}
+    f = lambda p, x: jax.nn.relu(x @ p["w"] + p["b"]) @ p["v"]
+    x = rng.standard_normal((7, 20)).astype(np.float32)
+    m = convert_and_check(f, p, x)
+    assert [op.op_type for op in m.graph.ops] == ["Gemm", "MatMul"]
+    assert "detail::gemm_packed<1>(" in m.header() and "J2S_SGEMM" not in m.header()
+    # the weight file holds the packed panels (3 panels of 16 columns for N = 37); the ONNX export
+    # and the summary keep the logical layout
+    m.generate(tmp_path)
+    text = (tmp_path / f"{m.name}.dat").read_text()
+    assert f"tensor_{m.graph.inputs[0]}" not in text and " 960\n" in text   # 3 * 20 * 16
+    assert m.parameter_count() == 20 * 37 + 37 + 37 * 3
+    plain = j2s.convert(f, p, x, disable_passes=("pack_weights", "fuse_activation"))
+    assert [op.op_type for op in plain.graph.ops] == ["Gemm", "Relu", "MatMul"]
+    assert "gemm_packed" not in plain.header()
+    np.testing.assert_allclose(plain.compile()(x), m.compile()(x), rtol=1e-5, atol=1e-5)

@@ -144,10 +144,13 @@ std::vector<float> score_a_elsewhere(const std::vector<float>& x) {
 
 def test_several_models_and_versions_in_one_program(tmp_path):
     pa, pa2 = _params(0), _params(7)              # two versions (different weights) of one model
-    pb = _params(3, hidden=300)                   # another model, big enough to call BLAS
+    pb = _params(3, hidden=300)                   # another model, with a product that calls BLAS
+
+    def net_b(p, x):
+        h = jnp.broadcast_to(x, (64, 12)) * (jnp.arange(64.0)[:, None] / 64)
+        return _mlp(p, (h @ h.T) @ h)[3:4]        # a product of activations: BLAS (dense layers are packed)
     models = {"NetA": j2s.convert(_mlp, pa, np.zeros((1, 12), np.float32), name="NetA"),
-              "NetB": j2s.convert(lambda p, x: _mlp(p, jnp.broadcast_to(x, (16, 12)) * jnp.arange(16.0)[:, None])[3:4], pb, np.zeros((1, 12), np.float32),
-                                  name="NetB"),
+              "NetB": j2s.convert(net_b, pb, np.zeros((1, 12), np.float32), name="NetB"),
               "NetA2": j2s.convert(_mlp, pa2, np.zeros((1, 12), np.float32), name="NetA2")}
     assert "J2S_SGEMM(" in models["NetB"].header(), "NetB must exercise the BLAS path"
     for m in models.values():

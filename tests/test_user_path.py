@@ -225,7 +225,8 @@ def test_flags_build_a_header_that_calls_blas(tmp_path):
     assert res.returncode == 0 and "-std=c++17" in res.stdout and "-DJ2S_SGEMM=" in res.stdout, res.stderr
     w = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
     x = np.ones((16, 64), np.float32)
-    m = j2s.convert(lambda p, x: x @ p, w, x, name="Big")
+    # a product of two activations (dense layers use the header's own packed kernel, not BLAS)
+    m = j2s.convert(lambda p, x: x @ (x @ p).T, w, x, name="Big")
     assert "J2S_SGEMM(" in m.header(), "this model must call BLAS for the test to mean anything"
     m.generate(tmp_path)
     (tmp_path / "main.cpp").write_text('#include "Big.hxx"\n#include <cstdio>\n#include <vector>\nint main() {\n'
@@ -236,7 +237,8 @@ def test_flags_build_a_header_that_calls_blas(tmp_path):
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
     out = subprocess.run(["./main"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
-    assert abs(float(out) - float((x @ w)[0, 5])) <= 1e-4 * max(1.0, abs(float((x @ w)[0, 5])))
+    want = float((x @ (x @ w).T)[0, 5])
+    assert abs(float(out) - want) <= 1e-4 * max(1.0, abs(want))
 
 
 def test_cli_inspect_lists_complex_and_missing_primitives_at_once(tmp_path):

@@ -64,6 +64,18 @@ CASES = [
     Case("dot_general_weight_bias", lambda p, x: _jnp.tanh(x @ p["w"] + p["b"]),
          (f32(2, 6),), ("dot_general", "add"), params={"w": f32(6, 4), "b": f32(4)}, ops=("Gemm", "Tanh"),
          no_ops=("MatMul", "Add")),
+    # dense layers: weights packed in panels, bias and relu in the product's epilogue; M = 5 and 13
+    # cover the kernel's row tails, N = 37 a zero-padded last panel
+    Case("dot_general_dense_relu_epilogue", lambda p, x: _jnp.maximum(x @ p["w"] + p["b"], 0.0),
+         (f32(5, 40),), ("dot_general", "add", "max"), params={"w": f32(40, 37), "b": f32(37)}, ops=("Gemm",),
+         no_ops=("MatMul", "Add", "Relu")),
+    Case("dot_general_dense_rows_in_tiles_and_tail", lambda p, x: x @ p["w"], (f32(13, 20),), ("dot_general",),
+         params={"w": f32(20, 33)}, ops=("MatMul",)),
+    Case("dot_general_dense_relu_dynamic_batch", lambda p, x: _jnp.maximum(x @ p["w"] + p["b"], 0.0) @ p["v"],
+         (f32(7, 9),), ("dot_general", "add", "max"), params={"w": f32(9, 18), "b": f32(18), "v": f32(18, 3)},
+         ops=("Gemm", "MatMul"), no_ops=("Relu",), batch="dynamic"),
+    Case("dot_general_weight_read_in_two_layouts", lambda p, x: (x @ p["w"]) @ p["w"].T, (f32(3, 8),),
+         ("dot_general", "transpose"), params={"w": f32(8, 8)}),
     Case("dot_general_vector", lambda a, b: _jnp.dot(a, b), (f32(7), f32(7)), ("dot_general",)),
     Case("dot_general_matvec", lambda a, b: a @ b, (f32(4, 7), f32(7)), ("dot_general",)),
     Case("dot_general_trans_a", lambda a, b: _dg(a, b, (((0,), (0,)), ((), ()))), (f32(5, 3), f32(5, 4)),

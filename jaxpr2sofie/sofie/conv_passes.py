@@ -8,7 +8,7 @@ import numpy as np
 
 from .ops.base import Scalar
 from .ops.conv import Conv
-from .ops.conv_packed import pack
+from .kernels import pack_panels
 from .ops.epilogue import as_stage, operand_kind
 from .ops.movement import Pad
 
@@ -97,12 +97,12 @@ def _refresh_scratch(g, op) -> None:
 
 
 def pack_conv_kernels(g) -> None:
-    """The weight kernel of a 1x1 convolution stored in the strips its GEMM reads (conv_packed.py)."""
+    """The weight kernel of a 1x1 convolution stored in the panels detail::gemm_packed reads (kernels.py)."""
     for conv in [op for op in g.ops if isinstance(op, Conv)]:
         kernel = g.tensors[conv.inputs[1]]
         if conv.packed or kernel.data is None or conv.algorithm(g) != "pointwise" or kernel.size == 0:
             continue
         shape = tuple(kernel.shape)
         arr = np.asarray(kernel.data, np.float32).reshape(shape[-2], shape[-1])
-        conv.inputs[1] = g.add_weight(f"{kernel.label or kernel.name}_packed", pack(arr))
+        conv.inputs[1] = g.add_weight(f"{kernel.label or kernel.name}_packed", pack_panels(arr))
         conv.packed = shape

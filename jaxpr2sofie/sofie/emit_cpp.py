@@ -9,61 +9,10 @@ from .ops.base import emit_ops
 from .graph import ARENA_ALIGN
 from .tensor import ctype
 from .weights import BINARY_READER, format_values, table_hash, write_weights  # noqa: F401 (re-exported)
+from .kernels import BLAS_DECL as _BLAS_DECL, BLAS_HELPERS, HELPERS  # noqa: F401 (re-exported)
 from .writer import Writer
 
 INCLUDES = ["algorithm", "atomic", "cmath", "cstdint", "cstdlib", "cstring", "fstream", "limits", "stdexcept", "string", "tuple", "vector"]
-
-_BLAS_DECL = """\
-#ifndef J2S_SGEMM
-#define J2S_SGEMM sgemm_
-#endif
-extern "C" void J2S_SGEMM(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-                          const float* alpha, const float* A, const int* lda, const float* B, const int* ldb,
-                          const float* beta, float* C, const int* ldc);
-"""
-
-# Helpers a header carries only when its code calls them (Writer.need), inside the model's own
-# namespace so several headers can share a translation unit.
-_GEMM_LOOPS = """\
-// Row-major C = op(A) * op(B) + beta * C (beta is 0 or 1) as plain loops: for the small products
-// of batch-1 inference a BLAS call costs more than the arithmetic.
-inline void gemm_loops(bool ta, bool tb, int M, int N, int K, const float* A, const float* B, float beta, float* C) {
-   for (int i = 0; i < M; ++i) {
-      float* c = C + static_cast<long>(i) * N;
-      if (beta == 0.f)
-         std::fill_n(c, N, 0.f);
-      if (tb) {
-         for (int j = 0; j < N; ++j) {
-            const float* b = B + static_cast<long>(j) * K;
-            float acc = 0.f;
-            for (int k = 0; k < K; ++k)
-               acc += (ta ? A[static_cast<long>(k) * M + i] : A[static_cast<long>(i) * K + k]) * b[k];
-            c[j] += acc;
-         }
-      } else {
-         for (int k = 0; k < K; ++k) {
-            const float a = ta ? A[static_cast<long>(k) * M + i] : A[static_cast<long>(i) * K + k];
-            const float* b = B + static_cast<long>(k) * N;
-            for (int j = 0; j < N; ++j)
-               c[j] += a * b[j];
-         }
-      }
-   }
-}
-"""
-
-_GEMM_BLAS = """\
-// Row-major C = op(A) * op(B) + beta * C through BLAS, in column-major form (C^T = op(B)^T op(A)^T).
-inline void gemm_blas(bool ta, bool tb, int M, int N, int K, const float* A, const float* B, float beta, float* C) {
-   const float alpha = 1.f;
-   const int lda = ta ? M : K, ldb = tb ? K : N;
-   J2S_SGEMM(tb ? "T" : "N", ta ? "T" : "N", &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &N);
-}
-"""
-
-HELPERS = {"gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS}
-# helpers that need the BLAS declaration (and a BLAS library at link time)
-BLAS_HELPERS = {"gemm_blas"}
 
 # The floating-point environment of XLA's CPU code, which JAX's results come from: denormal inputs
 # read as zero and denormal results flush to zero. run() sets it for its own duration and restores
@@ -263,7 +212,7 @@ def _emit_session(w, g, base) -> dict:
             w.comment("weights, read from the weight file")
         for t in weights:
             ct = ctype(t.dtype)
-            w.line(f"std::vector<{ct}> fTensor_{t.name} = std::vector<{ct}>({max(t.size, 1)});")
+            w.line(f"std::vector<{ct}> fTensor_{t.name} = std::vector<{ct}>({max(t.stored_size, 1)});")
             w.line(f"{ct}* tensor_{t.name} = fTensor_{t.name}.data();")
         slots, assign = g.buffer_plan()
         w.fence_before = retyped(g, slots) if g.reuse_buffers else set()
@@ -298,11 +247,11 @@ def _emit_session(w, g, base) -> dict:
                 with w.block("if (f.peek() == 'J')"):   # binary ("J2SW..."); text begins with "tensor_"
                     w.line(f"detail::BinaryReader r(f, source, \"{name}\", {table_hash(g):#x}ull, {len(weights)});")
                     for t in weights:
-                        w.line(f"r.tensor(\"{t.name}\", tensor_{t.name}, {t.size});")
+                        w.line(f"r.tensor(\"{t.name}\", tensor_{t.name}, {t.stored_size});")
                     w.line("r.finish();")
                     w.line("return;")
                 for t in weights:
-                    w.line(f"detail::read_tensor(f, source, \"{t.name}\", tensor_{t.name}, {t.size});")
+                    w.line(f"detail::read_tensor(f, source, \"{t.name}\", tensor_{t.name}, {t.stored_size});")
                 w.line("f >> std::ws;")
                 w.line("if (!f.eof())")
                 w.line(f"   throw std::runtime_error(\"TMVA_SOFIE_{name}: weight file '\" + source + "
@@ -394,5 +343,4 @@ void j2s_destroy(void* s) {{ delete static_cast<{ns}::Session*>(s); }}
 """
 
 from .ops.conv_direct import HELPERS as _DIRECT_HELPERS   # noqa: E402  (convolution kernels: f8 vectors)
-from .ops.conv_packed import HELPERS as _PACKED_HELPERS   # noqa: E402
-HELPERS.update(_DIRECT_HELPERS, **_PACKED_HELPERS)
+HELPERS.update(_DIRECT_HELPERS)

@@ -34,6 +34,43 @@ def fuse_gemm_bias(g) -> None:
             break
 
 
+def fuse_activation(g) -> None:
+    """A relu right after a matrix product is applied in the product's epilogue, while the
+    output tile is still in registers, instead of as a second pass over memory."""
+    for relu in list(g.ops):
+        if not (isinstance(relu, Elementwise) and relu.kind == "relu" and len(relu.inputs) == 1
+                and relu.dtype == "float32"):
+            continue
+        mm = g.producer(relu.inputs[0])
+        if (isinstance(mm, MatMul) and not mm.act and _only_feeds(g, relu.inputs[0])
+                and g.tensors[relu.outputs[0]].size == g.tensors[relu.inputs[0]].size):
+            mm.act = "relu"
+            mm.outputs = list(relu.outputs)
+            g.ops.remove(relu)
+
+
+def pack_weights(g) -> None:
+    """A weight matrix that only dense products read is stored packed in panels of columns, the
+    layout kernels.gemm_packed reads contiguously (the weight file holds it that way). Sub-graphs
+    share the tensor table, so the readers are collected over the whole model: run on the root."""
+    readers = {}
+    for sub in graphs(g):
+        for op in sub.ops:
+            for k, name in enumerate(op.inputs):
+                readers.setdefault(name, []).append((op, k))
+    for name, uses in readers.items():
+        t = g.tensors[name]
+        if t.kind != "weight" or t.dtype != "float32" or t.packed or name in g.outputs or t.size == 0:
+            continue
+        layouts = set()
+        for op, k in uses:
+            ok = (type(op) is MatMul and k == 1 and op.batch == 1 and not op.trans_a
+                  and (len(op.inputs) < 3 or g.tensors[op.inputs[2]].size == op.n))
+            layouts.add((op.k, op.n, op.trans_b) if ok else None)
+        if len(layouts) == 1 and None not in layouts:
+            t.packed = layouts.pop()
+
+
 def _only_feeds(g, name, n=1) -> bool:
     return len(g.consumers(name)) == n and name not in g.outputs
 
@@ -104,10 +141,15 @@ def reuse_buffers(g) -> None:
 PASSES = {
     "fuse_gemm_bias": fuse_gemm_bias,
     "fuse_softmax": fuse_softmax,
+    "fuse_activation": fuse_activation,
     "fold_conv_padding": fold_conv_padding,
     "fuse_conv_epilogue": fuse_conv_epilogue,
     "pack_conv_kernels": pack_conv_kernels,
     "reuse_buffers": reuse_buffers,
+}
+# passes over the whole model at once (they see every sub-graph themselves)
+MODEL_PASSES = {
+    "pack_weights": pack_weights,
 }
 
 
@@ -123,9 +165,9 @@ def graphs(g) -> list:
 def run_passes(g, disable=()) -> None:
     """Each pass runs on every sub-graph too; the operators owning them then re-list the outer
     tensors their sub-graphs read (`refresh`), so the parent's use counts stay right."""
-    unknown = set(disable) - set(PASSES)
+    unknown = set(disable) - set(PASSES) - set(MODEL_PASSES)
     if unknown:
-        raise ValueError(f"unknown pass(es) {sorted(unknown)}; available: {sorted(PASSES)}")
+        raise ValueError(f"unknown pass(es) {sorted(unknown)}; available: {sorted({*PASSES, *MODEL_PASSES})}")
     for name, fn in PASSES.items():
         if name not in disable:
             for sub in graphs(g):
@@ -135,3 +177,6 @@ def run_passes(g, disable=()) -> None:
     g.remove_unused()
     materialize_outputs(g)
     g.remove_unused()
+    for name, fn in MODEL_PASSES.items():
+        if name not in disable:
+            fn(g)

@@ -79,6 +79,9 @@ class Tensor:
     kind: str               # one of KINDS
     data: Optional[np.ndarray] = None   # weights and constants only
     label: str = ""         # where it came from (weight key path), for humans
+    # (K, N, transposed): a weight matrix the generated code reads packed in panels of columns
+    # (kernels.pack_panels); `data` keeps the logical layout, which the ONNX export writes
+    packed: tuple = ()
 
     @property
     def size(self) -> int:
@@ -87,3 +90,20 @@ class Tensor:
     @property
     def ctype(self) -> str:
         return ctype(self.dtype)
+
+    @property
+    def stored_size(self) -> int:
+        """Elements in the weight file and in the Session's memory."""
+        if self.packed:
+            from .kernels import packed_size
+            return packed_size(*self.packed[:2])
+        return self.size
+
+    def stored(self) -> np.ndarray:
+        """The values as the generated code reads them."""
+        if not self.packed:
+            return self.data
+        from .kernels import pack_panels
+        k, n, transposed = self.packed
+        b = np.asarray(self.data).reshape((n, k) if transposed else (k, n))
+        return pack_panels(b.T if transposed else b)

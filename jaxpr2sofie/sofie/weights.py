@@ -38,7 +38,7 @@ def table_hash(g) -> int:
     """FNV-1a (64 bit) of `name:type:size;` for every weight, in file order."""
     h = 0xCBF29CE484222325
     for t in g.weights():
-        for byte in f"{t.name}:{ctype(t.dtype)}:{t.size};".encode():
+        for byte in f"{t.name}:{ctype(t.dtype)}:{t.stored_size};".encode():
             h = ((h ^ byte) * 0x100000001B3) & _MASK
     return h
 
@@ -54,22 +54,24 @@ def checksum(data: bytes, position: int) -> int:
     return (total + (position + 1) * 0x9E3779B97F4A7C15) & _MASK
 
 
+def weights_text(g) -> str:
+    """The weight file in SOFIE's text format: `tensor_<name> <length>`, then the values."""
+    return "".join(f"tensor_{t.name} {t.stored_size}\n{format_values(t.stored())}\n" for t in g.weights())
+
+
 def write_weights(g, path, fmt: str = "text") -> None:
     if fmt not in FORMATS:
         raise ValueError(f"weights={fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "text":
         with open(path, "w") as f:
-            for t in g.weights():
-                f.write(f"tensor_{t.name} {t.size}\n")
-                f.write(format_values(t.data))
-                f.write("\n")
+            f.write(weights_text(g))
         return
     weights = g.weights()
     name = g.name.encode()
     with open(path, "wb") as f:
         f.write(MAGIC + struct.pack("<II", VERSION, len(name)) + name + struct.pack("<QQ", table_hash(g), len(weights)))
         for k, t in enumerate(weights):
-            data = np.ascontiguousarray(t.data).astype(_STORAGE[t.dtype]).tobytes()
+            data = np.ascontiguousarray(t.stored()).astype(_STORAGE[t.dtype]).tobytes()
             f.write(data)
             f.write(struct.pack("<Q", checksum(data, k)))
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 from ..ops.base import Scalar
 from ..ops.conv import Conv
-from ..ops.conv_packed import unpack
+from ..kernels import unpack_panels
 from ..ops.epilogue import operand_kind
 from ..ops.pool import Pool, SelectAndScatterAdd
 from .builder import NotExportable, exports, symbolic
@@ -34,7 +34,7 @@ def _oihw(b, op, d):
     """The kernel as ONNX wants it: [Cout, Cg, K...]."""
     k = op.inputs[1]
     if op.packed:   # a weight stored in GEMM strips: back to [K..., Cg, Cout] at export time
-        canonical = unpack(np.asarray(b.g.tensors[k].data), op.packed[-1]).reshape(op.packed)
+        canonical = unpack_panels(np.asarray(b.g.tensors[k].data), op.packed[-1]).reshape(op.packed)
         return b.const(np.transpose(canonical, (d + 1, d, *range(d))), "kernel")
     ks = b.g.tensors[k].shape
     if op.grouped_kernel(b.g):   # [G, K..., Cg, Og] -> [G, Og, Cg, K...] -> [Cout, Cg, K...]

@@ -17,6 +17,15 @@ def _bias(b, op, name):
 
 @exports(MatMul)
 def _matmul(b, op):
+    (y,) = _product(b, op)
+    # the epilogue's activation, a node of its own in ONNX (SOFIE's parser fuses Gemm + Relu itself)
+    return [b.ew(ONNX_ACT[op.act], y)] if op.act else [y]
+
+
+ONNX_ACT = {"relu": "Relu"}
+
+
+def _product(b, op):
     a_mat = (op.k, op.m) if op.trans_a else (op.m, op.k)
     b_mat = (op.n, op.k) if op.trans_b else (op.k, op.n)
     bias = op.inputs[2] if len(op.inputs) > 2 else None

@@ -114,7 +114,7 @@ class _Body:
         w = self.shape(name)[-1] if self.shape(name) else 0
         self.row(name, w)
         x = self.made.get(name)
-        if type(x) is MatMul:
+        if type(x) is MatMul and not x.act:
             return self._matmul(x, w)
         if type(x) is Slice:
             (src,) = x.inputs
@@ -315,7 +315,7 @@ def _unproject(b, op, cell):
     if type(tr) is not Transpose or tuple(tr.perm) != (1, 0, 2):
         return xs, None
     mm = g.producer(tr.inputs[0])
-    if type(mm) is not MatMul or mm.batch != 1 or mm.trans_a:
+    if type(mm) is not MatMul or mm.batch != 1 or mm.trans_a or mm.act:
         return xs, None
     src, out = g.tensors[mm.inputs[0]], g.tensors[mm.outputs[0]]
     consts = [g.tensors[n] for n in mm.inputs[1:]]

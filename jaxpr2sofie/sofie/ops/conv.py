@@ -45,7 +45,7 @@ class Conv(Op):
     # elementwise stages applied to the output block by block (see epilogue.py); their tensor
     # operands follow the kernel in `inputs`
     epilogue: tuple = ()
-    # a pointwise kernel packed in 16-column strips (conv_packed.py): its canonical shape
+    # a pointwise kernel packed in 16-column strips (kernels.py): its canonical shape
     packed: tuple = ()
 
     # -- geometry -------------------------------------------------------------
@@ -161,7 +161,6 @@ class Conv(Op):
             outer, rows = 1, n * pixels
         block = rows if not self.epilogue else max(1, min(rows, IM2COL_BUDGET // max(1, cout)))
         if self.packed:
-            w.need("f8")
             w.need("gemm_packed")
             if self.epilogue:   # whole 6-row tiles per block, the block's output kept in L2
                 block = min(rows, max(6, IM2COL_BUDGET // 4 // max(1, cout) // 6 * 6))
@@ -174,7 +173,7 @@ class Conv(Op):
                     yo = at if cout == 1 or at == "0" else f"({at}) * {cout}"
                     xo = at if cin == 1 or at == "0" else f"({at}) * {cin}"
                     if self.packed:
-                        w.line(f"detail::gemm_packed({m}, {cout}, {cin}, {_at(x, xo)}, {kern}, {_at(y, yo)});")
+                        w.line(f"detail::gemm_packed<0>({m}, {cout}, {cin}, {_at(x, xo)}, {kern}, nullptr, {_at(y, yo)});")
                     else:
                         emit_gemm(w, False, False, m, cout, cin, _at(x, xo), kern, "0.f", _at(y, yo))
                     self.finish(w, g, f"({_at(y, yo)})", yo, m)

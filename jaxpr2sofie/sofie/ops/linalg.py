@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 from ...errors import UnsupportedDtypeError
 from ..dims import Sym
-from ..tensor import numel
+from ..kernels import ACTIVATIONS
 from .base import Op
+from .elementwise import TEMPLATES
 
 # At or below this many multiply-adds (or with M <= 8 rows, batch-1 inference) plain loops beat a
 # BLAS call, whose set-up costs more than the arithmetic.
@@ -44,6 +45,7 @@ class MatMul(Op):
     trans_a: bool = False
     trans_b: bool = False
     out_shape: tuple = ()
+    act: str = ""                # activation applied in the product's epilogue (passes.fuse_activation)
 
     @property
     def op_type(self):
@@ -57,12 +59,22 @@ class MatMul(Op):
                                             "operands to float32")
         return [(tuple(self.out_shape), "float32")]
 
+    def packed(self, g) -> bool:
+        """Whether B is a weight stored in panels (kernels.gemm_packed reads it)."""
+        return bool(g.tensors[self.inputs[1]].packed)
+
     def emit(self, w, g):
         out = w.ref(self.outputs[0])
         a, b = w.ref(self.inputs[0]), w.ref(self.inputs[1])
         mn, mk, kn = self.m * self.n, self.m * self.k, self.k * self.n
         beta = "0.f"
         w.comment(f"{self.op_type} {self.describe()}")
+        if self.packed(g):
+            assert self.batch == 1 and not self.trans_a
+            w.need("gemm_packed")
+            bias = w.ref(self.inputs[2]) if len(self.inputs) > 2 else "nullptr"
+            w.line(f"detail::gemm_packed<{ACTIVATIONS[self.act]}>({self.m}, {self.n}, {self.k}, {a}, {b}, {bias}, {out});")
+            return
         if len(self.inputs) > 2:
             bias = w.ref(self.inputs[2])
             nb = g.tensors[self.inputs[2]].size
@@ -75,10 +87,15 @@ class MatMul(Op):
             oo = w.index([bi], [mn])
             emit_gemm(w, self.trans_a, self.trans_b, self.m, self.n, self.k, f"{a} + {ao}", f"{b} + {bo}", beta,
                       f"{out} + {oo}")
+        if self.act:
+            with w.loops([self.batch * mn]) as (i,):
+                w.line(f"{out}[{i}] = {TEMPLATES[self.act][0].format(f'{out}[{i}]', T='float')};")
 
     def flops(self, g):
-        return 2 * self.batch * self.m * self.n * self.k + (self.batch * self.m * self.n if len(self.inputs) > 2 else 0)
+        epilogue = (len(self.inputs) > 2) + bool(self.act)   # bias add, activation
+        return 2 * self.batch * self.m * self.n * self.k + epilogue * self.batch * self.m * self.n
 
     def describe(self):
         return (f"batch={self.batch} M={self.m} K={self.k} N={self.n}"
-                + (" transA" if self.trans_a else "") + (" transB" if self.trans_b else ""))
+                + (" transA" if self.trans_a else "") + (" transB" if self.trans_b else "")
+                + (f" +{self.act}" if self.act else ""))
