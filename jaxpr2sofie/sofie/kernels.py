@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .vmath import VMATH
+
 PANEL = 16
 
 BLAS_DECL = """\
@@ -155,7 +157,7 @@ inline void gemm_packed(long M, int N, int K, const float* A, const float* P, co
 }
 """
 
-HELPERS = {"gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS, "gemm_packed": _GEMM_PACKED}
+HELPERS = {"gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS, "gemm_packed": _GEMM_PACKED, "vmath": VMATH}
 # helpers that need the BLAS declaration (and a BLAS library at link time)
 BLAS_HELPERS = {"gemm_blas"}
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..tensor import ctype, numel, strides_of
+from ..vmath import KINDS as VECTOR_KINDS
 from ..writer import Writer
 from .base import Op, Scalar
 
@@ -162,6 +163,10 @@ class Elementwise(Op):
         flat = all(g.tensors[a].shape == shape for a in self.inputs)
         tmpl = self.template(g).replace("{T}", ctype(self.dtype))
         w.comment(self.op_type + (f" ({self.origin})" if self.origin else ""))
+        if flat and self.kind in VECTOR_KINDS and self.dtype == "float32" and self.args == tuple(self.inputs):
+            w.need("vmath")   # whole vectors, no libm call: see vmath.py
+            w.line(f"detail::{VECTOR_KINDS[self.kind]}({w.ref(self.inputs[0])}, {w.ref(out.name)}, {n});")
+            return
         if flat:
             with w.loops([n]) as (i,):
                 operands = [self._operand(w, g, a, [i], None) for a in self.args]

@@ -164,9 +164,17 @@ class Softmax(Op):
             with w.block(f"for (size_t r = 0; r < {n}; ++r)"):
                 w.line(accumulate("max", mx, f"{x}[{at}]", t.dtype))
             w.line(f"{T} {total} = 0;")
-            with w.block(f"for (size_t r = 0; r < {n}; ++r)"):
-                w.line(f"{y}[{at}] = std::exp({x}[{at}] - {mx});")
-                w.line(f"{total} += {y}[{at}];")
+            if s == 1 and t.dtype == "float32":   # a contiguous row: exp over whole vectors (vmath.py)
+                w.need("vmath")
+                with w.block(f"for (size_t r = 0; r < {n}; ++r)"):
+                    w.line(f"{y}[{at}] = {x}[{at}] - {mx};")
+                w.line(f"detail::vm_exp_n({y} + {base}, {y} + {base}, {n});")
+                with w.block(f"for (size_t r = 0; r < {n}; ++r)"):
+                    w.line(f"{total} += {y}[{at}];")
+            else:
+                with w.block(f"for (size_t r = 0; r < {n}; ++r)"):
+                    w.line(f"{y}[{at}] = std::exp({x}[{at}] - {mx});")
+                    w.line(f"{total} += {y}[{at}];")
             with w.block(f"for (size_t r = 0; r < {n}; ++r)"):
                 w.line(f"{y}[{at}] /= {total};")
 
