@@ -46,7 +46,7 @@ def table(results: dict) -> str:
     lines = [f"jaxpr2sofie peer benchmark, {results['date']}: {m['model']} ({' '.join(m['flags'])}), {m['cores']} cores",
              f"µs per call, median of {s['repeats']} interleaved rounds (each the median of {s['samples']} loops)"
              + ("; --quick" if s["quick"] else ""),
-             "Python call overhead subtracted (trivial model): "
+             "Python call overhead subtracted (a trivial model timed in every cell's rounds; median over cells): "
              + (", ".join(f"{k} {v:.2f} µs" for k, v in over.items()) or "none measured")]
     if "error" in peak:
         lines.append(f"sgemm peak: not measured ({peak['error']})")

@@ -83,20 +83,19 @@ def measure(runners: dict, iters: dict, settings: Settings, on_error) -> dict:
     return rounds
 
 
-def python_overheads(contenders: dict, settings: Settings, log) -> dict:
-    """µs per call of a trivial model (x + 1 on a (1, 1) input) for each Python-called runtime."""
+def overhead_runners(contenders: dict, settings: Settings, log) -> dict:
+    """For each Python-called runtime, a trivial model (x + 1 on a (1, 1) input) called the same
+    way, and its calibrated loop length. It is timed in every cell's rounds, beside the contenders
+    it stands for, so the overhead subtracted from a cell was measured under that cell's load."""
     out = {}
     for c in contenders.values():
         if c.overhead_key is None or c.overhead_key in out:
             continue
         try:
             runner = c.trivial()
-            iters = calibrate(runner, settings.target_s * 1e9)
-            rounds = [statistics.median(runner.time(iters, settings.samples)) for _ in range(settings.repeats)]
-            out[c.overhead_key] = statistics.median(rounds) / 1e3
+            out[c.overhead_key] = (runner, calibrate(runner, settings.target_s * 1e9))
         except Exception as e:    # noqa: BLE001
-            log(f"  could not measure the Python overhead of {c.key}: {short(e)}; nothing is subtracted")
-            out[c.overhead_key] = 0.0
+            log(f"could not measure the Python overhead of {c.key}: {short(e)}; nothing is subtracted from it")
     return out
 
 
@@ -137,7 +136,7 @@ def reference(model, built, batch) -> tuple:
     return x, np.asarray(ref)
 
 
-def run_cell(model, built, batch, x, ref, contenders, present, overheads, settings) -> list:
+def run_cell(model, built, batch, x, ref, contenders, present, trivial, settings) -> list:
     """One model at one batch: every present contender prepared and checked, then timed interleaved."""
     work = Path(tempfile.mkdtemp(prefix=f"j2s-bench-{model.key}{batch}-"))
     case = Case(model, built, batch, x, ref, work)
@@ -157,10 +156,17 @@ def run_cell(model, built, batch, x, ref, contenders, present, overheads, settin
                     runners[k] = ready(c, case, cells[k], settings.target_s * 1e9)
                 except Refused as e:
                     fail(k, str(e))
-        rounds = measure(runners, {k: cells[k]["iters"] for k in runners}, settings, fail)
+        used = {contenders[k].overhead_key for k in runners} & set(trivial)
+        timed = {**runners, **{f"overhead:{o}": trivial[o][0] for o in used}}
+        iters = {**{k: cells[k]["iters"] for k in runners}, **{f"overhead:{o}": trivial[o][1] for o in used}}
+        rounds = measure(timed, iters, settings, lambda k, why: fail(k, why) if k in cells else None)
+        overhead = {k.split(":", 1)[1]: statistics.median(ns) / 1e3 for k, ns in rounds.items()
+                    if k.startswith("overhead:")}
         for k, ns in rounds.items():
+            if k not in cells:
+                continue
             raw = statistics.median(ns) / 1e3
-            over = overheads.get(contenders[k].overhead_key, 0.0) if contenders[k].overhead_key else 0.0
+            over = overhead.get(contenders[k].overhead_key, 0.0)
             cell = cells[k]
             cell.update(status="ok", raw_us=raw, overhead_us=over, us=max(raw - over, 0.0),
                         rounds_us=[v / 1e3 for v in ns])
@@ -203,8 +209,7 @@ def run(settings: Settings, log=None) -> dict:
     except Exception as e:    # noqa: BLE001
         peak = {"error": short(e)}
     log(f"sgemm peak: {peak}")
-    overheads = python_overheads({k: c for k, c in contenders.items() if not present[k]}, settings, log)
-    log("Python call overhead (µs): " + ", ".join(f"{k} {v:.2f}" for k, v in overheads.items()))
+    trivial = overhead_runners({k: c for k, c in contenders.items() if not present[k]}, settings, log)
     cells = []
     for key in settings.models:
         model = MODELS[key]
@@ -226,11 +231,17 @@ def run(settings: Settings, log=None) -> dict:
                 row = [{"model": key, "batch": batch, "contender": k, "status": "error",
                         "reason": f"JAX reference failed: {short(e)}"} for k in contenders]
             else:
-                row = run_cell(model, built, batch, x, ref, contenders, present, overheads, settings)
+                row = run_cell(model, built, batch, x, ref, contenders, present, trivial, settings)
             cells += row
             log(f"{key} batch {batch}: " + ", ".join(
                 f"{c['contender']} {c['us']:.2f}" if c["status"] == "ok" else f"{c['contender']} {c['status']}"
                 for c in row) + " (µs)")
+    for runner, _ in trivial.values():
+        runner.close()
+    # the header's figure: the median of the overheads measured in every cell
+    overheads = {o: statistics.median(vals) for o in trivial
+                 if (vals := [c["overhead_us"] for c in cells if c.get("overhead_us") is not None
+                              and contenders[c["contender"]].overhead_key == o])}
     return {"settings": {"models": settings.models, "batches": settings.batches, "repeats": settings.repeats,
                          "samples": settings.samples, "target_s": settings.target_s, "quick": settings.quick,
                          "tolerance": TOLERANCE},
