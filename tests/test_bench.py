@@ -57,6 +57,8 @@ def test_json_structure(results):
     assert data["peak"]["gflops_1core"] > 0 and data["peak"]["gflops_all_cores"] > 0
     assert data["models"] == {"A": {"title": "MLP 16-64-64-32-1", "batches": [1, 2]}}
     keys = list(data["contenders"])
+    assert all(v["threads"] and v["label"] for v in data["contenders"].values())
+    assert data["contenders"]["ort1-ours"]["threads"].startswith("1:")
     assert keys[:2] == ["ours", "xla"] and {"ort1-jax2onnx", "ort-ours", "iree", "sofie"} <= set(keys)
     assert {(c["batch"], c["contender"]) for c in data["cells"]} == {(b, k) for b in (1, 2) for k in keys}
     # every Python-called runtime's overhead was measured in each cell, subtracted, and reported

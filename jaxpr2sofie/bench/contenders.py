@@ -112,6 +112,7 @@ class Contender:
     key = ""
     label = ""
     single_thread = True       # counted among the single-threaded peers in the ratios
+    threads = "1"              # how its thread count is set, for the record
     overhead_key = None        # Python-called: the trivial-model overhead subtracted from its times
 
     def absent(self) -> str:
@@ -138,6 +139,7 @@ def sofie_model(case: Case):
 class Ours(Contender):
     key = "ours"
     label = "jaxpr2sofie: generated C++, Session::run timed in a C++ loop, 1 thread"
+    threads = "1: no threads of its own; OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1 for its sgemm calls"
 
     def absent(self) -> str:
         from ..build import find_compiler
@@ -162,6 +164,7 @@ class Xla(Contender):
     label = "XLA CPU: jax.jit from Python, inputs on the device, block_until_ready (XLA's threads)"
     single_thread = False
     overhead_key = "xla"
+    threads = "XLA's default (its Eigen thread pool over all cores)"
 
     def prepare(self, case: Case) -> Runner:
         import jax
@@ -197,10 +200,12 @@ class Ort(Contender):
     EXPORTS = {"jax2onnx": (jax2onnx_export, "the jax2onnx export"), "ours": (ours_export, "our to_onnx export")}
 
     def __init__(self, export: str, threads: int | None):
-        self.export, self.threads = export, threads
+        self.export, self.n_threads = export, threads
         self.single_thread = threads == 1
         self.key = f"ort{'1' if threads == 1 else ''}-{export}"
         self.overhead_key = "ort1" if threads == 1 else "ort"
+        self.threads = ("1: intra_op_num_threads = inter_op_num_threads = 1" if threads == 1
+                        else "ONNX Runtime's default (intra-op pool of one thread per physical core)")
         self.label = (f"ONNX Runtime {'1 thread' if threads == 1 else 'default threads'} on "
                       f"{self.EXPORTS[export][1]}, session.run from Python")
 
@@ -224,7 +229,7 @@ class Ort(Contender):
         import onnxruntime as ort
         so = ort.SessionOptions()
         so.log_severity_level = 3        # ORT's warnings about unused initializers are not results
-        if self.threads == 1:
+        if self.n_threads == 1:
             so.intra_op_num_threads = 1
             so.inter_op_num_threads = 1
         return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])

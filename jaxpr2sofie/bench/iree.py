@@ -58,6 +58,7 @@ class IreeRunner(Runner):
 class Iree(Contender):
     key = "iree"
     label = "IREE 3.13 llvm-cpu (target-cpu=host), local-sync (1 thread), timed by iree-benchmark-module"
+    threads = "1: --device=local-sync runs inline on the calling thread"
 
     def absent(self) -> str:
         missing = [t for t in TOOLS if not tool(t)]

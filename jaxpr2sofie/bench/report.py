@@ -84,7 +84,8 @@ def table(results: dict) -> str:
               for x in [head] + body]
     lines.append("")
     lines.append("ours/1t, ours/all: ours divided by the fastest single-threaded peer / by the fastest peer "
-                 "(below 1: ours is faster); %peak: ours' GFLOP/s over the 1-core sgemm peak")
+                 "(below 1: ours is faster; -: that peer's time is 0 once its Python overhead is subtracted); "
+                 "%peak: ours' GFLOP/s over the 1-core sgemm peak")
     for k in keys:
         info = results["contenders"][k]
         lines.append(f"  {column(k):10s} {info['label']}" + (f"  [absent: {info['absent']}]" if info["absent"] else ""))

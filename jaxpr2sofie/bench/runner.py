@@ -247,7 +247,8 @@ def run(settings: Settings, log=None) -> dict:
                          "tolerance": TOLERANCE},
             "machine": machine.cpu_info(), "versions": machine.versions(), "threads": machine.thread_settings(),
             "peak": peak, "overhead_us": overheads,
-            "contenders": {k: {"label": c.label, "single_thread": c.single_thread, "overhead": c.overhead_key,
+            "contenders": {k: {"label": c.label, "threads": c.threads, "single_thread": c.single_thread,
+                               "overhead": c.overhead_key,
                                "absent": present[k] or None} for k, c in contenders.items()},
             "models": {k: {"title": MODELS[k].title, "batches": settings.batches or list(MODELS[k].batches)}
                        for k in settings.models},

@@ -108,6 +108,7 @@ class SofieRunner(Runner):
 class Sofie(Contender):
     key = "sofie"
     label = "ROOT TMVA SOFIE: its ONNX parser on the jax2onnx export, Session::infer timed in C++, 1 thread"
+    threads = "1: OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1"
 
     def absent(self) -> str:
         try:
