@@ -3,7 +3,10 @@ timed, every missing one an "absent" cell with its reason, a failing one an erro
 the table and the CLI wiring. Timings are never asserted."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -34,14 +37,10 @@ class Wrong(C.Contender):
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     real = runner.all_contenders
-    mp = pytest.MonkeyPatch()
-    mp.setattr(runner, "all_contenders", lambda: {**real(), "broken": Broken(), "wrong": Wrong()})
-    import contextlib
-    import io
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setattr(runner, "all_contenders", lambda: {**real(), "broken": Broken(), "wrong": Wrong()})
         assert bench.main(["--quick", "--models", "A", "--batches", "1,2", "--repeats", "1", "--out", str(out)]) == 0
-    mp.undo()
     files = sorted(out.glob("*.json"))
     assert len(files) == 1, files
     return json.loads(files[0].read_text()), printed.getvalue(), out
@@ -138,7 +137,6 @@ def test_cli_bench_peers_arguments(argv, message, capsys):
 
 def test_missing_peers_are_absent_with_the_install_hint(monkeypatch):
     """What the CI (the [test] extra: no jax2onnx, no IREE) sees."""
-    import sys
     from jaxpr2sofie.bench import iree
     monkeypatch.setitem(sys.modules, "jax2onnx", None)       # import jax2onnx now raises ImportError
     monkeypatch.setattr(iree, "tool", lambda name: None)
