@@ -249,6 +249,12 @@ class TimingHarness:
             raise BuildError(f"the timing harness {self.exe} failed (exit {res.returncode}):\n{res.stderr[-2000:]}")
         return [float(v) for v in res.stdout.split()]
 
+    def close(self) -> None:
+        """Remove the weight file now rather than whenever the interpreter gets to it."""
+        if self._keep is not None:
+            self._keep.cleanup()
+            self._keep = None
+
 
 def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | None = None) -> TimingHarness:
     """Compile the timing program of a graph (cached by content hash, like `compile_library`) and
@@ -294,4 +300,8 @@ def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None, batch
     """Nanoseconds per `run()` call, timed inside a C++ program (best of 5 repetitions of `iters`
     calls, after a warm-up), so Python and ctypes overheads are excluded. A model whose batch is
     chosen at run time is timed at `batch` (default: its max_batch)."""
-    return min(build_timing_harness(graph, cxx=cxx, blas=blas, flags=flags, batch=batch).run(iters, reps=5))
+    harness = build_timing_harness(graph, cxx=cxx, blas=blas, flags=flags, batch=batch)
+    try:
+        return min(harness.run(iters, reps=5))
+    finally:
+        harness.close()

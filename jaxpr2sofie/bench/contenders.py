@@ -88,6 +88,9 @@ class HarnessRunner(Runner):
     def time(self, iters: int, samples: int) -> list:
         return self.harness.run(iters, samples)
 
+    def close(self) -> None:
+        self.harness.close()
+
 
 def time_calls(call: Callable[[], Any], iters: int, samples: int) -> list:
     """ns per call of `samples` loops of `iters` calls; the collector stays off so that a
