@@ -212,29 +212,54 @@ _TIMING_MAIN = """\
 #include <cstdlib>
 #include <vector>
 
+// usage: timing WEIGHTS [ITERS [REPS]]: prints the ns per call of each of REPS repetitions
 int main(int argc, char** argv) {{
    const long iters = argc > 2 ? std::atol(argv[2]) : 1000;
+   const int reps = argc > 3 ? std::atoi(argv[3]) : 5;
    {ns}::Session s({session});
 {buffers}
    for (long i = 0; i < iters / 10 + 1; ++i) s.run({args});   // warm up
-   double best = 1e30;
-   for (int rep = 0; rep < 5; ++rep) {{
+   for (int rep = 0; rep < reps; ++rep) {{
       auto t0 = std::chrono::steady_clock::now();
       for (long i = 0; i < iters; ++i) s.run({args});
       auto t1 = std::chrono::steady_clock::now();
-      double ns = std::chrono::duration<double, std::nano>(t1 - t0).count() / iters;
-      if (ns < best) best = ns;
+      std::printf("%.1f\\n", std::chrono::duration<double, std::nano>(t1 - t0).count() / iters);
    }}
-   std::printf("%.1f\\n", best);
    return 0;
 }}
 """
 
+# one BLAS thread: batch-1 latency is what matters, and threads only add jitter
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
-def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None, batch: int | None = None) -> float:
-    """Nanoseconds per `run()` call, timed inside a C++ program (best of 5 repetitions of `iters`
-    calls, after a warm-up), so Python and ctypes overheads are excluded. A model whose batch is
-    chosen at run time is timed at `batch` (default: its max_batch)."""
+
+class TimingHarness:
+    """A built C++ timing program for one graph (Session::run in a loop, no Python in it) and its
+    weight file. `run(iters, reps)` returns the ns per call of each repetition of `iters` calls."""
+
+    def __init__(self, exe: Path, weight_file: Path, keep=None):
+        self.exe, self.weight_file = Path(exe), Path(weight_file)
+        self._keep = keep     # the temporary folder of the weight file lives as long as the harness
+
+    def run(self, iters: int, reps: int = 5) -> list:
+        env = dict(os.environ, **ONE_THREAD)
+        res = subprocess.run([str(self.exe), str(self.weight_file), str(int(iters)), str(int(reps))],
+                             capture_output=True, text=True, env=env)
+        if res.returncode != 0:
+            raise BuildError(f"the timing harness {self.exe} failed (exit {res.returncode}):\n{res.stderr[-2000:]}")
+        return [float(v) for v in res.stdout.split()]
+
+    def close(self) -> None:
+        """Remove the weight file now rather than whenever the interpreter gets to it."""
+        if self._keep is not None:
+            self._keep.cleanup()
+            self._keep = None
+
+
+def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | None = None) -> TimingHarness:
+    """Compile the timing program of a graph (cached by content hash, like `compile_library`) and
+    write its weights. A model whose batch is chosen at run time is timed at `batch` (default: its
+    max_batch); a fixed-batch model at its own batch."""
     from .sofie.tensor import ctype
     header, needs = render(graph)
     compiler = find_compiler(cxx)
@@ -247,18 +272,36 @@ def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None, batch
     main = _TIMING_MAIN.format(header=f"{graph.name}.hxx", ns=f"TMVA_SOFIE_{graph.name}", buffers=buffers,
                                session=f"argv[1], {n}" if graph.dynamic else "argv[1]",
                                args=", ".join(([str(n)] if graph.dynamic else []) + args))
-    with tempfile.TemporaryDirectory(prefix="j2s-timing-") as d:
-        d = Path(d)
-        (d / f"{graph.name}.hxx").write_text(header)
-        (d / "main.cpp").write_text(main)
-        write_weights(graph, d / "w.dat")
-        cmd = [compiler, *(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else []), "main.cpp",
-               "-o", "timing", *(b.link if b else ())]
-        res = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
+    cmd_tail = [*(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else [])]
+    link = list(b.link) if b else []
+    key = hashlib.sha256("\0".join([header, main, compiler, *cmd_tail, *link]).encode()).hexdigest()[:24]
+    exe = cache_dir() / f"timing-{key}" / "timing"
+    if not exe.exists():
+        work = Path(tempfile.mkdtemp(prefix=f"timing-{graph.name}-", dir=cache_dir()))
+        (work / f"{graph.name}.hxx").write_text(header)
+        (work / "main.cpp").write_text(main)
+        cmd = [compiler, *cmd_tail, "main.cpp", "-o", "timing", *link]
+        res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
         if res.returncode != 0:
-            raise BuildError(f"compiling the timing harness failed:\n{res.stderr[-4000:]}")
-        # one BLAS thread: batch-1 latency is what matters, and threads only add jitter
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-        out = subprocess.run([str(d / "timing"), str(d / "w.dat"), str(iters)], capture_output=True, text=True,
-                             env=env, check=True)
-        return float(out.stdout.strip())
+            shutil.rmtree(work, ignore_errors=True)
+            raise BuildError(f"compiling the timing harness failed ({' '.join(cmd)}):\n{res.stderr[-4000:]}")
+        try:
+            work.rename(exe.parent)
+        except OSError:   # another process built the same program meanwhile
+            shutil.rmtree(work, ignore_errors=True)
+    keep = tempfile.TemporaryDirectory(prefix="j2s-timing-")
+    # the binary format: MobileNet-sized weights load in milliseconds instead of seconds
+    weight_file = Path(keep.name) / "w.dat"
+    write_weights(graph, weight_file, "binary")
+    return TimingHarness(exe, weight_file, keep)
+
+
+def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None, batch: int | None = None) -> float:
+    """Nanoseconds per `run()` call, timed inside a C++ program (best of 5 repetitions of `iters`
+    calls, after a warm-up), so Python and ctypes overheads are excluded. A model whose batch is
+    chosen at run time is timed at `batch` (default: its max_batch)."""
+    harness = build_timing_harness(graph, cxx=cxx, blas=blas, flags=flags, batch=batch)
+    try:
+        return min(harness.run(iters, reps=5))
+    finally:
+        harness.close()

@@ -11,6 +11,7 @@ examples:
   jaxpr2sofie convert model.keras --name Net -o out/ --validate
   jaxpr2sofie inspect my_model.py
   jaxpr2sofie bench my_model.py --function predict --input x
+  jaxpr2sofie bench --peers --quick --models A,D     # the peer benchmark (benchmarks/README.md)
 """
 from __future__ import annotations
 
@@ -188,7 +189,23 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+PEER_OPTIONS = ("models", "batches", "contenders", "repeats", "quick")
+
+
 def cmd_bench(args) -> int:
+    if args.peers:
+        if args.model is not None:
+            raise SystemExit(f"error: --peers runs the peer benchmark on its own models (choose them with --models), "
+                             f"not on {args.model}: drop MODEL, or drop --peers to time {args.model} against XLA")
+        from .bench import run_from_args
+        return run_from_args(args)
+    given = [f"--{k}" for k in PEER_OPTIONS if getattr(args, k) not in (None, False)]
+    if given:
+        raise SystemExit(f"error: {', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the peer "
+                         "benchmark: add --peers")
+    if args.model is None:
+        raise SystemExit("error: bench needs a MODEL file to time against XLA, or --peers for the peer benchmark "
+                         "(jaxpr2sofie bench --peers --quick)")
     loaded, m = _convert(args)
     print(latency_table(m, loaded.fn, loaded.params, loaded.example_input))
     return 0
@@ -272,13 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
                        run=cmd_primitives)
     for name, run, text in (("convert", cmd_convert, "write <NAME>.hxx and <NAME>.dat for a model"),
                             ("inspect", cmd_inspect, "list the primitives of a model and which are unsupported"),
-                            ("bench", cmd_bench, "latency of the generated C++ against jax.jit on XLA CPU")):
+                            ("bench", cmd_bench, "latency of the generated C++ against jax.jit on XLA CPU, or with --peers "
+                                                 "the peer benchmark")):
         c = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
                            epilog=f"example: jaxpr2sofie {name} model.keras --name Net"
-                                  + (" -o out/ --validate" if name == "convert" else ""))
-        c.add_argument("model", metavar="MODEL",
+                                  + (" -o out/ --validate" if name == "convert" else "")
+                                  + ("; jaxpr2sofie bench --peers --quick --models A,D" if name == "bench" else ""))
+        c.add_argument("model", metavar="MODEL", nargs="?" if name == "bench" else None,
                        help="a Keras file (.keras, or legacy .h5/.hdf5), or a Python file (.py) or importable "
-                            "module name defining `function`, `params` and `example_input` at module level")
+                            "module name defining `function`, `params` and `example_input` at module level"
+                            + (" (not with --peers)" if name == "bench" else ""))
         c.add_argument("--function", metavar="NAME",
                        help="Python model files: the module-level name of the function to convert, called "
                             "fn(params, x), or fn(x) when params is None (default: function)")
@@ -309,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--validate", action="store_true",
                            help="also compile the generated C++ with the C++ compiler and compare its outputs "
                                 "with JAX on a random input (prints the largest errors)")
+        if name == "bench":
+            from .bench import add_arguments
+            c.add_argument("--peers", action="store_true",
+                           help="run the peer benchmark instead: its models A-H against XLA, ONNX Runtime, IREE "
+                                "and SOFIE, checked and timed side by side; a table, a JSON file and a plot "
+                                "(peers need pip install -e '.[bench]'; see benchmarks/README.md)")
+            peers = c.add_argument_group("peer benchmark (with --peers)")
+            add_arguments(peers)
         c.set_defaults(run=run)
     return p
 

@@ -1,0 +1,147 @@
+"""The peer benchmark, on its smallest model: every installed contender checked against JAX and
+timed, every missing one an "absent" cell with its reason, a failing one an error cell; the JSON,
+the table and the CLI wiring. Timings are never asserted."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from jaxpr2sofie import bench
+from jaxpr2sofie.bench import contenders as C
+from jaxpr2sofie.bench import runner
+from jaxpr2sofie.cli import main as cli_main
+
+
+class Broken(C.Contender):
+    """A peer whose conversion fails: the run goes on, its cell says why."""
+    key, label = "broken", "a peer that cannot convert"
+
+    def prepare(self, case):
+        raise RuntimeError("no rule for dot_general\nsecond line not shown")
+
+
+class Wrong(C.Contender):
+    """A peer that computes the wrong answer: refused by the check, never timed."""
+    key, label = "wrong", "a peer off by one"
+
+    def prepare(self, case):
+        return C.PythonRunner(lambda: None, case.reference + 1.0)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    real = runner.all_contenders
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setattr(runner, "all_contenders", lambda: {**real(), "broken": Broken(), "wrong": Wrong()})
+        assert bench.main(["--quick", "--models", "A", "--batches", "1,2", "--repeats", "1", "--out", str(out)]) == 0
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text()), printed.getvalue(), out
+
+
+def test_json_structure(results):
+    data, _, out = results
+    for key in ("date", "machine", "versions", "threads", "peak", "overhead_us", "contenders", "models", "cells",
+                "rows", "table", "settings", "wall_s"):
+        assert key in data, key
+    assert data["machine"]["cores"] >= 1 and isinstance(data["machine"]["flags"], list)
+    assert data["versions"]["jax"] and data["versions"]["numpy"]
+    assert data["peak"]["gflops_1core"] > 0 and data["peak"]["gflops_all_cores"] > 0
+    assert data["models"] == {"A": {"title": "MLP 16-64-64-32-1", "batches": [1, 2]}}
+    keys = list(data["contenders"])
+    assert all(v["threads"] and v["label"] for v in data["contenders"].values())
+    assert data["contenders"]["ort1-ours"]["threads"].startswith("1:")
+    assert keys[:2] == ["ours", "xla"] and {"ort1-jax2onnx", "ort-ours", "iree", "sofie"} <= set(keys)
+    assert {(c["batch"], c["contender"]) for c in data["cells"]} == {(b, k) for b in (1, 2) for k in keys}
+    # every Python-called runtime's overhead was measured in each cell, subtracted, and reported
+    for c in data["cells"]:
+        over = data["contenders"][c["contender"]]["overhead"]
+        if c["status"] == "ok" and over:
+            assert c["overhead_us"] > 0 and over in data["overhead_us"]
+            assert c["us"] == pytest.approx(max(c["raw_us"] - c["overhead_us"], 0.0))
+        elif c["status"] == "ok":
+            assert c["overhead_us"] == 0.0 and c["us"] == c["raw_us"]
+    assert "xla" in data["overhead_us"] and set(data["overhead_us"]) <= {"xla", "ort1", "ort"}
+    assert [(r["model"], r["batch"]) for r in data["rows"]] == [("A", 1), ("A", 2)]
+    assert sorted(p.suffix for p in out.iterdir()) in ([".json", ".png"], [".json"])
+
+
+def test_present_contenders_agree_with_jax_absent_ones_say_why(results):
+    data, _, _ = results
+    for c in data["cells"]:
+        info = data["contenders"][c["contender"]]
+        if c["contender"] in ("broken", "wrong"):
+            continue
+        if info["absent"]:
+            assert c["status"] == "absent" and c["reason"] == info["absent"]
+        else:
+            assert c["status"] == "ok", c
+            assert c["rel_err"] <= runner.TOLERANCE
+            assert c["us"] >= 0 and c["raw_us"] > 0 and len(c["rounds_us"]) == 1
+    ours = [c for c in data["cells"] if c["contender"] == "ours"]
+    assert all(c["status"] == "ok" and c["flops"] > 0 and c["gflops"] > 0 for c in ours)
+    # the CI installs no jax2onnx and no IREE: their cells must then be absent, naming the fix
+    if data["contenders"]["iree"]["absent"]:
+        assert "[bench]" in data["contenders"]["iree"]["absent"]
+    assert data["contenders"]["sofie"]["absent"] or data["contenders"]["sofie"]["absent"] is None
+
+
+def test_failing_contenders_get_a_reason_not_a_crash(results):
+    data, _, _ = results
+    cells = {(c["batch"], c["contender"]): c for c in data["cells"]}
+    for b in (1, 2):
+        assert cells[b, "broken"]["status"] == "error"
+        assert cells[b, "broken"]["reason"] == "conversion failed: RuntimeError: no rule for dot_general"
+        assert cells[b, "wrong"]["status"] == "error" and cells[b, "wrong"]["rel_err"] > 1e-4
+        assert cells[b, "wrong"]["reason"].startswith("check failed: max error")
+
+
+def test_table_prints(results):
+    _, printed, _ = results
+    assert "jaxpr2sofie peer benchmark" in printed and "sgemm peak" in printed
+    header = next(line for line in printed.splitlines() if line.startswith("model"))
+    assert header.split()[:4] == ["model", "batch", "ours", "xla"] and header.split()[-1] == "%peak"
+    rows = [line.split() for line in printed.splitlines() if line.startswith("A ")]
+    assert [r[1] for r in rows] == ["1", "2"]
+    assert "conversion failed: RuntimeError: no rule for dot_general" in printed
+    assert "wrote " in printed
+
+
+def test_rel_error_is_relative_to_the_output_scale():
+    want = np.array([[100.0, -50.0]], np.float32)
+    assert runner.rel_error(want + 0.01, want) == pytest.approx(1e-4, rel=1e-3)
+    with pytest.raises(ValueError, match="shape"):
+        runner.rel_error(want.T, want)
+    assert runner.rel_error(np.full_like(want, np.nan), want) == float("inf")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench"], "needs a MODEL file"),
+    (["bench", "model.py", "--quick"], "--quick is an option of the peer benchmark"),
+    (["bench", "model.py", "--peers"], "drop MODEL"),
+    (["bench", "--peers", "--models", "A,Z"], "unknown model(s) Z"),
+    (["bench", "--peers", "--contenders", "ours,tvm"], "unknown contender(s) tvm"),
+])
+def test_cli_bench_peers_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(argv)
+    assert message in str(e.value)
+
+
+def test_missing_peers_are_absent_with_the_install_hint(monkeypatch):
+    """What the CI (the [test] extra: no jax2onnx, no IREE) sees."""
+    from jaxpr2sofie.bench import iree
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)       # import jax2onnx now raises ImportError
+    monkeypatch.setattr(iree, "tool", lambda name: None)
+    assert "jax2onnx not installed" in C.Ort("jax2onnx", 1).absent()
+    assert C.Ort("ours", 1).absent() == ""
+    assert "iree-compile, iree-run-module, iree-benchmark-module not found" in iree.Iree().absent()
+    from jaxpr2sofie.bench.sofie_peer import Sofie
+    assert "jax2onnx" in Sofie().absent()
