@@ -74,6 +74,12 @@ CASES = [
     Case("dot_general_dense_relu_dynamic_batch", lambda p, x: _jnp.maximum(x @ p["w"] + p["b"], 0.0) @ p["v"],
          (f32(7, 9),), ("dot_general", "add", "max"), params={"w": f32(9, 18), "b": f32(18), "v": f32(18, 3)},
          ops=("Gemm", "MatMul"), no_ops=("Relu",), batch="dynamic"),
+    # products of two activations read B's 16-column panels in place (kernels.gemm_rows): row tiles
+    # of 6 and a tail row, two whole panels and 5 columns left over, at a fixed and a run-time batch
+    Case("dot_general_activations_in_register_tiles", lambda a, b: _jnp.matmul(a, b), (f32(2, 13, 20), f32(2, 20, 37)),
+         ("dot_general",)),
+    Case("dot_general_activations_dynamic_batch", lambda x: x @ (x.T @ x), (f32(7, 20),), ("dot_general", "transpose"),
+         batch="dynamic"),
     Case("dot_general_weight_read_in_two_layouts", lambda p, x: (x @ p["w"]) @ p["w"].T, (f32(3, 8),),
          ("dot_general", "transpose"), params={"w": f32(8, 8)}),
     Case("dot_general_vector", lambda a, b: _jnp.dot(a, b), (f32(7), f32(7)), ("dot_general",)),

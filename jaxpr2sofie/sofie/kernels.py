@@ -105,55 +105,77 @@ struct PanelTile {   // R rows x 16 columns of accumulators
    }
 };
 
-// R rows (R >= 2) against one panel: R x 2 independent FMA chains.
+// R rows (R >= 2) against one panel whose rows are ldp floats apart: R x 2 independent FMA chains.
 template <int R, int ACT>
-inline void packed_rows(int K, const float* A, long lda, const float* P, const float* bias, float* C, long ldc, int nc) {
+inline void panel_rows(int K, const float* A, long lda, const float* P, long ldp, const float* bias, float* C, long ldc,
+                       int nc) {
    PanelTile<R> t;
    for (int k = 0; k < K; ++k)
       for (int i = 0; i < R; ++i)
-         t.fma(i, A[i * lda + k], P + static_cast<long>(k) * 16);
+         t.fma(i, A[i * lda + k], P + k * ldp);
    t.template store<ACT>(R, bias, C, ldc, nc);
 }
 
 // One row against one panel: K is split over four partial sums, so eight FMA chains run at once.
 template <int ACT>
-inline void packed_row(int K, const float* a, const float* P, const float* bias, float* c, int nc) {
+inline void panel_row(int K, const float* a, const float* P, long ldp, const float* bias, float* c, int nc) {
    PanelTile<4> t;
    int k = 0;
    for (; k + 4 <= K; k += 4)
       for (int u = 0; u < 4; ++u)
-         t.fma(u, a[k + u], P + static_cast<long>(k + u) * 16);
+         t.fma(u, a[k + u], P + (k + u) * ldp);
    for (; k < K; ++k)
-      t.fma(0, a[k], P + static_cast<long>(k) * 16);
+      t.fma(0, a[k], P + k * ldp);
    t.add(0, t, 1);
    t.add(2, t, 3);
    t.add(0, t, 2);
    t.template store<ACT>(1, bias, c, 0, nc);
 }
 
+// C[M,N] = act(A[M,K] * B + bias) over `panels` panels of 16 columns: panel p starts at
+// B + p * pstride and its rows are ldp floats apart (6-row tiles, then the remaining rows).
 template <int ACT>
-inline void gemm_packed(long M, int N, int K, const float* A, const float* P, const float* bias, float* C) {
-   const int panels = (N + 15) / 16;
+inline void panel_gemm(long M, int N, int K, int panels, const float* A, const float* B, long pstride, long ldp,
+                       const float* bias, float* C) {
    long i = 0;
    for (; i + 6 <= M; i += 6)
       for (int p = 0; p < panels; ++p)
-         packed_rows<6, ACT>(K, A + i * K, K, P + static_cast<long>(p) * K * 16, bias ? bias + p * 16 : nullptr,
-                             C + i * N + p * 16, N, std::min(16, N - p * 16));
+         panel_rows<6, ACT>(K, A + i * K, K, B + p * pstride, ldp, bias ? bias + p * 16 : nullptr,
+                            C + i * N + p * 16, N, std::min(16, N - p * 16));
    for (int p = 0; p < panels; ++p) {
-      const float* pp = P + static_cast<long>(p) * K * 16;
+      const float* pp = B + p * pstride;
       const float* bp = bias ? bias + p * 16 : nullptr;
       float* cp = C + i * N + p * 16;
       const int nc = std::min(16, N - p * 16);
       const float* a = A + i * K;
       switch (M - i) {
-      case 5: packed_rows<5, ACT>(K, a, K, pp, bp, cp, N, nc); break;
-      case 4: packed_rows<4, ACT>(K, a, K, pp, bp, cp, N, nc); break;
-      case 3: packed_rows<3, ACT>(K, a, K, pp, bp, cp, N, nc); break;
-      case 2: packed_rows<2, ACT>(K, a, K, pp, bp, cp, N, nc); break;
-      case 1: packed_row<ACT>(K, a, pp, bp, cp, nc); break;
+      case 5: panel_rows<5, ACT>(K, a, K, pp, ldp, bp, cp, N, nc); break;
+      case 4: panel_rows<4, ACT>(K, a, K, pp, ldp, bp, cp, N, nc); break;
+      case 3: panel_rows<3, ACT>(K, a, K, pp, ldp, bp, cp, N, nc); break;
+      case 2: panel_rows<2, ACT>(K, a, K, pp, ldp, bp, cp, N, nc); break;
+      case 1: panel_row<ACT>(K, a, pp, ldp, bp, cp, nc); break;
       default: break;
       }
    }
+}
+
+// B packed as panels of 16 columns ([ceil(N/16)][K][16], zero-padded): a constant weight.
+template <int ACT>
+inline void gemm_packed(long M, int N, int K, const float* A, const float* P, const float* bias, float* C) {
+   panel_gemm<ACT>(M, N, K, (N + 15) / 16, A, P, 16L * K, 16, bias, C);
+}
+
+// B row-major [K,N] as it is (an activation: packing it would cost a copy): each whole 16-column
+// panel is read in place, rows N apart; the last N % 16 columns as plain loops.
+inline void gemm_rows(long M, int N, int K, const float* A, const float* B, float* C) {
+   panel_gemm<0>(M, N, K, N / 16, A, B, 16, N, nullptr, C);
+   for (int j = N / 16 * 16; j < N; ++j)
+      for (long i = 0; i < M; ++i) {
+         float acc = 0.f;
+         for (int k = 0; k < K; ++k)
+            acc += A[i * K + k] * B[static_cast<long>(k) * N + j];
+         C[i * N + j] = acc;
+      }
 }
 """
 

@@ -14,19 +14,34 @@ from .elementwise import TEMPLATES
 SMALL_GEMM = 4096
 
 
+# Up to this many multiply-adds a row-major B of 16-column panels (kernels.gemm_rows) beats a BLAS
+# call here: no packing copy, no set-up (measured on models C and H; larger products go to BLAS).
+ROWS_GEMM = 65536
+
+
 def emit_gemm(w, ta: bool, tb: bool, m: int, n: int, k: int, a: str, b: str, beta: str, c: str) -> None:
     """Row-major c = op(a) @ op(b) (+ c when beta is 1): loops for small products, BLAS otherwise.
     The choice is made here, per call site, so a header links BLAS only if some product needs it."""
     args = f"({str(ta).lower()}, {str(tb).lower()}, {m}, {n}, {k}, {a}, {b}, {beta}, {c});"
+    # small enough for plain loops: a row-major B of whole 16-column panels goes through the
+    # register tiles of kernels.py instead (in place, no packing)
+    rows = not ta and not tb and beta == "0.f" and not isinstance(n, Sym) and n >= 16
+    small = "gemm_rows" if rows else "gemm_loops"
+    helper = "gemm_packed" if rows else "gemm_loops"   # gemm_rows is part of the packed-panel helper
+    small_args = f"({m}, {n}, {k}, {a}, {b}, {c});" if rows else args
+    limit = ROWS_GEMM if rows else SMALL_GEMM
     if any(isinstance(d, Sym) for d in (m, n, k)):   # sizes known at run time: choose there
-        w.need("gemm_loops")
+        w.need(helper)
         w.need("gemm_blas")
-        w.line(f"if ({m} <= 8 || {m * n * k} <= {SMALL_GEMM}) detail::gemm_loops{args}")
+        w.line(f"if ({m} <= 8 || {m * n * k} <= {limit}) detail::{small}{small_args}")
         w.line(f"else detail::gemm_blas{args}")
         return
-    helper = "gemm_loops" if (m <= 8 or m * n * k <= SMALL_GEMM) else "gemm_blas"
-    w.need(helper)
-    w.line(f"detail::{helper}{args}")
+    if m <= 8 or m * n * k <= limit:
+        w.need(helper)
+        w.line(f"detail::{small}{small_args}")
+    else:
+        w.need("gemm_blas")
+        w.line(f"detail::gemm_blas{args}")
 
 
 @dataclass(eq=False)
