@@ -132,15 +132,51 @@ def _xla_latency_ns(fn, params, x, iters=300) -> float:
     return min(runs)
 
 
+def _ort_latency_ns(model, x, iters=300):
+    """ONNX Runtime (one thread) on our own ONNX export, called from Python; None (and why) when
+    the onnx or onnxruntime package is not installed."""
+    import tempfile
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime as ort
+    except ImportError as e:
+        return None, f"not installed ({e.name}): pip install onnx onnxruntime"
+    import jax
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{model.name}.onnx"
+            model.to_onnx(path)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        leaves = [np.asarray(v) for v in jax.tree_util.tree_leaves(x)]   # the inputs in the export's order
+        feed = dict(zip((i.name for i in sess.get_inputs()), leaves))
+        sess.run(None, feed)
+    except Exception as e:   # the table still shows the other rows; the reason is printed in this one
+        return None, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            sess.run(None, feed)
+        runs.append((time.perf_counter() - t0) / iters * 1e9)
+    return min(runs), ""
+
+
 def latency_table(model, fn, params, x) -> str:
     from .build import time_in_cpp
     cpp = time_in_cpp(model.graph, iters=2000)
     xla = _xla_latency_ns(fn, params, x)
+    ort, why = _ort_latency_ns(model, x)
     rows = [("generated C++ (Session::run, timed in C++, 1 BLAS thread)", cpp),
-            ("JAX jax.jit on XLA CPU (called from Python)", xla)]
-    lines = [f"{'implementation':60s} {'latency':>12s}"]
-    lines += [f"{n:60s} {v / 1000:9.2f} us" for n, v in rows]
-    lines.append(f"speed-up of the C++ over XLA: {xla / cpp:.1f}x   (best of 5 runs; batch as in the example input)")
+            ("JAX jax.jit on XLA CPU (called from Python)", xla),
+            ("ONNX Runtime, 1 thread, on our ONNX export (called from Python)", ort)]
+    lines = [f"{'implementation':66s} {'latency':>12s}"]
+    lines += [f"{n:66s} {v / 1000:9.2f} us" if v is not None else f"{n:66s} {why}" for n, v in rows]
+    lines.append(f"speed-up of the C++ over XLA: {xla / cpp:.1f}x" +
+                 (f", over ONNX Runtime: {ort / cpp:.1f}x" if ort is not None else "") +
+                 "   (best of 5 runs; batch as in the example input; the Python-called figures include "
+                 "the call overhead, which batch-1 C++ callers do not pay)")
     return "\n".join(lines)
 
 

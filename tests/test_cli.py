@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import jaxpr2sofie as j2s
@@ -74,7 +76,22 @@ def test_demo_runs_end_to_end(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "validation: PASSED" in res.stdout
     assert "speed-up of the C++ over XLA" in res.stdout
+    # the test extra installs onnx and onnxruntime: the headline compares against ONNX Runtime too
+    assert re.search(r"ONNX Runtime, 1 thread, on our ONNX export.*\d+\.\d+ us", res.stdout), res.stdout
+    assert "over ONNX Runtime" in res.stdout
     assert (tmp_path / "JetTagger.hxx").exists()
+
+
+def test_demo_table_without_onnxruntime(monkeypatch):
+    """Without onnxruntime the row says how to install it; the table is still printed."""
+    import jaxpr2sofie as j2s
+    from jaxpr2sofie.cli import latency_table
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    x = np.ones((1, 4), np.float32)
+    m = j2s.convert(lambda x: x * 2.0, None, x, name="NoOrt")
+    table = latency_table(m, lambda x: x * 2.0, None, x)
+    assert "not installed (onnxruntime): pip install onnx onnxruntime" in table
+    assert "speed-up of the C++ over XLA" in table and "over ONNX Runtime" not in table
 
 
 # -- the command as a user runs it: version, help, Keras files, mistakes ------------------------------
