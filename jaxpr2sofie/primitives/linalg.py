@@ -80,6 +80,10 @@ CASES = [
          ("dot_general",)),
     Case("dot_general_activations_dynamic_batch", lambda x: x @ (x.T @ x), (f32(7, 20),), ("dot_general", "transpose"),
          batch="dynamic"),
+    # K = 1500: rows go in blocks of 18 (A's share of the cache), so 29 rows are two blocks, each
+    # with its own tail of rows, against two panels of the packed weight
+    Case("dot_general_dense_row_blocks", lambda p, x: x @ p["w"], (f32(29, 1500),), ("dot_general",),
+         params={"w": f32(1500, 20)}, ops=("MatMul",)),
     Case("dot_general_weight_read_in_two_layouts", lambda p, x: (x @ p["w"]) @ p["w"].T, (f32(3, 8),),
          ("dot_general", "transpose"), params={"w": f32(8, 8)}),
     Case("dot_general_vector", lambda a, b: _jnp.dot(a, b), (f32(7), f32(7)), ("dot_general",)),

@@ -132,30 +132,41 @@ inline void panel_row(int K, const float* a, const float* P, long ldp, const flo
    t.template store<ACT>(1, bias, c, 0, nc);
 }
 
-// C[M,N] = act(A[M,K] * B + bias) over `panels` panels of 16 columns: panel p starts at
-// B + p * pstride and its rows are ldp floats apart (6-row tiles, then the remaining rows).
+// R rows against every panel (R < 6: the rows left after the 6-row tiles of a block).
 template <int ACT>
-inline void panel_gemm(long M, int N, int K, int panels, const float* A, const float* B, long pstride, long ldp,
+inline void panel_tail(long R, int N, int K, int panels, const float* A, const float* B, long pstride, long ldp,
                        const float* bias, float* C) {
-   long i = 0;
-   for (; i + 6 <= M; i += 6)
-      for (int p = 0; p < panels; ++p)
-         panel_rows<6, ACT>(K, A + i * K, K, B + p * pstride, ldp, bias ? bias + p * 16 : nullptr,
-                            C + i * N + p * 16, N, std::min(16, N - p * 16));
    for (int p = 0; p < panels; ++p) {
       const float* pp = B + p * pstride;
       const float* bp = bias ? bias + p * 16 : nullptr;
-      float* cp = C + i * N + p * 16;
+      float* cp = C + p * 16;
       const int nc = std::min(16, N - p * 16);
-      const float* a = A + i * K;
-      switch (M - i) {
-      case 5: panel_rows<5, ACT>(K, a, K, pp, ldp, bp, cp, N, nc); break;
-      case 4: panel_rows<4, ACT>(K, a, K, pp, ldp, bp, cp, N, nc); break;
-      case 3: panel_rows<3, ACT>(K, a, K, pp, ldp, bp, cp, N, nc); break;
-      case 2: panel_rows<2, ACT>(K, a, K, pp, ldp, bp, cp, N, nc); break;
-      case 1: panel_row<ACT>(K, a, pp, ldp, bp, cp, nc); break;
+      switch (R) {
+      case 5: panel_rows<5, ACT>(K, A, K, pp, ldp, bp, cp, N, nc); break;
+      case 4: panel_rows<4, ACT>(K, A, K, pp, ldp, bp, cp, N, nc); break;
+      case 3: panel_rows<3, ACT>(K, A, K, pp, ldp, bp, cp, N, nc); break;
+      case 2: panel_rows<2, ACT>(K, A, K, pp, ldp, bp, cp, N, nc); break;
+      case 1: panel_row<ACT>(K, A, pp, ldp, bp, cp, nc); break;
       default: break;
       }
+   }
+}
+
+// C[M,N] = act(A[M,K] * B + bias) over `panels` panels of 16 columns: panel p starts at
+// B + p * pstride and its rows are ldp floats apart. Rows go in blocks whose share of A stays in
+// the L2 cache (about 128 KB); within a block each panel is read once, by all its 6-row tiles in
+// turn, so a weight matrix larger than the cache is streamed once per block, not once per tile.
+template <int ACT>
+inline void panel_gemm(long M, int N, int K, int panels, const float* A, const float* B, long pstride, long ldp,
+                       const float* bias, float* C) {
+   const long block = std::max(6L, 32768L / std::max(K, 1) / 6 * 6);
+   for (long i0 = 0; i0 < M; i0 += block) {
+      const long rows = std::min(block, M - i0), full = rows / 6 * 6;
+      for (int p = 0; p < panels; ++p)
+         for (long i = i0; i < i0 + full; i += 6)
+            panel_rows<6, ACT>(K, A + i * K, K, B + p * pstride, ldp, bias ? bias + p * 16 : nullptr,
+                               C + i * N + p * 16, N, std::min(16, N - p * 16));
+      panel_tail<ACT>(rows - full, N, K, panels, A + (i0 + full) * K, B, pstride, ldp, bias, C + (i0 + full) * N);
    }
 }
 
