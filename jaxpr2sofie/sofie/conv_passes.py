@@ -97,12 +97,14 @@ def _refresh_scratch(g, op) -> None:
 
 
 def pack_conv_kernels(g) -> None:
-    """The weight kernel of a 1x1 convolution stored in the panels detail::gemm_packed reads (kernels.py)."""
+    """The weight kernel of a convolution that runs as one GEMM (1x1, or im2col without groups)
+    stored in the panels detail::gemm_packed reads (kernels.py): [taps x Cin, Cout] as panels."""
     for conv in [op for op in g.ops if isinstance(op, Conv)]:
         kernel = g.tensors[conv.inputs[1]]
-        if conv.packed or kernel.data is None or conv.algorithm(g) != "pointwise" or kernel.size == 0:
+        gemm = conv.algorithm(g) == "pointwise" or (conv.algorithm(g) == "im2col" and conv.groups == 1)
+        if conv.packed or kernel.data is None or not gemm or kernel.size == 0:
             continue
         shape = tuple(kernel.shape)
-        arr = np.asarray(kernel.data, np.float32).reshape(shape[-2], shape[-1])
+        arr = np.asarray(kernel.data, np.float32).reshape(-1, shape[-1])
         conv.inputs[1] = g.add_weight(f"{kernel.label or kernel.name}_packed", pack_panels(arr))
         conv.packed = shape

@@ -30,12 +30,17 @@ def _to_last(d):
     return (0, *range(2, d + 2), 1)
 
 
+def _unpacked(b, op):
+    """A kernel stored in GEMM panels (conv_passes.pack_conv_kernels), back in its canonical
+    [K..., Cg, Cout] layout at export time."""
+    return unpack_panels(np.asarray(b.g.tensors[op.inputs[1]].data), op.packed[-1]).reshape(op.packed)
+
+
 def _oihw(b, op, d):
     """The kernel as ONNX wants it: [Cout, Cg, K...]."""
     k = op.inputs[1]
-    if op.packed:   # a weight stored in GEMM strips: back to [K..., Cg, Cout] at export time
-        canonical = unpack_panels(np.asarray(b.g.tensors[k].data), op.packed[-1]).reshape(op.packed)
-        return b.const(np.transpose(canonical, (d + 1, d, *range(d))), "kernel")
+    if op.packed:
+        return b.const(np.transpose(_unpacked(b, op), (d + 1, d, *range(d))), "kernel")
     ks = b.g.tensors[k].shape
     if op.grouped_kernel(b.g):   # [G, K..., Cg, Og] -> [G, Og, Cg, K...] -> [Cout, Cg, K...]
         g, og, cg = ks[0], ks[-1], ks[-2]
@@ -107,7 +112,9 @@ def _conv_transpose(b, op, x, d, ksizes):
     if op.groups != 1:
         raise NotExportable("transposed (input-dilated) convolution with feature groups")
     n, spatial, cin, _, _, cout = op.dims(b.g)
-    w = b.view(op.inputs[1], perm=(d, d + 1, *range(d)), flip=tuple(range(2, d + 2)))
+    perm, flip = (d, d + 1, *range(d)), tuple(range(2, d + 2))
+    w = (b.const(np.ascontiguousarray(np.flip(np.transpose(_unpacked(b, op), perm), flip)), "kernel") if op.packed
+         else b.view(op.inputs[1], perm=perm, flip=flip))
     reach = [(k - 1) * rd for k, rd in zip(ksizes, op.rhs_dilation)]
     begin = [r - lo for r, (lo, _) in zip(reach, op.padding)]
     end = [r - hi for r, (_, hi) in zip(reach, op.padding)]

@@ -206,7 +206,10 @@ class Conv(Op):
                         w.line(f"else std::fill_n({_at(col, dst)}, {cg}, 0.f);")
                     else:
                         w.line(f"std::copy_n({_at(x, src)}, {cg}, {_at(col, dst)});")
-                if groups == 1:
+                if self.packed:   # the kernel in panels (conv_passes.pack_conv_kernels)
+                    w.need("gemm_packed")
+                    w.line(f"detail::gemm_packed<0>({rows}, {cout}, {kc}, {col}, {kern}, nullptr, {y_chunk});")
+                elif groups == 1:
                     emit_gemm(w, False, False, rows, cout, kc, col, kern, "0.f", y_chunk)
                 else:
                     # The BLAS helper has no output leading dimension: multiply into a per-group
