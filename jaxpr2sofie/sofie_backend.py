@@ -18,22 +18,41 @@ from .errors import BuildError
 
 BACKENDS = ("jaxpr2sofie", "sofie", "auto")
 
-_PROBE = "import ROOT; ROOT.TMVA.Experimental.SOFIE.RModelParser_ONNX; print('sofie ok')"
+_PROBE = """
+import ROOT
+print("version", ROOT.gROOT.GetVersion())
+try:
+    ROOT.TMVA.Experimental.SOFIE.RModelParser_ONNX
+    print("sofie ok")
+except Exception:
+    pass
+"""
+NO_SOFIE = "no TMVA SOFIE"
 
 
 @functools.lru_cache(maxsize=1)
-def sofie_status() -> str:
-    """"" when ROOT's TMVA SOFIE can be used here, else why not (for messages and test skips)."""
+def probe_root() -> tuple:
+    """(why ROOT's SOFIE cannot be used here, or "" when it can; ROOT's version, or "" without ROOT),
+    asked in a separate process: PyROOT's LLVM and jaxlib's do not share a process well."""
     try:
         res = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return f"could not start Python to look for ROOT ({e})"
+        return f"could not start Python to look for ROOT ({e})", ""
+    version = next((ln.split()[1] for ln in res.stdout.splitlines() if ln.startswith("version ")), "")
     if "sofie ok" in res.stdout:
-        return ""
+        return "", version
     if "No module named 'ROOT'" in res.stderr:
-        return "PyROOT is not installed"
-    return ("this ROOT has no TMVA SOFIE (the PyPI `root` package is built without it; ROOT from conda-forge "
-            "or an LCG view has it)")
+        return "PyROOT is not installed", ""
+    return NO_SOFIE, version
+
+
+def sofie_status() -> str:
+    """"" when ROOT's TMVA SOFIE can be used here, else why not (for messages and test skips)."""
+    why, _ = probe_root()
+    if why == NO_SOFIE:
+        return ("this ROOT has no TMVA SOFIE (the PyPI `root` package is built without it; ROOT from conda-forge "
+                "or an LCG view has it)")
+    return why
 
 
 _GENERATE = """

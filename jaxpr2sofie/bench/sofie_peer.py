@@ -8,7 +8,6 @@ here (it follows SOFIE's documented Python and C++ API; expect to adjust it on a
 """
 from __future__ import annotations
 
-import functools
 import os
 import shlex
 import subprocess
@@ -18,17 +17,9 @@ from importlib import metadata
 import numpy as np
 
 from ..build import DEFAULT_FLAGS, ONE_THREAD, find_blas, find_compiler
+from ..sofie_backend import NO_SOFIE, probe_root
 from .contenders import Case, Contender, Runner, jax2onnx_export
 
-_PROBE = """
-import ROOT
-print("version", ROOT.gROOT.GetVersion())
-try:
-    ROOT.TMVA.Experimental.SOFIE.RModelParser_ONNX
-    print("sofie ok")
-except Exception:
-    pass
-"""
 
 _GENERATE = """
 import sys, ROOT
@@ -70,23 +61,15 @@ int main(int argc, char** argv) {{
 """
 
 
-@functools.lru_cache(maxsize=1)
 def sofie_absent() -> str:
-    """"" when ROOT's TMVA SOFIE is importable, else why not (asked in a separate process: PyROOT's
-    LLVM and jaxlib's do not share a process well)."""
+    """"" when ROOT's TMVA SOFIE is importable, else why not, with the ROOT found."""
+    why, version = probe_root()
+    if why != NO_SOFIE:
+        return why
     try:
-        res = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"could not start Python to look for ROOT ({e})"
-    if "sofie ok" in res.stdout:
-        return ""
-    if "No module named 'ROOT'" in res.stderr:
-        return "PyROOT is not installed"
-    version = next((ln.split()[1] for ln in res.stdout.splitlines() if ln.startswith("version")), "?")
-    try:
-        where = f"PyPI root {metadata.version('root')}, ROOT {version}"
+        where = f"PyPI root {metadata.version('root')}, ROOT {version or '?'}"
     except metadata.PackageNotFoundError:
-        where = f"ROOT {version}"
+        where = f"ROOT {version or '?'}"
     return f"ROOT has no TMVA/SOFIE ({where})"
 
 
