@@ -63,7 +63,7 @@ def inference_flags(call, given) -> dict:
 
 
 def from_flax(module, variables, example_input, name: str | None = None, batch: str | None = None,
-              max_batch: int | None = None, **apply_kwargs) -> SofieModel:
+              max_batch: int | None = None, blas: str = "auto", **apply_kwargs) -> SofieModel:
     """Convert a Flax **linen** module with its variables (inference mode).
 
     The traced function is ``module.apply(variables, x, mutable=False, **apply_kwargs)``.
@@ -81,7 +81,8 @@ def from_flax(module, variables, example_input, name: str | None = None, batch: 
     ``batch_stats.BatchNorm_0.mean`` -> C++ ``tensor_params_Dense_0_kernel``). ``example_input``
     is the single positional input (an array, or a pytree of arrays passed as one argument);
     for a module called with several positional arguments use ``convert`` with a lambda.
-    ``batch="dynamic"`` and ``max_batch`` are those of ``convert``: the batch chosen at run time.
+    ``batch="dynamic"`` and ``max_batch`` are those of ``convert``: the batch chosen at run time;
+    ``blas="none"`` too (no BLAS in the generated code).
 
     >>> import jax, numpy as np, flax.linen as nn, jaxpr2sofie as j2s
     >>> class MLP(nn.Module):
@@ -125,7 +126,7 @@ def from_flax(module, variables, example_input, name: str | None = None, batch: 
 
     label = model_name(name, type(module).__name__)
     with _flax_errors(f"linen module {type(module).__name__}"):
-        return convert(fn, _to_dict(variables), example_input, name=label, batch=batch, max_batch=max_batch)
+        return convert(fn, _to_dict(variables), example_input, name=label, batch=batch, max_batch=max_batch, blas=blas)
 
 
 def _to_dict(tree):
@@ -148,7 +149,7 @@ def _is_weight(nnx):
 
 
 def from_nnx(module, example_input, name: str | None = None, batch: str | None = None,
-             max_batch: int | None = None) -> SofieModel:
+             max_batch: int | None = None, blas: str = "auto") -> SofieModel:
     """Convert a Flax **nnx** module (inference mode) without changing it.
 
     A clone of the module is put in ``Module.eval()`` mode (``BatchNorm`` uses its running
@@ -157,7 +158,8 @@ def from_nnx(module, example_input, name: str | None = None, batch: str | None =
     Weights are named by their state path (``linear.kernel``, ``bn.mean``, ``layers.0.kernel``
     -> C++ ``tensor_layers_0_kernel``); RNG state and non-array attributes stay Python-side
     constants. ``example_input`` is the single positional input of ``module(x)``.
-    ``batch="dynamic"`` and ``max_batch`` are those of ``convert``: the batch chosen at run time.
+    ``batch="dynamic"`` and ``max_batch`` are those of ``convert``: the batch chosen at run time;
+    ``blas="none"`` too (no BLAS in the generated code).
 
     >>> import numpy as np, jaxpr2sofie as j2s
     >>> from flax import nnx
@@ -202,4 +204,4 @@ def from_nnx(module, example_input, name: str | None = None, batch: str | None =
 
     label = model_name(name, type(module).__name__)
     with _flax_errors(f"nnx module {type(module).__name__}"):
-        return convert(fn, pure, example_input, name=label, batch=batch, max_batch=max_batch)
+        return convert(fn, pure, example_input, name=label, batch=batch, max_batch=max_batch, blas=blas)

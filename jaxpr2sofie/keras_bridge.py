@@ -238,7 +238,8 @@ def keras_function(model_or_path, example_input=None, custom_objects=None, safe_
 
 
 def from_keras(model_or_path, example_input=None, name: str | None = None, custom_objects=None,
-               safe_mode: bool = True, batch: str | None = None, max_batch: int | None = None):
+               safe_mode: bool = True, batch: str | None = None, max_batch: int | None = None,
+               blas: str = "auto"):
     """Convert a Keras 3 model (an in-memory model, or a `.keras` / legacy `.h5` file) on the JAX backend.
 
     Sequential, Functional and subclassed models; several inputs (list or dict) and outputs.
@@ -250,7 +251,7 @@ def from_keras(model_or_path, example_input=None, name: str | None = None, custo
     default, kept) refuses files that carry Python code such as Lambda layers. Inference mode:
     Dropout is the identity, BatchNormalization uses its moving statistics. Weights are named by
     their Keras variable path. `batch="dynamic"` (and `max_batch`) as in `convert`: the batch is
-    chosen at run time. Returns a `SofieModel` (see `convert`).
+    chosen at run time; `blas="none"` as in `convert`: no BLAS. Returns a `SofieModel` (see `convert`).
 
     A file that does not exist raises FileNotFoundError; one Keras cannot read (empty, truncated,
     not a zip archive or not HDF5, a .keras/.h5 name on the other format) raises `ModelFileError`
@@ -272,4 +273,4 @@ def from_keras(model_or_path, example_input=None, name: str | None = None, custo
 
     kf = keras_function(model_or_path, example_input, custom_objects, safe_mode)
     return convert(kf.fn, kf.params, kf.example_input, name=model_name(name, kf.name), batch=batch,
-                   max_batch=max_batch)
+                   max_batch=max_batch, blas=blas)

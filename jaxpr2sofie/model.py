@@ -199,7 +199,8 @@ class SofieModel:
 
 
 def convert(fn, params, example_input, name: str | None = None, disable_passes=(),
-            progress: bool | None = None, batch: str | None = None, max_batch: int | None = None) -> SofieModel:
+            progress: bool | None = None, batch: str | None = None, max_batch: int | None = None,
+            blas: str = "auto") -> SofieModel:
     """Convert a JAX function to a SOFIE-style operator graph.
 
     `fn(params, x)` may be jitted or not; with `params=None` a function of one argument is called
@@ -211,7 +212,9 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     takes `Session(weight_file, max_batch)` and `infer(batch, ...)`, with `max_batch` defaulting to
     `max_batch=` or the example's batch. `name` names the C++ namespace
     `TMVA_SOFIE_<name>` and the files. `progress` shows the stages on a terminal (None: when stderr
-    is a terminal and JAXPR2SOFIE_QUIET is not set).
+    is a terminal and JAXPR2SOFIE_QUIET is not set). Weight matrices are multiplied by the header's
+    own kernels; `blas="auto"` (default) calls BLAS for large products of two activations, where
+    it wins, and `blas="none"` never does, so the header needs no BLAS to link at all.
 
     >>> import jax.numpy as jnp, numpy as np, jaxpr2sofie as j2s
     >>> params = {"w": np.ones((3, 2), np.float32), "b": np.zeros(2, np.float32)}
@@ -222,10 +225,14 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     from .progress import Progress
     fallback = getattr(fn, "__name__", None)
     label = model_name(name, "Model" if fallback in (None, "<lambda>") else fallback)
+    if blas not in ("auto", "none"):
+        raise ValueError(f"blas={blas!r}: give \"auto\" (BLAS for large products of two activations) or "
+                         "\"none\" (the generated code's own kernels for every product: no BLAS to link)")
     bar = Progress(progress)
     bar.stage("tracing")
     traced = trace(fn, params, example_input, batch=batch)
     g = Graph(label)
+    g.blas = blas
     if traced.dynamic:
         if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
             raise ValueError(f"max_batch={max_batch!r}: give a positive int, the largest batch a Session takes by default")

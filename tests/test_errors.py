@@ -170,6 +170,22 @@ def test_missing_blas(monkeypatch):
     np.testing.assert_allclose(small.compile()(X), X @ np.ones((4, 2), np.float32), rtol=1e-6)
 
 
+def test_blas_none_needs_no_blas_at_any_size(monkeypatch):
+    """convert(..., blas="none"): the products that would call BLAS use the header's own kernels,
+    so it builds and runs with no BLAS anywhere (fixed and run-time batch)."""
+    monkeypatch.setitem(sys.modules, "scipy_openblas32", None)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    p = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32) / 8
+    x = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
+    fn = lambda p, x: x @ (x @ p).T   # noqa: E731  (64^3 multiply-adds between two activations)
+    for batch in (None, "dynamic"):
+        m = j2s.convert(fn, p, x, name="NoBlasAtAll", blas="none", batch=batch)
+        assert "J2S_SGEMM" not in m.header() and "gemm_blas" not in m.header()
+        np.testing.assert_allclose(m.compile()(x), fn(p, x), rtol=1e-4, atol=1e-4 * np.abs(fn(p, x)).max())
+    with pytest.raises(ValueError, match="blas='openblas'.*\"none\""):
+        j2s.convert(fn, p, x, blas="openblas")
+
+
 def test_compile_error_is_reported_with_compiler_output():
     m = j2s.convert(lambda x: x * 2, None, X)
     with pytest.raises(j2s.BuildError, match="compiling the generated code failed"):

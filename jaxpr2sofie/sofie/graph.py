@@ -29,6 +29,7 @@ class Graph:
         self.parent = None
         self.plan_batch = 1          # the batch at which the memory plan compares sizes
         self.max_batch = None        # the Session's default max_batch, when the batch is dynamic
+        self.blas = "auto"           # "none": every product through the header's own kernels
 
     def child(self, inputs=()) -> "Graph":
         """A sub-graph sharing this graph's tensor table and weights; `inputs` are tensors its

@@ -23,6 +23,7 @@ class Writer:
         self._counter = 0
         self.needs: set = set()   # helper functions the emitted code calls (see emit_cpp.HELPERS)
         self.fence_before: set = set()   # tensors whose arena memory held another dtype before them
+        self.blas = True   # False: products never call BLAS (convert(..., blas="none"))
 
     # -- text ---------------------------------------------------------------
     def line(self, text: str = "") -> None:

@@ -30,6 +30,10 @@ def emit_gemm(w, ta: bool, tb: bool, m: int, n: int, k: int, a: str, b: str, bet
     helper = "gemm_packed" if rows else "gemm_loops"   # gemm_rows is part of the packed-panel helper
     small_args = f"({m}, {n}, {k}, {a}, {b}, {c});" if rows else args
     limit = ROWS_GEMM if rows else SMALL_GEMM
+    if not w.blas:   # convert(..., blas="none"): the header's own kernels at every size
+        w.need(helper)
+        w.line(f"detail::{small}{small_args}")
+        return
     if any(isinstance(d, Sym) for d in (m, n, k)):   # sizes known at run time: choose there
         w.need(helper)
         w.need("gemm_blas")
