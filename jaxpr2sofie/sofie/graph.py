@@ -146,6 +146,11 @@ class Graph:
         for op in self.walk():
             if op.aliases_input:
                 base[op.outputs[0]] = base[op.inputs[0]]
+        for op in self.walk():   # loop carries the body may update in place (no copy per step)
+            for new, state in in_place_carries(self, op, base):
+                for name, b in base.items():
+                    if b == new:
+                        base[name] = base[state]
         return base
 
     def buffer_plan(self) -> tuple:
@@ -213,6 +218,38 @@ class Graph:
         outs = set(self.outputs)
         return [t for n, t in self.tensors.items()
                 if t.kind == "intermediate" and base[n] == n and n not in outs]
+
+
+def in_place_carries(g, loop, base) -> list:
+    """(new carry, carry state) pairs of a Loop whose body may write the new value straight into
+    the state's buffer, so that no copy follows each step. Safe when the operator producing the new
+    value is the last one in the body to read the state (through any view), reads it, if at all,
+    element for element (a same-shape elementwise operator), and no body output is the state."""
+    body, nc = getattr(loop, "body", None), getattr(loop, "n_carry", 0)
+    if body is None or not nc:
+        return []
+    outs = [o for o in body.outputs if o]
+    pairs = []
+    for state, new in zip(body.inputs[:nc], body.outputs[:nc]):
+        sb = base[state]
+        if (not new or new in body.inputs or base[new] != new or body.outputs[:nc].count(new) != 1
+                or any(base.get(o, o) == sb for o in outs)):
+            continue
+        k = next((i for i, op in enumerate(body.ops) if new in op.outputs), None)
+        if k is None or body.ops[k].aliases_input or body.ops[k].subgraphs():
+            continue
+
+        def reads(op):
+            return {n for n in touched(op) if n not in op.outputs and base.get(n, n) == sb}
+        if any(reads(op) for op in body.ops[k + 1:]):
+            continue
+        producer, shape = body.ops[k], g.tensors[new].shape
+        read = reads(producer)
+        if read and not (type(producer).__name__ == "Elementwise" and read == {state}
+                         and all(g.tensors[a].shape == shape for a in producer.inputs)):
+            continue
+        pairs.append((new, state))
+    return pairs
 
 
 def events(op) -> list:
