@@ -17,6 +17,7 @@ import pytest
 
 import jaxpr2sofie as j2s
 from jaxpr2sofie import source
+from jaxpr2sofie.sofie.ops.linalg import ROWS_GEMM
 
 from helpers import assert_close
 
@@ -224,14 +225,16 @@ def test_flags_build_a_header_that_calls_blas(tmp_path):
     res = _cli("flags")
     assert res.returncode == 0 and "-std=c++17" in res.stdout and "-DJ2S_SGEMM=" in res.stdout, res.stderr
     w = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
-    x = np.ones((16, 64), np.float32)
-    # a product of two activations (dense layers use the header's own packed kernel, not BLAS)
+    x = np.ones((64, 64), np.float32)
+    # a product of two activations (dense layers use the header's own packed kernel, not BLAS),
+    # 64^3 multiply-adds: past what the header's own in-place panel kernel takes
+    assert 64 ** 3 > ROWS_GEMM
     m = j2s.convert(lambda p, x: x @ (x @ p).T, w, x, name="Big")
     assert "J2S_SGEMM(" in m.header(), "this model must call BLAS for the test to mean anything"
     m.generate(tmp_path)
     (tmp_path / "main.cpp").write_text('#include "Big.hxx"\n#include <cstdio>\n#include <vector>\nint main() {\n'
                                        '   TMVA_SOFIE_Big::Session s("Big.dat");\n'
-                                       '   std::vector<float> x(16 * 64, 1.f);\n'
+                                       '   std::vector<float> x(64 * 64, 1.f);\n'
                                        '   std::printf("%.9g\\n", s.infer(x.data())[5]);\n}\n')
     build = subprocess.run(f"g++ -O2 main.cpp {res.stdout.strip()} -o main", shell=True, cwd=tmp_path,
                            capture_output=True, text=True)

@@ -134,7 +134,9 @@ class Builder:
                     "bool": ("b",)}[dtype]
         if weight is None:
             weight = self.coin(0.25)
-        layout = self.choice(["plain", "plain", "transposed", "strided"]) if view and shape else "plain"
+        # a view of an empty array has nothing to show (and a strided slice of it no valid bounds)
+        viewable = view and shape and all(shape)
+        layout = self.choice(["plain", "plain", "transposed", "strided"]) if viewable else "plain"
         stored, expr = shape, None
         if layout == "transposed" and len(shape) >= 2:
             perm = list(self.draw(st.permutations(range(len(shape)))))
