@@ -91,7 +91,8 @@ _WRITE_EVENTS = """
     x, jets = ev["x"], ev["jets"]
     cols = {"id": np.arange(len(x), dtype=np.int64), "a": x[:, 0].copy(), "b": x[:, 1].astype(np.float64),
             "c": (x[:, 2] * 1000).astype(np.int32)}
-    ROOT.RDF.FromNumpy(cols).Snapshot("events", "events.root")
+    if __name__ == "__main__":   # Dask's spawned workers re-run this file: only the main process writes
+        ROOT.RDF.FromNumpy(cols).Snapshot("events", "events.root")
 """
 
 
