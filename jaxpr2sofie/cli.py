@@ -117,19 +117,24 @@ def load_model(args) -> LoadedModel:
     return LoadedModel(*load_model_file(args.model, *names), name="Model")
 
 
+def _best_ns(call, iters: int) -> float:
+    """Nanoseconds per call of `call()` from Python: the best of 5 loops of `iters` calls."""
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            call()
+        runs.append((time.perf_counter() - t0) / iters * 1e9)
+    return min(runs)
+
+
 def _xla_latency_ns(fn, params, x, iters=300) -> float:
     import jax
     f = jax.jit(fn)
     # arrays already on the device, so the timing is XLA's, not NumPy-to-device copies
     args = jax.device_put((params, x) if params is not None else (x,))
     jax.block_until_ready(f(*args))
-    runs = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            jax.block_until_ready(f(*args))
-        runs.append((time.perf_counter() - t0) / iters * 1e9)
-    return min(runs)
+    return _best_ns(lambda: jax.block_until_ready(f(*args)), iters)
 
 
 def _ort_latency_ns(model, x, iters=300):
@@ -154,13 +159,7 @@ def _ort_latency_ns(model, x, iters=300):
         sess.run(None, feed)
     except Exception as e:   # the table still shows the other rows; the reason is printed in this one
         return None, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-    runs = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            sess.run(None, feed)
-        runs.append((time.perf_counter() - t0) / iters * 1e9)
-    return min(runs), ""
+    return _best_ns(lambda: sess.run(None, feed), iters), ""
 
 
 def latency_table(model, fn, params, x) -> str:

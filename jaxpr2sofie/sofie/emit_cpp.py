@@ -118,7 +118,7 @@ def render(g) -> tuple:
     outs = set(g.outputs)
     # The Session first: emitting the operators tells which helpers the header must carry.
     w = Writer({n: "tensor_" + b for n, b in base.items()})
-    w.blas = getattr(g, "blas", "auto") != "none"
+    w.blas = g.blas != "none"
     w.depth = 1
     assign = _emit_session(w, g, base)
     assert not (outs & set(assign))
