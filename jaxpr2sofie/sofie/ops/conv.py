@@ -18,7 +18,7 @@ from ..tensor import numel, strides_of
 from .base import Op
 from .conv_direct import emit_direct
 from .epilogue import describe as describe_epilogue, emit_epilogue
-from .linalg import emit_gemm
+from .linalg import emit_gemm, emit_packed_gemm
 from .movement import copy_view
 from .pool import Window, window_access
 
@@ -160,10 +160,8 @@ class Conv(Op):
         else:
             outer, rows = 1, n * pixels
         block = rows if not self.epilogue else max(1, min(rows, IM2COL_BUDGET // max(1, cout)))
-        if self.packed:
-            w.need("gemm_packed")
-            if self.epilogue:   # whole 6-row tiles per block, the block's output kept in L2
-                block = min(rows, max(6, IM2COL_BUDGET // 4 // max(1, cout) // 6 * 6))
+        if self.packed and self.epilogue:   # whole 6-row tiles per block, the block's output kept in L2
+            block = min(rows, max(6, IM2COL_BUDGET // 4 // max(1, cout) // 6 * 6))
         with w.loops([outer], stem="b") as (b,):
             for start, m, count in ((0, block, rows // block), (rows // block * block, rows % block, 1)):
                 if m == 0 or count == 0:
@@ -173,7 +171,7 @@ class Conv(Op):
                     yo = at if cout == 1 or at == "0" else f"({at}) * {cout}"
                     xo = at if cin == 1 or at == "0" else f"({at}) * {cin}"
                     if self.packed:
-                        w.line(f"detail::gemm_packed<0>({m}, {cout}, {cin}, {_at(x, xo)}, {kern}, nullptr, {_at(y, yo)});")
+                        emit_packed_gemm(w, m, cout, cin, _at(x, xo), kern, _at(y, yo))
                     else:
                         emit_gemm(w, False, False, m, cout, cin, _at(x, xo), kern, "0.f", _at(y, yo))
                     self.finish(w, g, f"({_at(y, yo)})", yo, m)
@@ -207,8 +205,7 @@ class Conv(Op):
                     else:
                         w.line(f"std::copy_n({_at(x, src)}, {cg}, {_at(col, dst)});")
                 if self.packed:   # the kernel in panels (conv_passes.pack_conv_kernels)
-                    w.need("gemm_packed")
-                    w.line(f"detail::gemm_packed<0>({rows}, {cout}, {kc}, {col}, {kern}, nullptr, {y_chunk});")
+                    emit_packed_gemm(w, rows, cout, kc, col, kern, y_chunk)
                 elif groups == 1:
                     emit_gemm(w, False, False, rows, cout, kc, col, kern, "0.f", y_chunk)
                 else:

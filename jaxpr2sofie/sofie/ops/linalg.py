@@ -48,6 +48,12 @@ def emit_gemm(w, ta: bool, tb: bool, m: int, n: int, k: int, a: str, b: str, bet
         w.line(f"detail::gemm_blas{args}")
 
 
+def emit_packed_gemm(w, m, n, k, a: str, packed: str, c: str, bias: str = "nullptr", act: str = "") -> None:
+    """Row-major c = act(a @ B + bias) for a weight B stored in panels (kernels.gemm_packed)."""
+    w.need("gemm_packed")
+    w.line(f"detail::gemm_packed<{ACTIVATIONS[act]}>({m}, {n}, {k}, {a}, {packed}, {bias}, {c});")
+
+
 @dataclass(eq=False)
 class MatMul(Op):
     """out[b] = op(A[b]) @ op(B[b]) (+ bias), row-major, one BLAS sgemm per batch entry.
@@ -90,9 +96,8 @@ class MatMul(Op):
         w.comment(f"{self.op_type} {self.describe()}")
         if self.packed(g):
             assert self.batch == 1 and not self.trans_a
-            w.need("gemm_packed")
             bias = w.ref(self.inputs[2]) if len(self.inputs) > 2 else "nullptr"
-            w.line(f"detail::gemm_packed<{ACTIVATIONS[self.act]}>({self.m}, {self.n}, {self.k}, {a}, {b}, {bias}, {out});")
+            emit_packed_gemm(w, self.m, self.n, self.k, a, b, out, bias, self.act)
             return
         if len(self.inputs) > 2:
             bias = w.ref(self.inputs[2])
