@@ -215,6 +215,8 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     is a terminal and JAXPR2SOFIE_QUIET is not set). Weight matrices are multiplied by the header's
     own kernels; `blas="auto"` (default) calls BLAS for large products of two activations, where
     it wins, and `blas="none"` never does, so the header needs no BLAS to link at all.
+    `disable_passes` names graph passes to skip (`jaxpr2sofie.sofie.passes.PASSES`, `MODEL_PASSES`:
+    fusions, weight packing, buffer reuse), to debug a conversion or measure what a pass buys.
 
     >>> import jax.numpy as jnp, numpy as np, jaxpr2sofie as j2s
     >>> params = {"w": np.ones((3, 2), np.float32), "b": np.zeros(2, np.float32)}

@@ -45,10 +45,10 @@ def assert_close(got, want, atol=1e-5, what="", allow_vanishing=False):
 
 
 def convert_and_check(fn, params, inputs, atol=1e-5, name="Case", extra_inputs=(), allow_vanishing=False,
-                      batch=None):
+                      batch=None, disable_passes=()):
     """Convert `fn` (fn(params, x) or fn(x) with params None) on example `inputs`, compile the C++,
     and compare with JAX on the example and on every pytree in `extra_inputs`. Returns the model."""
-    m = j2s.convert(fn, params, inputs, name=name, batch=batch)
+    m = j2s.convert(fn, params, inputs, name=name, batch=batch, disable_passes=disable_passes)
     compiled = m.compile()
     for x in (inputs, *extra_inputs):
         flat = [np.asarray(v) for v in jax.tree_util.tree_leaves(x)]

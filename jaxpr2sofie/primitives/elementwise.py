@@ -186,3 +186,16 @@ CASES += [
     Case("grad_mlp_wrt_input", jax.grad(_mlp_loss, argnums=1), (f32(3, 4),), ("add_any", "pad"), params=_MLP),
     Case("grad_mlp_wrt_params", jax.grad(_mlp_loss), (f32(3, 4),), ("add_any", "dot_general"), params=_MLP),
 ]
+# chains of elementwise operators run as one loop (the fuse_elementwise pass); the steps are still
+# listed, so a case can name them and that the ops it must not have are gone
+CASES += [
+    Case("fused_gelu_tanh", lambda x: _nn.gelu(x, approximate=True), (f32(4, 40, scale=3.0),), ("tanh", "mul"),
+         ops=("FusedElementwise", "Tanh")),
+    Case("fused_affine_relu_broadcast", lambda x, r: _nn.relu(x * r + 0.25) - r, (f32(3, 5, 8), f32(8)),
+         ("mul", "add", "max", "sub"), ops=("FusedElementwise", "Relu")),
+    Case("fused_mixed_dtypes", lambda x, y: (_jnp.where((x > 0) & (y < 1), x * 2, y - 1).astype("int32") + 3),
+         (f32(4, 6, scale=2.0), f32(4, 6, scale=2.0)), ("gt", "and", "select_n", "convert_element_type"),
+         ops=("FusedElementwise", "Where", "Cast")),
+    Case("fused_shared_operand_stays_in_memory", lambda x: (x * 2 + 1) * (x * 2 - 1), (f32(5, 7),),
+         ("mul", "add", "sub"), ops=("FusedElementwise", "Mul")),
+]

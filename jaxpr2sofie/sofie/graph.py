@@ -121,6 +121,8 @@ class Graph:
         """Drop operators whose outputs nobody reads, and tensors nobody references."""
         self.prune()
         live = set(self.inputs) | set(self.outputs)
+        for op in self.walk():
+            live.update(getattr(op, "internal", ()))   # a fused loop's register values
         for op in self.ops:
             live.update(touched(op))
         for n in [n for n in self.tensors if n not in live]:
@@ -245,7 +247,7 @@ def in_place_carries(g, loop, base) -> list:
             continue
         producer, shape = body.ops[k], g.tensors[new].shape
         read = reads(producer)
-        if read and not (type(producer).__name__ == "Elementwise" and read == {state}
+        if read and not (getattr(producer, "elementwise", False) and read == {state}
                          and all(g.tensors[a].shape == shape for a in producer.inputs)):
             continue
         pairs.append((new, state))

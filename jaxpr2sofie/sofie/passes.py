@@ -4,49 +4,57 @@ from __future__ import annotations
 
 from .conv_passes import fold_conv_padding, fuse_conv_epilogue, pack_conv_kernels
 from .ops.elementwise import Elementwise
+from .ops.fused import FusedElementwise
 from .ops.linalg import MatMul
 from .ops.movement import Identity, Reshape
 from .ops.reduce import Reduce, Softmax
+from .usedef import fixed_point
+from .vmath import KINDS as VECTOR_KINDS
+
+
+def _absorb_bias(g, ud, add) -> bool:
+    """Rule: `matmul + bias` (bias broadcast over rows, or the full [M, N]) -> one Gemm."""
+    if not (isinstance(add, Elementwise) and add.kind == "add" and len(add.inputs) == 2
+            and all(isinstance(a, str) for a in add.args)):
+        return False
+    for k in (0, 1):
+        mm_out, bias = add.args[k], add.args[1 - k]
+        mm = ud.producer(mm_out)
+        if not (isinstance(mm, MatMul) and len(mm.inputs) == 2 and mm.batch == 1 and ud.only_feeds(mm_out)):
+            continue
+        b = g.tensors[bias]
+        out = g.tensors[add.outputs[0]]
+        if b.kind != "weight" or out.shape != g.tensors[mm_out].shape:
+            continue
+        if (b.size == mm.n and b.shape[-1:] == out.shape[-1:]) or b.shape == out.shape:
+            ud.absorb(add, into=mm, extra_inputs=[bias])
+            return True
+    return False
 
 
 def fuse_gemm_bias(g) -> None:
     """MatMul followed by `+ bias` (bias broadcast over rows) becomes one Gemm, as SOFIE emits it."""
-    for add in list(g.ops):
-        if not (isinstance(add, Elementwise) and add.kind == "add" and len(add.inputs) == 2
-                and all(isinstance(a, str) for a in add.args)):
-            continue
-        for k in (0, 1):
-            mm_out, bias = add.args[k], add.args[1 - k]
-            mm = g.producer(mm_out)
-            if not (isinstance(mm, MatMul) and len(mm.inputs) == 2 and mm.batch == 1
-                    and len(g.consumers(mm_out)) == 1 and mm_out not in g.outputs):
-                continue
-            b = g.tensors[bias]
-            out = g.tensors[add.outputs[0]]
-            if b.kind != "weight" or out.shape != g.tensors[mm_out].shape:
-                continue
-            # bias must be [.., 1, N] (one row for all) or the full [M, N] output
-            if not (b.size == mm.n and b.shape[-1:] == out.shape[-1:]) and b.shape != out.shape:
-                continue
-            mm.inputs.append(bias)
-            mm.outputs = [add.outputs[0]]
-            g.ops.remove(add)
-            break
+    fixed_point(g, _absorb_bias)
+
+
+def _absorb_relu(g, ud, relu) -> bool:
+    """Rule: a float32 relu whose operand only a matrix product makes moves into its epilogue."""
+    if not (isinstance(relu, Elementwise) and relu.kind == "relu" and len(relu.inputs) == 1
+            and relu.dtype == "float32"):
+        return False
+    mm = ud.producer(relu.inputs[0])
+    if (isinstance(mm, MatMul) and not mm.act and ud.only_feeds(relu.inputs[0])
+            and g.tensors[relu.outputs[0]].size == g.tensors[relu.inputs[0]].size):
+        mm.act = "relu"
+        ud.absorb(relu, into=mm)
+        return True
+    return False
 
 
 def fuse_activation(g) -> None:
     """A relu right after a matrix product is applied in the product's epilogue, while the
     output tile is still in registers, instead of as a second pass over memory."""
-    for relu in list(g.ops):
-        if not (isinstance(relu, Elementwise) and relu.kind == "relu" and len(relu.inputs) == 1
-                and relu.dtype == "float32"):
-            continue
-        mm = g.producer(relu.inputs[0])
-        if (isinstance(mm, MatMul) and not mm.act and _only_feeds(g, relu.inputs[0])
-                and g.tensors[relu.outputs[0]].size == g.tensors[relu.inputs[0]].size):
-            mm.act = "relu"
-            mm.outputs = list(relu.outputs)
-            g.ops.remove(relu)
+    fixed_point(g, _absorb_relu)
 
 
 def pack_weights(g) -> None:
@@ -118,6 +126,37 @@ def fuse_softmax(g) -> None:
         g.ops[g.ops.index(div)] = soft
 
 
+def _fusible(op) -> bool:
+    """An elementwise operator a fused loop can run as one of its steps. float32 exp/tanh/logistic
+    stay alone: on their own they run through vmath's whole-vector functions, inside a scalar
+    loop they would be libm calls."""
+    if isinstance(op, FusedElementwise):
+        return True
+    return (isinstance(op, Elementwise) and op.outputs
+            and not (op.dtype == "float32" and op.kind in VECTOR_KINDS))
+
+
+def _fuse_into(g, ud, op) -> bool:
+    """Rule: `op` absorbs the elementwise operator making one of its operands, when that operand
+    has `op`'s output shape and nothing else reads it."""
+    if not _fusible(op):
+        return False
+    shape = g.tensors[op.outputs[0]].shape
+    for a in op.inputs:
+        prev = ud.producer(a)
+        if (prev is not None and _fusible(prev) and ud.only_feeds(a)
+                and g.tensors[a].shape == shape and g.tensors[a].kind == "intermediate"):
+            ud.replace([prev, op], FusedElementwise.chain(g, prev, op))
+            return True
+    return False
+
+
+def fuse_elementwise(g) -> None:
+    """Chains of elementwise operators (GELU's polynomial, a LayerNorm's scale and shift, an LSTM
+    cell's state update) run as one loop each, the intermediate values in registers."""
+    fixed_point(g, _fuse_into)
+
+
 def materialize_outputs(g) -> None:
     """Every graph output must be a distinct, non-view intermediate: the Session writes outputs
     straight into the caller's memory. Inputs, weights, views and repeats get an Identity copy."""
@@ -145,6 +184,7 @@ PASSES = {
     "fold_conv_padding": fold_conv_padding,
     "fuse_conv_epilogue": fuse_conv_epilogue,
     "pack_conv_kernels": pack_conv_kernels,
+    "fuse_elementwise": fuse_elementwise,   # after every pass that looks for single elementwise ops
     "reuse_buffers": reuse_buffers,
 }
 # passes over the whole model at once (they see every sub-graph themselves)

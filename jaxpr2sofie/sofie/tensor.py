@@ -14,7 +14,8 @@ Dim = Union[int, "Sym"]
 Shape = tuple
 
 # "slice": a per-step view a loop points into its sequence input (no buffer of its own)
-KINDS = ("input", "weight", "constant", "intermediate", "slice")
+# "fused": a value a fused elementwise loop keeps in a register (ops/fused.py), never stored
+KINDS = ("input", "weight", "constant", "intermediate", "slice", "fused")
 
 # numpy dtype name -> C++ element type. bool is stored one byte per element. float64 is converted to
 # float32 at the door (trace.py): the generated code computes in single precision, as SOFIE's does.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ops.elementwise import Elementwise
+from ..ops.fused import expand
 from ..ops.linalg import MatMul
 from ..ops.movement import Slice, Transpose
 
@@ -70,7 +71,7 @@ class _Body:
 
     def __init__(self, g, op):
         self.g, self.op, self.sub = g, op, op.body
-        self.made = {o: x for x in self.sub.ops for o in x.outputs}
+        self.made = {o: x for x in expand(self.sub.ops) for o in x.outputs}   # fused chains as their steps
         self.batch = g.tensors[self.sub.inputs[0]].shape[0]
         self._affine: dict = {}
 

@@ -7,6 +7,7 @@ a chain of elementwise operators into one loop.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +105,8 @@ class Elementwise(Op):
     param: object = None      # integer_pow exponent, select arity...
     shape: tuple = None       # output shape; None: broadcast of the tensor operands
 
+    elementwise = True   # reads each operand at the output's own index (graph.in_place_carries)
+
     @classmethod
     def make(cls, kind, args, dtype, param=None, shape=None):
         return cls([a for a in args if isinstance(a, str)], kind=kind, args=tuple(args),
@@ -155,6 +158,28 @@ class Elementwise(Op):
         if k == "rem":
             return FLOAT_ONLY_REM
         return TEMPLATES[k][0]
+
+    def vector_template(self, g) -> str:
+        """The C++ template with {T} filled in; for float32 relu and max/min against a literal, in a
+        form g++ vectorises (the generic NaN- and signed-zero-exact templates keep it from doing
+        so), with the same result: NaN passes through, and max(-0, +0) is +0, min(+0, -0) is -0,
+        as XLA computes them. Epilogues and fused loops use it."""
+        k, args = self.kind, self.args
+        if self.dtype == "float32" and k == "relu":
+            return "(({0}) <= 0.f) ? 0.f : ({0})"
+        lit = [a for a in args if isinstance(a, Scalar)]
+        if self.dtype == "float32" and k in ("max", "min") and len(args) == 2 and len(lit) == 1 \
+                and not math.isnan(float(lit[0].value)):
+            at = args.index(lit[0])
+            s, acc = "{%d}" % at, "{%d}" % (1 - at)
+            neg = math.copysign(1.0, float(lit[0].value)) < 0
+            zero = float(lit[0].value) == 0.0
+            if k == "max":
+                edge = "<=" if zero and not neg else "<"
+            else:
+                edge = ">=" if zero and neg else ">"
+            return f"(({acc}) {edge} ({s})) ? ({s}) : ({acc})"
+        return self.template(g).replace("{T}", ctype(self.dtype))
 
     def emit(self, w: Writer, g) -> None:
         out = g.tensors[self.outputs[0]]

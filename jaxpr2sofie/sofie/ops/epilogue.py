@@ -8,8 +8,6 @@ template, so fusing changes no result.
 """
 from __future__ import annotations
 
-import math
-
 from .base import Scalar
 from .elementwise import Elementwise
 
@@ -61,25 +59,6 @@ def describe(stages) -> str:
 MIN_SPAN = 32
 
 
-def _template(g, stage) -> str:
-    """The stage's scalar C++ template; relu and max/min against a literal in a form g++ vectorises
-    (the generic NaN- and signed-zero-exact templates keep it from doing so), with the same result:
-    NaN passes through, and max(-0, +0) is +0, min(+0, -0) is -0, as XLA computes them."""
-    k, args = stage.kind, stage.args
-    if k == "relu":
-        return "(({0}) <= 0.f) ? 0.f : ({0})"
-    lit = [a for a in args if isinstance(a, Scalar)]
-    if k in ("max", "min") and len(lit) == 1 and not math.isnan(float(lit[0].value)):
-        s, acc = "{%d}" % args.index(lit[0]), "{%d}" % args.index(None)
-        zero = float(lit[0].value) == 0.0
-        if k == "max":
-            edge = "<=" if zero and not math.copysign(1.0, float(lit[0].value)) < 0 else "<"
-        else:
-            edge = ">=" if zero and math.copysign(1.0, float(lit[0].value)) < 0 else ">"
-        return f"(({acc}) {edge} ({s})) ? ({s}) : ({acc})"
-    return stage.template(g).replace("{T}", "float")
-
-
 def apply_stages(w, g, stages, v: str, channel, full: str, out_shape) -> None:
     """Lines updating float variable `v` through every stage. `channel(a)` is the C++ element of
     per-channel operand `a` that `v` needs, `full` the offset of `v`'s element in the output."""
@@ -93,7 +72,7 @@ def apply_stages(w, g, stages, v: str, channel, full: str, out_shape) -> None:
             else:
                 kind = operand_kind(g, a, out_shape)
                 operands.append(channel(a) if kind == "channel" else f"{w.ref(a)}[{'0' if kind == 'one' else full}]")
-        w.line(f"{v} = {_template(g, s).format(*operands)};")
+        w.line(f"{v} = {s.vector_template(g).format(*operands)};")
 
 
 def emit_epilogue(w, g, stages, y: str, offset: str, rows, cout, out_shape) -> None:
