@@ -40,11 +40,12 @@ def test_gelu_and_layernorm_chains_run_as_fused_loops_and_match_jax():
     m = convert_and_check(_block, _P, x, atol=1e-5)
     fused = _fused(m.graph)
     kinds = [[s.kind for s in op.steps] for op in fused]
-    # GELU's cubic polynomial, its 0.5 * (1 + tanh) * x tail, and the LayerNorm scale-and-shift
-    assert ["integer_pow", "mul", "add", "mul"] in kinds, kinds
+    # all of GELU (tanh included: the loop runs on whole vectors, tanh through vmath), and the
+    # LayerNorm scale-and-shift
+    assert ["integer_pow", "mul", "add", "mul", "tanh", "add", "mul", "mul"] in kinds, kinds
     assert ["sub", "mul", "mul", "add"] in kinds, kinds
-    # tanh stays its own operator: alone it runs through the vectorised vmath function
-    assert any(type(op) is Elementwise and op.kind == "tanh" for op in m.graph.ops)
+    assert not any(type(op) is Elementwise and op.kind == "tanh" for op in m.graph.ops)
+    assert "detail::vm_tanh(" in m.header()
     # the values a fused loop keeps in registers get no memory
     slots, assign = m.graph.buffer_plan()
     internal = {n for op in fused for n in op.internal}
@@ -150,3 +151,37 @@ def test_a_rule_that_never_settles_is_reported():
         assert "did not settle" in str(e) and "flip" in str(e)
     else:
         raise AssertionError("a rule that always reports a change must not loop forever")
+
+
+def test_vector_chains_keep_special_values_and_every_length():
+    """A chain through exp, tanh, logistic, relu and literal max/min runs on whole vectors, with a
+    zero-padded tail: NaN, +-inf and signed zeros come out as JAX has them, at lengths that are
+    not a multiple of the vector width too."""
+    def f(xy):
+        x, y = xy
+        return (jax.nn.gelu(x, approximate=True) * jax.nn.sigmoid(y) + jnp.maximum(jnp.exp(x * 0.1), 0.0)
+                - jnp.minimum(jax.nn.relu(y), -0.0))
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 90.0, -90.0, 1e-30], np.float32)
+    for n in (1, 7, 8, 45):
+        x = rng.standard_normal(n).astype(np.float32) * 4
+        y = rng.standard_normal(n).astype(np.float32) * 4
+        x[: min(n, 8)] = specials[: min(n, 8)]
+        y[: min(n, 8)] = specials[::-1][: min(n, 8)]
+        m = j2s.convert(f, None, (x, y))
+        (op,) = m.graph.ops
+        assert isinstance(op, FusedElementwise) and "detail::vm_exp(" in m.header()
+        got, want = m.compile()(x, y), np.asarray(f((x, y)))
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+        zero = want == 0
+        assert np.array_equal(np.signbit(got[zero]), np.signbit(want[zero]))
+
+
+def test_tanh_stays_alone_when_its_chain_cannot_run_as_vectors():
+    # the row vector `r` broadcasts: a scalar loop would call libm's tanh, slower than vmath alone
+    def f(xr):
+        x, r = xr
+        return jnp.tanh(x) * r + 1.0
+    m = convert_and_check(f, None, (rng.standard_normal((3, 8)).astype(np.float32),
+                                    rng.standard_normal(8).astype(np.float32)))
+    assert any(type(op) is Elementwise and op.kind == "tanh" for op in m.graph.ops)
+    assert [s.kind for s in _fused(m.graph)[0].steps] == ["mul", "add"]

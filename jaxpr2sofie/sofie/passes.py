@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .conv_passes import fold_conv_padding, fuse_conv_epilogue, pack_conv_kernels
 from .ops.elementwise import Elementwise
-from .ops.fused import FusedElementwise
+from .ops.fused import FusedElementwise, vector_chain
 from .ops.linalg import MatMul
 from .ops.movement import Identity, Reshape
 from .ops.reduce import Reduce, Softmax
@@ -127,27 +127,31 @@ def fuse_softmax(g) -> None:
 
 
 def _fusible(op) -> bool:
-    """An elementwise operator a fused loop can run as one of its steps. float32 exp/tanh/logistic
-    stay alone: on their own they run through vmath's whole-vector functions, inside a scalar
-    loop they would be libm calls."""
-    if isinstance(op, FusedElementwise):
-        return True
-    return (isinstance(op, Elementwise) and op.outputs
-            and not (op.dtype == "float32" and op.kind in VECTOR_KINDS))
+    return isinstance(op, (Elementwise, FusedElementwise)) and bool(op.outputs)
+
+
+def _steps_of(op) -> list:
+    return list(op.steps) if isinstance(op, FusedElementwise) else [op]
 
 
 def _fuse_into(g, ud, op) -> bool:
     """Rule: `op` absorbs the elementwise operator making one of its operands, when that operand
-    has `op`'s output shape and nothing else reads it."""
+    has `op`'s output shape and nothing else reads it. float32 exp/tanh/logistic join a chain
+    only if the whole chain runs as vectors (ops/fused.vector_chain): alone they run through
+    vmath's vector functions, and inside a scalar loop they would be libm calls."""
     if not _fusible(op):
         return False
     shape = g.tensors[op.outputs[0]].shape
     for a in op.inputs:
         prev = ud.producer(a)
-        if (prev is not None and _fusible(prev) and ud.only_feeds(a)
+        if not (prev is not None and _fusible(prev) and ud.only_feeds(a)
                 and g.tensors[a].shape == shape and g.tensors[a].kind == "intermediate"):
-            ud.replace([prev, op], FusedElementwise.chain(g, prev, op))
-            return True
+            continue
+        steps = _steps_of(prev) + _steps_of(op)
+        if any(s.dtype == "float32" and s.kind in VECTOR_KINDS for s in steps) and not vector_chain(g, steps, shape):
+            continue
+        ud.replace([prev, op], FusedElementwise.chain(g, prev, op))
+        return True
     return False
 
 

@@ -159,25 +159,33 @@ class Elementwise(Op):
             return FLOAT_ONLY_REM
         return TEMPLATES[k][0]
 
+    def literal_bound(self):
+        """For float32 max/min against one non-NaN literal: (operand slot, comparison, literal slot)
+        such that `operand <cmp> literal` picks the literal, with XLA's result: NaN passes through,
+        and max(-0, +0) is +0, min(+0, -0) is -0. None for anything else."""
+        args = self.args
+        lit = [a for a in args if isinstance(a, Scalar)]
+        if not (self.dtype == "float32" and self.kind in ("max", "min") and len(args) == 2 and len(lit) == 1
+                and not math.isnan(float(lit[0].value))):
+            return None
+        at = args.index(lit[0])
+        neg = math.copysign(1.0, float(lit[0].value)) < 0
+        zero = float(lit[0].value) == 0.0
+        if self.kind == "max":
+            edge = "<=" if zero and not neg else "<"
+        else:
+            edge = ">=" if zero and neg else ">"
+        return "{%d}" % (1 - at), edge, "{%d}" % at
+
     def vector_template(self, g) -> str:
         """The C++ template with {T} filled in; for float32 relu and max/min against a literal, in a
         form g++ vectorises (the generic NaN- and signed-zero-exact templates keep it from doing
-        so), with the same result: NaN passes through, and max(-0, +0) is +0, min(+0, -0) is -0,
-        as XLA computes them. Epilogues and fused loops use it."""
-        k, args = self.kind, self.args
-        if self.dtype == "float32" and k == "relu":
+        so), with the same result. Epilogues and fused loops use it."""
+        if self.dtype == "float32" and self.kind == "relu":
             return "(({0}) <= 0.f) ? 0.f : ({0})"
-        lit = [a for a in args if isinstance(a, Scalar)]
-        if self.dtype == "float32" and k in ("max", "min") and len(args) == 2 and len(lit) == 1 \
-                and not math.isnan(float(lit[0].value)):
-            at = args.index(lit[0])
-            s, acc = "{%d}" % at, "{%d}" % (1 - at)
-            neg = math.copysign(1.0, float(lit[0].value)) < 0
-            zero = float(lit[0].value) == 0.0
-            if k == "max":
-                edge = "<=" if zero and not neg else "<"
-            else:
-                edge = ">=" if zero and neg else ">"
+        bound = self.literal_bound()
+        if bound:
+            acc, edge, s = bound
             return f"(({acc}) {edge} ({s})) ? ({s}) : ({acc})"
         return self.template(g).replace("{T}", ctype(self.dtype))
 

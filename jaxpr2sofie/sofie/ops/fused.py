@@ -15,8 +15,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..tensor import ctype, numel, strides_of
-from .base import Op
+from .base import Op, Scalar
 from .elementwise import Elementwise
+
+# Steps a whole-vector loop can run (GCC vector extensions, vmath.py): arithmetic works on vectors as
+# written, and exp/tanh/logistic become vmath's vector functions instead of libm calls.
+VECTOR_CALLS = {"exp": "detail::vm_exp({0})", "tanh": "detail::vm_tanh({0})", "logistic": "detail::vm_sigmoid({0})"}
+VECTOR_RELU = "detail::vm_pick(({0}) <= 0.f, detail::VmF{{}}, ({0}))"   # NaN stays NaN, -0 becomes +0
+VECTOR_ARITH = frozenset({"add", "sub", "mul", "div", "neg", "square", "identity", "integer_pow"})
+
+
+def vector_chain(g, steps, shape) -> bool:
+    """Whether `steps` can run as a whole-vector loop: float32 throughout, every outside operand
+    of the output's own shape (or a literal), every step a kind vectors do as written."""
+    made = {s.outputs[0] for s in steps}
+    for s in steps:
+        if s.dtype != "float32" or not (s.kind in VECTOR_ARITH or s.kind in VECTOR_CALLS or s.kind == "relu"
+                                         or s.literal_bound()):
+            return False
+        for a in s.args:
+            if isinstance(a, Scalar):
+                if a.dtype != "float32":
+                    return False
+            elif a not in made and (g.tensors[a].dtype != "float32" or g.tensors[a].shape != shape):
+                return False
+    return True
 
 
 @dataclass(eq=False)
@@ -47,9 +70,65 @@ class FusedElementwise(Op):
 
     def emit(self, w, g) -> None:
         out = g.tensors[self.outputs[0]]
+        w.comment(f"Fused {self.describe()}" + (f" ({self.origin})" if self.origin else ""))
+        if any(s.kind in VECTOR_CALLS for s in self.steps):   # the pass fused them only if vector_chain holds
+            w.need("vmath")
+            w.line("#if defined(__GNUC__)")
+            self._emit_vectors(w, g)
+            w.line("#else")
+            self._emit_scalars(w, g, out)
+            w.line("#endif")
+        else:
+            self._emit_scalars(w, g, out)
+
+    def _emit_vectors(self, w, g) -> None:
+        """One function of vectors for the chain, called on each full vector, then once on the tail
+        through zero-padded copies (as vmath's own loops do), so every element gets the same code."""
+        n, out = numel(g.tensors[self.outputs[0]].shape), self.outputs[0]
+        fn, args = w.fresh("chain"), {a: w.fresh("a") for a in self.inputs}
+        params = ", ".join(f"detail::VmF {v}" for v in args.values())
+        with w.block(f"auto {fn} = [&]({params})", tail=";"):
+            local = dict(args)
+            for k, s in enumerate(self.steps):
+                operands = [local[a] if isinstance(a, str) else w.literal(a.value, a.dtype) for a in s.args]
+                expr = self._vector_template(g, s).format(*operands)
+                if k == len(self.steps) - 1:
+                    w.line(f"return {expr};")
+                else:
+                    local[s.outputs[0]] = w.fresh("v")
+                    w.line(f"const detail::VmF {local[s.outputs[0]]} = {expr};")
+        i, tail = w.fresh("i"), w.fresh("tail")
+        w.line(f"long {i} = 0;")
+        with w.block(f"for (; {i} + detail::kVmLanes <= long({n}); {i} += detail::kVmLanes)"):
+            for a, v in args.items():
+                w.line(f"detail::VmF {v};")
+                w.line(f"std::memcpy(&{v}, {w.ref(a)} + {i}, sizeof {v});")
+            w.line(f"const detail::VmF r = {fn}({', '.join(args.values())});")
+            w.line(f"std::memcpy({w.ref(out)} + {i}, &r, sizeof r);")
+        with w.block(f"if ({i} < long({n}))"):
+            w.line(f"const size_t {tail} = (long({n}) - {i}) * sizeof(float);")
+            for a, v in args.items():
+                w.line(f"float {v}_buf[detail::kVmLanes] = {{}};")
+                w.line(f"std::memcpy({v}_buf, {w.ref(a)} + {i}, {tail});")
+            call = ", ".join(f"detail::vm_bits<detail::VmF>({v}_buf)" for v in args.values())
+            w.line(f"const detail::VmF r = {fn}({call});")
+            w.line(f"std::memcpy({w.ref(out)} + {i}, &r, {tail});")
+
+    @staticmethod
+    def _vector_template(g, s) -> str:
+        if s.kind in VECTOR_CALLS:
+            return VECTOR_CALLS[s.kind]
+        if s.kind == "relu":
+            return VECTOR_RELU
+        bound = s.literal_bound()
+        if bound:   # the literal where the comparison holds, else the operand, lane by lane
+            acc, edge, lit = bound
+            return f"detail::vm_pick(({acc}) {edge} ({lit}), detail::VmF{{{{}}}} + ({lit}), ({acc}))"
+        return s.template(g).replace("{T}", "float")
+
+    def _emit_scalars(self, w, g, out) -> None:
         shape = out.shape
         flat = all(g.tensors[a].shape == shape for a in self.inputs)
-        w.comment(f"Fused {self.describe()}" + (f" ({self.origin})" if self.origin else ""))
         extents = [numel(shape)] if flat else list(shape)
         with w.loops(extents) as idx:
             local = {}
