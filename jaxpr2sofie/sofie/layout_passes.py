@@ -12,6 +12,7 @@ import numpy as np
 
 from .ops.base import Scalar
 from .ops.elementwise import Elementwise
+from .ops.linalg import MatMul
 from .ops.movement import Reshape, Transpose
 from .ops.pool import Pool
 
@@ -45,6 +46,8 @@ def _step(g, t, weights) -> bool:
         return _sink_elementwise(g, t, reader, weights)
     if isinstance(reader, Pool):
         return _sink_pool(g, t, reader)
+    if isinstance(reader, Reshape):
+        return _fold_into_dense(g, t, reader)
     return False
 
 
@@ -160,4 +163,28 @@ def _sink_pool(g, t, pool) -> bool:
     pool.base_dilation, pool.window_dilation = moved(pool.base_dilation), moved(pool.window_dilation)
     pool.inputs = [t.inputs[0]]
     _move_below(g, t, pool)
+    return True
+
+
+# -- flatten + dense ----------------------------------------------------------------------------
+
+def _fold_into_dense(g, t, flat) -> bool:
+    """Transpose -> flatten to [N, K] -> x @ W: the flatten only fixes the order of W's K rows,
+    so flatten the source layout instead and reorder W's rows at conversion time."""
+    x, y = t.inputs[0], t.outputs[0]
+    ys, r = tuple(g.tensors[y].shape), flat.outputs[0]
+    dense = _sole_reader(g, r)
+    if not (t.perm[0] == 0 and len(flat.shape) == 2 and flat.shape[0] == ys[0] and type(dense) is MatMul
+            and dense.inputs[0] == r and len(dense.inputs) == 2 and dense.inputs[1] != r
+            and dense.batch == 1 and not dense.trans_a and not dense.trans_b):
+        return False
+    w = g.tensors[dense.inputs[1]]
+    if w.kind not in ("weight", "constant") or w.data is None or w.packed or tuple(w.shape) != (dense.k, dense.n):
+        return False
+    inv = _inverse(t.perm)   # source axis j is axis inv[j] of the transposed tensor
+    rows = np.asarray(w.data).reshape(ys[1:] + (dense.n,))
+    rows = np.transpose(rows, [inv[j] - 1 for j in range(1, len(ys))] + [len(ys) - 1])
+    dense.inputs[1] = g.add_weight(f"{w.label or w.name}_rows", np.ascontiguousarray(rows).reshape(w.shape))
+    flat.inputs = [x]
+    g.ops.remove(t)
     return True
