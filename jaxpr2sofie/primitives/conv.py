@@ -224,6 +224,14 @@ CASES = [
          (f32(2, 4, 3, 24, scale=0.5),), _C + ("add", "mul"),
          params={"kernel": f32(1, 1, 24, 24, scale=0.3), "scale": f32(24, low=0.5, high=1.5)}, ops=("Conv",),
          no_ops=("Add", "Mul"), batch="dynamic"),
+    # channels-first: the Transposes around each convolution sink and cancel (sink_transposes), so
+    # the bias and relu still reach the epilogue, and the pool runs on the channels-last tensor
+    Case("conv2d_nchw_bias_relu_pool", lambda p, x: lax.reduce_window(jax_relu(lax.conv_general_dilated(
+        x, p["kernel"], (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")) + p["bias"]),
+        -np.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID"),
+         (f32(2, 3, 6, 4, scale=0.5),), _C + ("add", "max", "reduce_window_max"),
+         params={"kernel": f32(5, 3, 3, 3, scale=0.3), "bias": f32(1, 5, 1, 1, scale=0.1)}, ops=("Conv", "MaxPool"),
+         no_ops=("Add", "Relu", "Max")),
     Case("grad_cnn_maxpool_wrt_input", jax.grad(_cnn_loss, argnums=1), (f32(2, 8, 8, 2),),
          _C + ("select_and_scatter_add",), params=_CNN, atol=1e-4),
     Case("grad_cnn_maxpool_wrt_params", jax.grad(_cnn_loss), (f32(2, 8, 8, 2),), _C + ("select_and_scatter_add",),

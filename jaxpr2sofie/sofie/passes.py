@@ -3,6 +3,7 @@ to debug a conversion."""
 from __future__ import annotations
 
 from .conv_passes import fold_conv_padding, fuse_conv_epilogue, pack_conv_kernels
+from .layout_passes import sink_transposes
 from .ops.elementwise import Elementwise
 from .ops.fused import FusedElementwise, vector_chain
 from .ops.linalg import MatMul
@@ -182,6 +183,7 @@ def reuse_buffers(g) -> None:
 
 
 PASSES = {
+    "sink_transposes": sink_transposes,   # first: the fusions below match the NHWC chains it leaves
     "fuse_gemm_bias": fuse_gemm_bias,
     "fuse_softmax": fuse_softmax,
     "fuse_activation": fuse_activation,
