@@ -71,8 +71,17 @@ class SofieModel:
         write_weights(self.graph, dat, weights)
         return hxx, dat
 
-    def compile(self, cxx=None, blas=None, flags=None):
-        """Build the generated C++ for real and load it: returns a callable `compiled(*inputs)`."""
+    def compile(self, cxx=None, blas=None, flags=None, n_threads: int = 1):
+        """Build the generated C++ for real and load it: returns a callable `compiled(*inputs)`.
+
+        `n_threads` > 1 has the Session split a large batch over that many threads, when the model
+        was converted with batch="dynamic" and its rows are independent (`summary()` says whether);
+        otherwise it runs on the calling thread. Example::
+
+            m = j2s.convert(fn, params, x, batch="dynamic")
+            c = m.compile(n_threads=2)
+            y = c(x_big)            # rows split over 2 threads
+        """
         from . import sanitize
         from .build import CompiledModel, compile_library
         from .progress import Progress
@@ -81,7 +90,8 @@ class SofieModel:
         if sanitize.enabled():   # JAXPR2SOFIE_SANITIZE=1: a test mode under ASan and UBSan
             self._compiled = sanitize.SanitizedModel(self.graph, sanitize.build_runner(self.graph, cxx=cxx, blas=blas))
         else:
-            self._compiled = CompiledModel(self.graph, compile_library(self.graph, cxx=cxx, blas=blas, flags=flags))
+            self._compiled = CompiledModel(self.graph, compile_library(self.graph, cxx=cxx, blas=blas, flags=flags),
+                                           n_threads=n_threads)
         progress.done(f"compiled {self.name}")
         return self._compiled
 
