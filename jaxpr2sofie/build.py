@@ -289,10 +289,12 @@ class TimingHarness:
             self._keep = None
 
 
-def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | None = None) -> TimingHarness:
+def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | None = None,
+                         n_threads: int = 1) -> TimingHarness:
     """Compile the timing program of a graph (cached by content hash, like `compile_library`) and
     write its weights. A model whose batch is chosen at run time is timed at `batch` (default: its
-    max_batch); a fixed-batch model at its own batch."""
+    max_batch); a fixed-batch model at its own batch. `n_threads` goes to the Session (a dynamic
+    batch: rows split over threads where the model allows it, see `splittable`)."""
     from .sofie.tensor import ctype
     header, needs = render(graph)
     compiler = find_compiler(cxx)
@@ -303,9 +305,9 @@ def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | No
                         f"({max(1, dims.evaluate(graph.tensors[x].size, n))}, 1);" for k, x in enumerate(names))
     args = [f"b{k}.data()" for k in range(len(names))]
     main = _TIMING_MAIN.format(header=f"{graph.name}.hxx", ns=f"TMVA_SOFIE_{graph.name}", buffers=buffers,
-                               session=f"argv[1], {n}" if graph.dynamic else "argv[1]",
+                               session=f"argv[1], {n}, {int(n_threads)}" if graph.dynamic else "argv[1]",
                                args=", ".join(([str(n)] if graph.dynamic else []) + args))
-    cmd_tail = [*(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else [])]
+    cmd_tail = [*(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else []), *thread_flags(graph)]
     link = list(b.link) if b else []
     key = hashlib.sha256("\0".join([header, main, compiler, *cmd_tail, *link]).encode()).hexdigest()[:24]
     exe = cache_dir() / f"timing-{key}" / "timing"
@@ -329,11 +331,13 @@ def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | No
     return TimingHarness(exe, weight_file, keep)
 
 
-def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None, batch: int | None = None) -> float:
+def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None, batch: int | None = None,
+                n_threads: int = 1) -> float:
     """Nanoseconds per `run()` call, timed inside a C++ program (best of 5 repetitions of `iters`
     calls, after a warm-up), so Python and ctypes overheads are excluded. A model whose batch is
-    chosen at run time is timed at `batch` (default: its max_batch)."""
-    harness = build_timing_harness(graph, cxx=cxx, blas=blas, flags=flags, batch=batch)
+    chosen at run time is timed at `batch` (default: its max_batch), its Session built with
+    `n_threads` (BLAS stays on one thread either way)."""
+    harness = build_timing_harness(graph, cxx=cxx, blas=blas, flags=flags, batch=batch, n_threads=n_threads)
     try:
         return min(harness.run(iters, reps=5))
     finally:

@@ -31,6 +31,14 @@ class Validation:
         return f"max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}{at}"
 
 
+def _threads_line(g) -> str:
+    from .sofie.rows import split_refusal
+    why = split_refusal(g)
+    if not why:
+        return "threads: rows are independent, Session(file, max_batch, n_threads) splits a batch over n_threads"
+    return f"threads: the Session runs on one thread whatever n_threads is asked for: {why}"
+
+
 class SofieModel:
     """A converted model: an operator graph plus the traced function it must agree with."""
 
@@ -168,6 +176,7 @@ class SofieModel:
         lines = [f"Model {self.name}"]
         if g.dynamic:
             lines.append(f"  batch N chosen at run time: 1 <= N <= max_batch (Session default {g.max_batch})")
+            lines.append("  " + _threads_line(g))
         for t in (g.tensors[n] for n in g.inputs):
             lines.append(f"  input  {t.name}: {dims.show_shape(t.shape)} {t.dtype}")
         for t in (g.tensors[n] for n in g.outputs):
