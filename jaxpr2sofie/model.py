@@ -176,11 +176,12 @@ class SofieModel:
         lines = [f"Model {self.name}"]
         if g.dynamic:
             lines.append(f"  batch N chosen at run time: 1 <= N <= max_batch (Session default {g.max_batch})")
-            lines.append("  " + _threads_line(g))
         for t in (g.tensors[n] for n in g.inputs):
             lines.append(f"  input  {t.name}: {dims.show_shape(t.shape)} {t.dtype}")
         for t in (g.tensors[n] for n in g.outputs):
             lines.append(f"  output {t.name}: {dims.show_shape(t.shape)} {t.dtype}")
+        if g.dynamic:
+            lines.append("  " + _threads_line(g))
         lines.append("")
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         weights = g.weights()

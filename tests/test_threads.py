@@ -193,3 +193,13 @@ def test_timing_harness_takes_n_threads():
     fn, p, feat = jax_mlp()
     g = _convert(fn, p, feat).graph
     assert build.time_in_cpp(g, iters=20, batch=64, n_threads=2) > 0
+
+
+def test_model_without_intermediates_splits():
+    m = _convert(lambda p, x: jnp.tanh(x), {}, (5,))
+    assert split_refusal(m.graph) == ""
+    c = m.compile(n_threads=2)
+    c.set_min_rows_per_thread(1)
+    x = rng.standard_normal((9, 5)).astype(np.float32)
+    assert_close(c(x), np.tanh(x), 1e-5)
+    assert c.threads_used() == 2

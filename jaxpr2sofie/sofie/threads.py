@@ -129,6 +129,8 @@ def emit_run(w, g, assign, params, args, check, emit_body) -> None:
     w.line()
     w.comment("The generated body, for `batch` rows on one thread's buffers.")
     with w.block(f"void run_rows(Buffers& buffers, size_t batch, {', '.join(params)})"):
+        w.line("(void)buffers;   // a model without intermediates reads none")
+        w.line("(void)batch;")
         start = len(w.lines)
         emit_body()
         _declare_buffers(w, start, g, assign)
