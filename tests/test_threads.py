@@ -203,3 +203,48 @@ def test_model_without_intermediates_splits():
     x = rng.standard_normal((9, 5)).astype(np.float32)
     assert_close(c(x), np.tanh(x), 1e-5)
     assert c.threads_used() == 2
+
+
+TSAN_MAIN = r"""
+#include "Tsan.hxx"
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+int main() {
+   std::ifstream fx("x.txt"), fy("y.txt");
+   std::vector<float> x(64 * 8 * 8 * 2), y(64 * 5);
+   for (float& v : x) fx >> v;
+   for (float& v : y) fy >> v;
+   TMVA_SOFIE_Tsan::Session s("Tsan.dat", 64, 3);
+   s.set_min_rows_per_thread(1);
+   double err = 0;
+   for (int rep = 0; rep < 5; ++rep)
+      for (size_t n : {64, 7, 2, 1, 33}) {
+         std::vector<float> out = s.infer(n, x.data());
+         for (size_t i = 0; i < out.size(); ++i) err = std::fmax(err, std::fabs(out[i] - y[i]));
+      }
+   std::printf("err %g threads %zu\n", err, s.threads_used());
+   return err < 1e-4 ? 0 : 1;
+}
+"""
+
+
+def test_threaded_session_is_clean_under_thread_sanitizer(tmp_path):
+    """Three threads over batches 64, 7, 2, 1, 33: no data race reported (no BLAS, which TSan
+    cannot see into: blas="none")."""
+    import subprocess
+    fn, p, feat = jax_cnn()
+    m = j2s.convert(fn, p, np.zeros((4, *feat), np.float32), batch="dynamic", max_batch=64, name="Tsan", blas="none")
+    m.generate(tmp_path)
+    x = rng.standard_normal((64, *feat)).astype(np.float32)
+    np.savetxt(tmp_path / "x.txt", x.ravel())
+    np.savetxt(tmp_path / "y.txt", np.asarray(fn(p, x)).ravel())
+    (tmp_path / "main.cpp").write_text(TSAN_MAIN)
+    cmd = [_cxx(), "-std=c++17", "-O1", "-g", "-fsanitize=thread", "-pthread", "main.cpp", "-o", "main"]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    if res.returncode != 0 and "tsan" in res.stderr:
+        pytest.skip(f"this compiler has no ThreadSanitizer runtime: {res.stderr[-300:]}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = _run(tmp_path / "main", cwd=tmp_path)
+    assert run.returncode == 0 and "ThreadSanitizer" not in run.stderr, run.stdout + run.stderr[-3000:]
+    assert "threads 3" in run.stdout
