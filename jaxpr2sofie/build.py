@@ -16,6 +16,7 @@ import numpy as np
 from .errors import BuildError, InputError, WeightFileError
 from .sofie import dims
 from .sofie.emit_cpp import BLAS_HELPERS, c_api_source, render, write_weights
+from .sofie.threads import splittable
 
 WARNINGS = ["-Wall", "-Wextra"]
 DEFAULT_FLAGS = ["-O3", "-march=native", "-std=c++17"]
@@ -84,10 +85,16 @@ def shared_blas_library(b: Blas | None = None) -> str:
 
 def link_flags(blas: str | None = None) -> str:
     """Compiler flags to build a program against any generated header: the C++ standard, the name
-    of the BLAS sgemm symbol and the BLAS link line (`jaxpr2sofie flags` prints them). A header
-    that calls no BLAS builds with or without them."""
+    of the BLAS sgemm symbol, -pthread (a Session may split a batch over std::threads) and the
+    BLAS link line (`jaxpr2sofie flags` prints them). A header that calls no BLAS builds with or
+    without them."""
     b = find_blas(blas)
-    return " ".join(["-std=c++17", f"-DJ2S_SGEMM={b.sgemm}", *b.link])
+    return " ".join(["-std=c++17", f"-DJ2S_SGEMM={b.sgemm}", "-pthread", *b.link])
+
+
+def thread_flags(graph) -> list:
+    """-pthread for a header whose Session starts std::threads (rows split over n_threads)."""
+    return ["-pthread"] if splittable(graph) else []
 
 
 def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
@@ -100,7 +107,7 @@ def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
     flags = list(flags or DEFAULT_FLAGS)
     # JAXPR2SOFIE_STRICT=1 (set by the test suite) turns any compiler warning into a failure
     strict = ["-Werror"] if os.environ.get("JAXPR2SOFIE_STRICT") == "1" else []
-    cmd_tail = flags + WARNINGS + strict + ["-fPIC", "-shared"]
+    cmd_tail = flags + WARNINGS + strict + thread_flags(graph) + ["-fPIC", "-shared"]
     if b:
         cmd_tail.append(f"-DJ2S_SGEMM={b.sgemm}")
     key = hashlib.sha256("\0".join([header, capi, compiler, *cmd_tail, b.name if b else "",
@@ -127,9 +134,14 @@ class CompiledModel:
     """The generated C++ loaded in this process. Call it with NumPy arrays in the flattened pytree
     order of the example input; returns one array, or a tuple for several outputs. A model with a
     dynamic batch takes any batch: its Session is rebuilt, larger, when a batch above its
-    max_batch arrives."""
+    max_batch arrives. `n_threads` > 1 splits a large batch over that many threads when the
+    model's rows are independent (see `threads_used()`); otherwise it runs on one thread."""
 
-    def __init__(self, graph, lib_path: Path, weight_file: Path | None = None):
+    def __init__(self, graph, lib_path: Path, weight_file: Path | None = None, n_threads: int = 1):
+        if not isinstance(n_threads, int) or n_threads < 1:
+            raise ValueError(f"n_threads={n_threads!r}: give a positive int (1: the calling thread only)")
+        self.n_threads = n_threads
+        self._min_rows = None
         self.graph = graph
         self.lib_path = Path(lib_path)
         self._tmp = None
@@ -139,8 +151,12 @@ class CompiledModel:
             write_weights(graph, weight_file)
         self.weight_file = Path(weight_file)
         self._lib = ctypes.CDLL(str(self.lib_path))
-        self._lib.j2s_create.restype = ctypes.c_void_p
-        self._lib.j2s_create.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int]
+        self._lib.j2s_create_threads.restype = ctypes.c_void_p
+        self._lib.j2s_create_threads.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
+                                                 ctypes.c_char_p, ctypes.c_int]
+        self._lib.j2s_threads_used.restype = ctypes.c_size_t
+        self._lib.j2s_threads_used.argtypes = [ctypes.c_void_p]
+        self._lib.j2s_set_min_rows_per_thread.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         self._lib.j2s_run.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p),
                                       ctypes.POINTER(ctypes.c_void_p)]
         self._lib.j2s_destroy.argtypes = [ctypes.c_void_p]
@@ -152,11 +168,28 @@ class CompiledModel:
 
     def _open(self, max_batch: int) -> None:
         err = ctypes.create_string_buffer(2048)
-        session = self._lib.j2s_create(str(self.weight_file).encode(), max_batch, err, len(err))
+        session = self._lib.j2s_create_threads(str(self.weight_file).encode(), max_batch, self.n_threads, err, len(err))
         if not session:
             raise WeightFileError(err.value.decode(errors="replace"))
         self.close()
         self._session, self.max_batch = session, max_batch
+        if self._min_rows:
+            self._lib.j2s_set_min_rows_per_thread(session, self._min_rows)
+
+    @property
+    def splittable(self) -> bool:
+        """Whether n_threads > 1 can split a batch here (a dynamic batch whose rows are independent)."""
+        return splittable(self.graph)
+
+    def threads_used(self) -> int:
+        """Threads the last call ran on (1 when the batch was small or the rows are not independent)."""
+        return int(self._lib.j2s_threads_used(self._session))
+
+    def set_min_rows_per_thread(self, rows: int) -> None:
+        """Split a batch only when every thread gets at least `rows` rows (the default comes from
+        the model's FLOPs per row, so that a thread is worth starting)."""
+        self._min_rows = max(1, int(rows))
+        self._lib.j2s_set_min_rows_per_thread(self._session, self._min_rows)
 
     def _check(self, args):
         """The inputs as contiguous arrays of the model's dtypes, and the batch they carry."""
@@ -256,10 +289,12 @@ class TimingHarness:
             self._keep = None
 
 
-def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | None = None) -> TimingHarness:
+def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | None = None,
+                         n_threads: int = 1) -> TimingHarness:
     """Compile the timing program of a graph (cached by content hash, like `compile_library`) and
     write its weights. A model whose batch is chosen at run time is timed at `batch` (default: its
-    max_batch); a fixed-batch model at its own batch."""
+    max_batch); a fixed-batch model at its own batch. `n_threads` goes to the Session (a dynamic
+    batch: rows split over threads where the model allows it, see `splittable`)."""
     from .sofie.tensor import ctype
     header, needs = render(graph)
     compiler = find_compiler(cxx)
@@ -270,9 +305,9 @@ def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | No
                         f"({max(1, dims.evaluate(graph.tensors[x].size, n))}, 1);" for k, x in enumerate(names))
     args = [f"b{k}.data()" for k in range(len(names))]
     main = _TIMING_MAIN.format(header=f"{graph.name}.hxx", ns=f"TMVA_SOFIE_{graph.name}", buffers=buffers,
-                               session=f"argv[1], {n}" if graph.dynamic else "argv[1]",
+                               session=f"argv[1], {n}, {int(n_threads)}" if graph.dynamic else "argv[1]",
                                args=", ".join(([str(n)] if graph.dynamic else []) + args))
-    cmd_tail = [*(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else [])]
+    cmd_tail = [*(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else []), *thread_flags(graph)]
     link = list(b.link) if b else []
     key = hashlib.sha256("\0".join([header, main, compiler, *cmd_tail, *link]).encode()).hexdigest()[:24]
     exe = cache_dir() / f"timing-{key}" / "timing"
@@ -296,11 +331,13 @@ def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | No
     return TimingHarness(exe, weight_file, keep)
 
 
-def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None, batch: int | None = None) -> float:
+def time_in_cpp(graph, iters: int = 1000, cxx=None, blas=None, flags=None, batch: int | None = None,
+                n_threads: int = 1) -> float:
     """Nanoseconds per `run()` call, timed inside a C++ program (best of 5 repetitions of `iters`
     calls, after a warm-up), so Python and ctypes overheads are excluded. A model whose batch is
-    chosen at run time is timed at `batch` (default: its max_batch)."""
-    harness = build_timing_harness(graph, cxx=cxx, blas=blas, flags=flags, batch=batch)
+    chosen at run time is timed at `batch` (default: its max_batch), its Session built with
+    `n_threads` (BLAS stays on one thread either way)."""
+    harness = build_timing_harness(graph, cxx=cxx, blas=blas, flags=flags, batch=batch, n_threads=n_threads)
     try:
         return min(harness.run(iters, reps=5))
     finally:

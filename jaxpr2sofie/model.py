@@ -31,6 +31,14 @@ class Validation:
         return f"max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}{at}"
 
 
+def _threads_line(g) -> str:
+    from .sofie.rows import split_refusal
+    why = split_refusal(g)
+    if not why:
+        return "threads: rows are independent, Session(file, max_batch, n_threads) splits a batch over n_threads"
+    return f"threads: the Session runs on one thread whatever n_threads is asked for: {why}"
+
+
 class SofieModel:
     """A converted model: an operator graph plus the traced function it must agree with."""
 
@@ -71,8 +79,17 @@ class SofieModel:
         write_weights(self.graph, dat, weights)
         return hxx, dat
 
-    def compile(self, cxx=None, blas=None, flags=None):
-        """Build the generated C++ for real and load it: returns a callable `compiled(*inputs)`."""
+    def compile(self, cxx=None, blas=None, flags=None, n_threads: int = 1):
+        """Build the generated C++ for real and load it: returns a callable `compiled(*inputs)`.
+
+        `n_threads` > 1 has the Session split a large batch over that many threads, when the model
+        was converted with batch="dynamic" and its rows are independent (`summary()` says whether);
+        otherwise it runs on the calling thread. Example::
+
+            m = j2s.convert(fn, params, x, batch="dynamic")
+            c = m.compile(n_threads=2)
+            y = c(x_big)            # rows split over 2 threads
+        """
         from . import sanitize
         from .build import CompiledModel, compile_library
         from .progress import Progress
@@ -81,7 +98,8 @@ class SofieModel:
         if sanitize.enabled():   # JAXPR2SOFIE_SANITIZE=1: a test mode under ASan and UBSan
             self._compiled = sanitize.SanitizedModel(self.graph, sanitize.build_runner(self.graph, cxx=cxx, blas=blas))
         else:
-            self._compiled = CompiledModel(self.graph, compile_library(self.graph, cxx=cxx, blas=blas, flags=flags))
+            self._compiled = CompiledModel(self.graph, compile_library(self.graph, cxx=cxx, blas=blas, flags=flags),
+                                           n_threads=n_threads)
         progress.done(f"compiled {self.name}")
         return self._compiled
 
@@ -162,6 +180,8 @@ class SofieModel:
             lines.append(f"  input  {t.name}: {dims.show_shape(t.shape)} {t.dtype}")
         for t in (g.tensors[n] for n in g.outputs):
             lines.append(f"  output {t.name}: {dims.show_shape(t.shape)} {t.dtype}")
+        if g.dynamic:
+            lines.append("  " + _threads_line(g))
         lines.append("")
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         weights = g.weights()

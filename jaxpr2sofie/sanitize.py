@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import CompiledModel, cache_dir, find_blas, find_compiler
+from .build import CompiledModel, cache_dir, find_blas, find_compiler, thread_flags
 from .errors import BuildError, InputError, WeightFileError
 from .sofie import dims
 from .sofie.emit_cpp import BLAS_HELPERS, c_api_source, render, write_weights
@@ -86,7 +86,7 @@ def build_runner(graph, cxx=None, blas=None) -> Path:
     main = _RUNNER
     capi = c_api_source(graph, f"{graph.name}.hxx")
     compiler = find_compiler(cxx)
-    cmd_tail = FLAGS + ["-Werror"] + ([f"-DJ2S_SGEMM={b.sgemm}"] if b else [])
+    cmd_tail = FLAGS + ["-Werror"] + ([f"-DJ2S_SGEMM={b.sgemm}"] if b else []) + thread_flags(graph)
     key = hashlib.sha256("\0".join(["sanitize", header, capi, main, compiler, *cmd_tail,
                                     *(b.link if b else ())]).encode()).hexdigest()[:24]
     exe = cache_dir() / key / "runner"

@@ -81,6 +81,8 @@ def test_present_contenders_agree_with_jax_absent_ones_say_why(results):
             continue
         if info["absent"]:
             assert c["status"] == "absent" and c["reason"] == info["absent"]
+        elif c["contender"] == "ours-mt":   # threads only at large batches
+            assert c["status"] == "skipped" and c["reason"].startswith("batch below"), c
         else:
             assert c["status"] == "ok", c
             assert c["rel_err"] <= runner.TOLERANCE
@@ -145,3 +147,33 @@ def test_missing_peers_are_absent_with_the_install_hint(monkeypatch):
     assert "iree-compile, iree-run-module, iree-benchmark-module not found" in iree.Iree().absent()
     from jaxpr2sofie.bench.sofie_peer import Sofie
     assert "jax2onnx" in Sofie().absent()
+
+
+def test_ours_on_every_core_runs_large_batches_and_is_checked(tmp_path):
+    """The ours-mt contender: skipped below its batch floor, else a dynamic-batch Session with
+    n_threads = cores, checked against JAX and timed by the C++ harness."""
+    from jaxpr2sofie.bench.models import MODELS
+    model = MODELS["A"]
+    built = model.build()
+    small = C.Case(model, built, 2, *runner.reference(model, built, 2), tmp_path)
+    mt = C.OursThreads(threads=2)
+    assert mt.skip(small).startswith("batch below") and not mt.single_thread
+    big = C.Case(model, built, mt.MIN_BATCH, *runner.reference(model, built, mt.MIN_BATCH), tmp_path)
+    assert mt.skip(big) == ""
+    r = mt.prepare(big)
+    try:
+        assert runner.rel_error(r.output, big.reference) <= runner.TOLERANCE
+        assert r.flops > 0 and min(r.time(5, 1)) > 0
+    finally:
+        r.close()
+
+
+def test_ratio_of_ours_on_every_core():
+    from jaxpr2sofie.bench.report import ratio_rows
+    cells = [{"model": "B", "batch": 256, "contender": k, "status": "ok", "us": us}
+             for k, us in (("ours", 100.0), ("ours-mt", 60.0), ("xla", 80.0), ("ort1-ours", 90.0))]
+    contenders = {"ours": {"single_thread": True}, "ours-mt": {"single_thread": False},
+                  "xla": {"single_thread": False}, "ort1-ours": {"single_thread": True}}
+    (row,) = ratio_rows({"cells": cells, "peak": {}, "contenders": contenders})
+    assert row["best_all"] == "xla" and row["ours_mt_over_best_all"] == pytest.approx(0.75)
+    assert row["ours_over_best_1t"] == pytest.approx(100 / 90)

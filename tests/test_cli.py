@@ -224,7 +224,7 @@ def test_convert_with_a_dynamic_batch(model_file, tmp_path, capsys):
     assert main(["convert", str(model_file), "--name", "Dyn", "-o", str(out), "--batch", "dynamic",
                  "--max-batch", "32", "--validate"]) == 0
     header = (out / "Dyn.hxx").read_text()
-    assert 'Session(std::string weight_file = "Dyn.dat", size_t max_batch = 32)' in header
+    assert 'Session(std::string weight_file = "Dyn.dat", size_t max_batch = 32, size_t n_threads = 1)' in header
     text = capsys.readouterr().out
     assert "input  x: (N, 3)" in text and "over batches 1, 7, 32" in text
     with pytest.raises(SystemExit) as e:

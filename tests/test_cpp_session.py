@@ -21,7 +21,7 @@ from jaxpr2sofie.build import find_blas
 
 from helpers import assert_close
 
-STRICT = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror"]
+STRICT = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
 
 
 # ------------------------------------------------------------------------------------- models

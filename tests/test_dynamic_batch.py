@@ -228,7 +228,7 @@ def test_cpp_session_takes_the_batch_per_call_and_refuses_too_large(tmp_path):
     cnn.generate(tmp_path)
     mlp.generate(tmp_path)
     header = (tmp_path / "JaxCnn.hxx").read_text()
-    assert 'Session(std::string weight_file = "JaxCnn.dat", size_t max_batch = 16)' in header
+    assert 'Session(std::string weight_file = "JaxCnn.dat", size_t max_batch = 16, size_t n_threads = 1)' in header
     assert "infer(size_t batch, const float* tensor_x)" in header
     xs_c = [rng.standard_normal((n, *feat_c)).astype(np.float32) for n in (1, 7, 256)]
     xs_m = [rng.standard_normal((n, *feat_m)).astype(np.float32) for n in (1, 7, 256)]

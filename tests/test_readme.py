@@ -88,4 +88,4 @@ def test_readme_dynamic_batch_example_runs_as_written(tmp_path):
     lines = res.stdout.splitlines()
     assert lines[0].strip() == "input  x: (N, 16) float32" and "over batches 1, 7, 256" in lines[1], res.stdout
     header = (tmp_path / "out" / "Net.hxx").read_text()
-    assert 'Session(std::string weight_file = "Net.dat", size_t max_batch = 256)' in header
+    assert 'Session(std::string weight_file = "Net.dat", size_t max_batch = 256, size_t n_threads = 1)' in header

@@ -122,6 +122,10 @@ class Contender:
         """"" when the contender can run here, else why not (a missing package or tool)."""
         return ""
 
+    def skip(self, case: Case) -> str:
+        """"" when the contender runs in this cell, else why it is left out (not a failure)."""
+        return ""
+
     def prepare(self, case: Case) -> Runner:
         raise NotImplementedError
 
@@ -158,6 +162,45 @@ class Ours(Contender):
         m = sofie_model(case)
         out = m.compile()(case.x)
         return HarnessRunner(build_timing_harness(m.graph), out, flops=int(m.flops()))
+
+
+class OursThreads(Ours):
+    """Ours with the batch split over every core: a dynamic-batch conversion (one per model, its
+    library shared by the model's cells), `Session(file, max_batch, n_threads=cores)`. Only at
+    large batches, where threads can pay off (and to keep the benchmark within its time budget)."""
+    key = "ours-mt"
+    single_thread = False
+    MIN_BATCH = 256
+    _models: dict = {}     # (model key, max_batch, threads) -> (SofieModel, CompiledModel)
+
+    def __init__(self, threads: int | None = None):
+        import os
+        self.n_threads = threads or os.cpu_count() or 1
+        self.label = (f"jaxpr2sofie with n_threads={self.n_threads}: batch rows split over std::threads "
+                      f"(batch >= {self.MIN_BATCH}), Session::run timed in a C++ loop")
+        self.threads = (f"{self.n_threads} (the cores): Session(..., n_threads); "
+                        "OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1 for its sgemm calls")
+
+    def skip(self, case: Case) -> str:
+        return f"batch below {self.MIN_BATCH}" if case.batch < self.MIN_BATCH else ""
+
+    def _dynamic(self, case: Case):
+        from ..model import convert
+        top = max(case.batch, *case.model.batches)
+        key = (case.model.key, top, self.n_threads)
+        if key not in self._models:
+            m = convert(case.built.fn, case.built.params, case.x, name=f"{case.model.name}Dyn", batch="dynamic",
+                        max_batch=top, progress=False)
+            self._models[key] = (m, m.compile(n_threads=self.n_threads))
+        return self._models[key]
+
+    def prepare(self, case: Case) -> Runner:
+        from ..build import build_timing_harness
+        from ..sofie import dims
+        m, compiled = self._dynamic(case)
+        out = compiled(case.x)
+        harness = build_timing_harness(m.graph, batch=case.batch, n_threads=self.n_threads)
+        return HarnessRunner(harness, out, flops=dims.evaluate(m.flops(), case.batch))
 
 
 # -- XLA ---------------------------------------------------------------------------------------------
@@ -258,6 +301,6 @@ class Ort(Contender):
 def all_contenders() -> dict:
     from .iree import Iree
     from .sofie_peer import Sofie
-    found = [Ours(), Xla(), Ort("jax2onnx", 1), Ort("jax2onnx", None), Ort("ours", 1), Ort("ours", None), Iree(),
+    found = [Ours(), Xla(), OursThreads(), Ort("jax2onnx", 1), Ort("jax2onnx", None), Ort("ours", 1), Ort("ours", None), Iree(),
              Sofie()]
     return {c.key: c for c in found}

@@ -8,6 +8,8 @@ from .machine import cpu_slug
 
 
 def column(key: str) -> str:
+    if key == "ours-mt":
+        return "ours:mt"
     return key.replace("jax2onnx", "j2o").replace("ort1-", "ort1:").replace("ort-", "ort:")
 
 
@@ -26,12 +28,16 @@ def ratio_rows(results: dict) -> list:
     for (model, batch), cells in by_cell.items():
         ok = {k: c["us"] for k, c in cells.items() if c["status"] == "ok"}
         ours = ok.pop("ours", None)
+        ours_mt = ok.pop("ours-mt", None)
         row = {"model": model, "batch": batch}
         for label, pool in (("1t", {k: v for k, v in ok.items() if results["contenders"][k]["single_thread"]}),
                             ("all", ok)):
             best = min(pool, key=pool.get) if pool else None
             row[f"best_{label}"] = best
             row[f"ours_over_best_{label}"] = ours / pool[best] if best and ours is not None and pool[best] > 0 else None
+        # ours on every core against the fastest peer (threaded or not)
+        best = row["best_all"]
+        row["ours_mt_over_best_all"] = ours_mt / ok[best] if best and ours_mt is not None and ok[best] > 0 else None
         gflops = cells.get("ours", {}).get("gflops")
         row["ours_gflops"] = gflops
         row["ours_peak_fraction"] = gflops / peak if gflops and peak else None
@@ -53,7 +59,7 @@ def table(results: dict) -> str:
     else:
         lines.append(f"sgemm peak ({peak['blas']}, {peak['n']}^3): {peak['gflops_1core']:.1f} GFLOP/s on 1 core, "
                      f"{peak['gflops_all_cores']:.1f} on {peak['all_cores']} cores")
-    head = ["model", "batch"] + [column(k) for k in keys] + ["ours/1t", "ours/all", "GFLOP/s", "%peak"]
+    head = ["model", "batch"] + [column(k) for k in keys] + ["ours/1t", "ours/all", "mt/all", "GFLOP/s", "%peak"]
     body, notes = [], []
     ratios = {(r["model"], r["batch"]): r for r in ratio_rows(results)}
     cells = {(c["model"], c["batch"], c["contender"]): c for c in results["cells"]}
@@ -69,12 +75,15 @@ def table(results: dict) -> str:
                     row.append(fmt_us(c["us"]))
                 elif c["status"] == "absent" and k in column_absent:
                     row.append("absent")
+                elif c["status"] == "skipped":
+                    row.append("-")
                 else:
                     notes.append(f"{model} batch {batch} {k}: {c['status']}: {c['reason']}")
                     row.append(f"{'n/a' if c['status'] == 'absent' else 'err'}[{len(notes)}]")
             r = ratios.get((model, batch), {})
             row += [f"{r['ours_over_best_1t']:.2f}" if r.get("ours_over_best_1t") else "-",
                     f"{r['ours_over_best_all']:.2f}" if r.get("ours_over_best_all") else "-",
+                    f"{r['ours_mt_over_best_all']:.2f}" if r.get("ours_mt_over_best_all") else "-",
                     f"{r['ours_gflops']:.1f}" if r.get("ours_gflops") else "-",
                     f"{100 * r['ours_peak_fraction']:.0f}" if r.get("ours_peak_fraction") else "-"]
             body.append(row)
@@ -85,6 +94,7 @@ def table(results: dict) -> str:
     lines.append("")
     lines.append("ours/1t, ours/all: ours divided by the fastest single-threaded peer / by the fastest peer "
                  "(below 1: ours is faster; -: that peer's time is 0 once its Python overhead is subtracted); "
+                 "mt/all: ours-mt (ours on every core, batch split over threads) over the fastest peer; "
                  "%peak: ours' GFLOP/s over the 1-core sgemm peak")
     for k in keys:
         info = results["contenders"][k]

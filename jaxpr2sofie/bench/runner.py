@@ -152,6 +152,9 @@ def run_cell(model, built, batch, x, ref, contenders, present, trivial, settings
     try:
         for k, c in contenders.items():
             if not present[k]:
+                if c.skip(case):
+                    cells[k].update(status="skipped", reason=c.skip(case))
+                    continue
                 try:
                     runners[k] = ready(c, case, cells[k], settings.target_s * 1e9)
                 except Refused as e:
