@@ -185,3 +185,17 @@ def test_tanh_stays_alone_when_its_chain_cannot_run_as_vectors():
                                     rng.standard_normal(8).astype(np.float32)))
     assert any(type(op) is Elementwise and op.kind == "tanh" for op in m.graph.ops)
     assert [s.kind for s in _fused(m.graph)[0].steps] == ["mul", "add"]
+
+
+def test_fused_chains_split_over_threads():
+    """A fused loop keeps the rows apart like the operators it replaces: the block splits over two
+    threads and matches JAX on both."""
+    m = j2s.convert(_block, _P, np.zeros((4, 16), np.float32), batch="dynamic", max_batch=64)
+    assert _fused(m.graph)
+    c = m.compile(n_threads=2)
+    assert c.splittable
+    c.set_min_rows_per_thread(1)
+    for n in (7, 64):
+        xn = rng.standard_normal((n, 16)).astype(np.float32)
+        assert_close(c(xn), np.asarray(_block(_P, xn)), 1e-5)
+        assert c.threads_used() == 2

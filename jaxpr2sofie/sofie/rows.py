@@ -180,7 +180,7 @@ def _branch(g, op):
 
 
 _RULES = {
-    "Elementwise": _elementwise, "Reshape": _view, "Identity": _view, "Transpose": _transpose,
+    "Elementwise": _elementwise, "FusedElementwise": _elementwise, "Reshape": _view, "Identity": _view, "Transpose": _transpose,
     "Slice": _slice, "Expand": _expand, "Pad": _pad, "Concat": _concat, "Reduce": _reduce,
     "ArgReduce": _along_axis, "Cumulative": _along_axis, "Softmax": _along_axis, "Sort": _along_axis,
     "TopK": _along_axis, "Iota": _iota, "MatMul": _matmul, "Conv": _conv, "Pool": _pool,
