@@ -36,6 +36,17 @@ inline void f8_splat(f8& v, float a) { for (int i = 0; i < 8; ++i) v.v[i] = a; }
 """
 
 _CONV = SIMD_HELPER + """\
+// The kernels are compiled once, as they are: without this, g++ inlines each call, whose shape is
+// a constant, and optimises a specialised copy per layer again (minutes of build for MobileNetV2).
+#ifndef J2S_KERNEL
+#if defined(__GNUC__) && !defined(__clang__)
+#define J2S_KERNEL __attribute__((noipa))
+#elif defined(__clang__)
+#define J2S_KERNEL __attribute__((noinline))
+#else
+#define J2S_KERNEL
+#endif
+#endif
 // A convolution's sizes: three spatial dimensions (size 1 where the model has fewer).
 struct ConvShape {
    long n;                 // images
@@ -209,13 +220,13 @@ inline void conv_pixels(const ConvShape& s, const float* x, const float* k, floa
 }
 
 // A depthwise convolution (one input channel per output channel, Cin == Cout), kernel [K..., C].
-inline void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
+J2S_KERNEL inline void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
    conv_pixels<depthwise_block<1>, depthwise_block<2>, depthwise_block<3>, depthwise_block<4>, depthwise_tail>(
       s, x, k, y, epi);
 }
 
 // A convolution with few input channels (a first layer), kernel [K..., Cin, Cout].
-inline void conv_direct(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
+J2S_KERNEL inline void conv_direct(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
    conv_pixels<direct_block<1>, direct_block<2>, direct_block<3>, direct_block<4>, direct_tail>(s, x, k, y, epi);
 }
 
@@ -231,7 +242,7 @@ inline long input_at(const ConvShape& s, int d, long o, long t) {
 
 // im2col for `nb` images from image `n0`: row (image, output pixel), column (tap, channel) over the
 // `cg` input channels from channel `c0`; zero where a tap falls on padding or a dilation hole.
-inline void im2col(const ConvShape& s, const float* x, float* col, long n0, long nb, int c0, int cg) {
+J2S_KERNEL inline void im2col(const ConvShape& s, const float* x, float* col, long n0, long nb, int c0, int cg) {
    const long taps = static_cast<long>(s.k[0]) * s.k[1] * s.k[2];
    float* dst = col;
    for (long n = n0; n < n0 + nb; ++n)
