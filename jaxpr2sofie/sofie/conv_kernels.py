@@ -87,6 +87,11 @@ Epilogue epilogue_of(const E& e) { return Epilogue{&run_epilogue<E>, &e}; }
 // Taps [t0, t1) of one output position along one dimension whose input position
 // base + t * dil lies inside [0, size).
 inline void tap_range(long base, int size, int taps, int dil, int& t0, int& t1) {
+   if (dil == 1) {   // the usual case, without the divisions (they cost more than a small pixel)
+      t0 = base >= 0 ? 0 : static_cast<int>(-base);
+      t1 = base > size - 1 ? 0 : static_cast<int>(std::min<long>(taps, size - base));
+      return;
+   }
    t0 = base >= 0 ? 0 : static_cast<int>((-base + dil - 1) / dil);
    t1 = base > size - 1 ? 0 : static_cast<int>(std::min<long>(taps, (size - 1 - base) / dil + 1));
 }
@@ -107,7 +112,9 @@ struct Window3 {
 template <int NV>
 inline void depthwise_block(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, int c0) {
    const int C = s.cout;
-   f8 acc[NV] = {};
+   f8 acc[NV];
+   for (int v = 0; v < NV; ++v)   // one by one: "= {}" zeroes the array through memory (rep stos)
+      f8_splat(acc[v], 0.f);
    f8 xv, kv;
    for (int a = w.t0[0]; a < w.t1[0]; ++a)
       for (int b = w.t0[1]; b < w.t1[1]; ++b) {
@@ -138,48 +145,6 @@ inline void depthwise_tail(const ConvShape& s, const Window3& w, const float* x,
                acc += x[((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * C
                         + (w.base[2] + t * s.dil[2]) * C + c]
                       * k[((static_cast<long>(a) * s.k[1] + b) * s.k[2] + t) * C + c];
-      y[c] = acc;
-   }
-}
-
-// Channels [c0, c0 + 8 NV) of one output pixel of a direct convolution (kernel [K..., Cin, Cout]):
-// each input value is broadcast against a row of kernel weights.
-template <int NV>
-inline void direct_block(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, int c0) {
-   const int Ci = s.cin, Co = s.cout;
-   f8 acc[NV] = {};
-   f8 xv, kv;
-   for (int a = w.t0[0]; a < w.t1[0]; ++a)
-      for (int b = w.t0[1]; b < w.t1[1]; ++b)
-         for (int t = w.t0[2]; t < w.t1[2]; ++t) {
-            const float* xp = x + (((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2]
-                                   + w.base[2] + t * s.dil[2]) * Ci;
-            const float* kp = k + ((static_cast<long>(a) * s.k[1] + b) * s.k[2] + t) * Ci * Co + c0;
-            for (int ci = 0; ci < Ci; ++ci) {
-               f8_splat(xv, xp[ci]);
-               for (int v = 0; v < NV; ++v) {
-                  f8_load(kv, kp + static_cast<long>(ci) * Co + 8 * v);
-                  acc[v] += xv * kv;
-               }
-            }
-         }
-   for (int v = 0; v < NV; ++v)
-      f8_store(y + c0 + 8 * v, acc[v]);
-}
-
-inline void direct_tail(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, int c0) {
-   const int Ci = s.cin, Co = s.cout;
-   for (int c = c0; c < Co; ++c) {
-      float acc = 0.f;
-      for (int a = w.t0[0]; a < w.t1[0]; ++a)
-         for (int b = w.t0[1]; b < w.t1[1]; ++b)
-            for (int t = w.t0[2]; t < w.t1[2]; ++t) {
-               const float* xp = x + (((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2]
-                                      + w.base[2] + t * s.dil[2]) * Ci;
-               const float* kp = k + ((static_cast<long>(a) * s.k[1] + b) * s.k[2] + t) * Ci * Co + c;
-               for (int ci = 0; ci < Ci; ++ci)
-                  acc += xp[ci] * kp[static_cast<long>(ci) * Co];
-            }
       y[c] = acc;
    }
 }
@@ -225,15 +190,12 @@ J2S_KERNEL inline void conv_depthwise(const ConvShape& s, const float* x, const 
       s, x, k, y, epi);
 }
 
-// A convolution with few input channels (a first layer), kernel [K..., Cin, Cout].
-J2S_KERNEL inline void conv_direct(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
-   conv_pixels<direct_block<1>, direct_block<2>, direct_block<3>, direct_block<4>, direct_tail>(s, x, k, y, epi);
-}
-
 // Input position of tap t of output o along dimension d in the (lhs-dilated, padded) input,
 // as an index into the real input, or -1 where it falls on padding or a dilation hole.
 inline long input_at(const ConvShape& s, int d, long o, long t) {
    const long p = o * s.stride[d] + t * s.dil[d] - s.lo[d];
+   if (s.lhs[d] == 1)   // no holes: no division
+      return p >= 0 && p < s.in[d] ? p : -1;
    const long dilated = s.in[d] ? (static_cast<long>(s.in[d]) - 1) * s.lhs[d] + 1 : 0;
    if (p < 0 || p >= dilated || p % s.lhs[d] != 0)
       return -1;
@@ -242,27 +204,44 @@ inline long input_at(const ConvShape& s, int d, long o, long t) {
 
 // im2col for `nb` images from image `n0`: row (image, output pixel), column (tap, channel) over the
 // `cg` input channels from channel `c0`; zero where a tap falls on padding or a dilation hole.
+// A row of taps along the last dimension that reads consecutive whole pixels is one copy.
 J2S_KERNEL inline void im2col(const ConvShape& s, const float* x, float* col, long n0, long nb, int c0, int cg) {
-   const long taps = static_cast<long>(s.k[0]) * s.k[1] * s.k[2];
+   const bool runs = s.lhs[2] == 1 && s.dil[2] == 1 && cg == s.cin;
+   const long row = static_cast<long>(s.k[2]) * cg;   // floats per row of taps
    float* dst = col;
    for (long n = n0; n < n0 + nb; ++n)
       for (int o0 = 0; o0 < s.out[0]; ++o0)
          for (int o1 = 0; o1 < s.out[1]; ++o1)
             for (int o2 = 0; o2 < s.out[2]; ++o2)
-               for (long t = 0; t < taps; ++t, dst += cg) {
-                  const long p0 = input_at(s, 0, o0, t / (s.k[1] * s.k[2]));
-                  const long p1 = input_at(s, 1, o1, t / s.k[2] % s.k[1]);
-                  const long p2 = input_at(s, 2, o2, t % s.k[2]);
-                  if (p0 < 0 || p1 < 0 || p2 < 0) {
-                     std::fill_n(dst, cg, 0.f);
-                     continue;
+               for (int a = 0; a < s.k[0]; ++a)
+                  for (int b = 0; b < s.k[1]; ++b, dst += row) {
+                     const long p0 = input_at(s, 0, o0, a), p1 = input_at(s, 1, o1, b);
+                     if (p0 < 0 || p1 < 0) {
+                        std::fill_n(dst, row, 0.f);
+                        continue;
+                     }
+                     const float* src = x + ((n * s.in[0] + p0) * s.in[1] + p1) * s.in[2] * s.cin + c0;
+                     if (runs) {
+                        int t0, t1;
+                        tap_range(static_cast<long>(o2) * s.stride[2] - s.lo[2], s.in[2], s.k[2], 1, t0, t1);
+                        t0 = std::min(t0, s.k[2]);   // a window wholly in the padding: t0 may pass the end
+                        t1 = std::max(t0, t1);
+                        std::fill_n(dst, static_cast<long>(t0) * cg, 0.f);
+                        std::copy_n(src + (static_cast<long>(o2) * s.stride[2] - s.lo[2] + t0) * cg,
+                                    static_cast<long>(t1 - t0) * cg, dst + static_cast<long>(t0) * cg);
+                        std::fill_n(dst + static_cast<long>(t1) * cg, static_cast<long>(s.k[2] - t1) * cg, 0.f);
+                        continue;
+                     }
+                     for (int t = 0; t < s.k[2]; ++t) {
+                        const long p2 = input_at(s, 2, o2, t);
+                        if (p2 < 0)
+                           std::fill_n(dst + static_cast<long>(t) * cg, cg, 0.f);
+                        else
+                           std::copy_n(src + p2 * s.cin, cg, dst + static_cast<long>(t) * cg);
+                     }
                   }
-                  const float* src = x + (((n * s.in[0] + p0) * s.in[1] + p1) * s.in[2] + p2) * s.cin + c0;
-                  std::copy_n(src, cg, dst);
-               }
 }
 """
-
 HELPERS = {"conv": _CONV}
 
 

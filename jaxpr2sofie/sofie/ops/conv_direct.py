@@ -1,13 +1,13 @@
-"""Convolutions as calls of the run-time-sized kernels of conv_kernels.py: direct loops for the
-shapes where im2col + GEMM wastes its time copying (depthwise convolutions, one input channel per
-output channel, and convolutions with very few input channels: a network's first layer, where an
-im2col row is only 9 or 27 long), and the im2col matrix of the others.
-
-Each call site only fills a ConvShape: the loops themselves are compiled once per header.
+"""Convolutions as calls of the run-time-sized kernels of conv_kernels.py: direct loops for
+depthwise convolutions (one input channel per output channel), where im2col + GEMM would waste its
+time copying, and the im2col matrix of the others. Each call site only fills a ConvShape: the loops
+themselves are compiled once per header, however many layers call them. The one exception is a
+first layer with very few input channels (conv_loops.py).
 """
 from __future__ import annotations
 
 from ..conv_kernels import shape_literal
+from .conv_loops import emit_direct as emit_direct_loops
 from .epilogue import epilogue_object
 
 
@@ -24,11 +24,13 @@ def emit_direct(op, w, g, depthwise: bool) -> None:
     """out[n, o, oc] = sum over real taps t (and input channels ci) of x[n, o*s + t*d - lo, ci] *
     k[t, ci, oc]; `depthwise`: ci = oc and the kernel is [K..., 1, C]. The epilogue runs per output
     row, while the row is in cache."""
+    if not depthwise:
+        emit_direct_loops(op, w, g, depthwise=False)
+        return
     out_shape = g.tensors[op.outputs[0]].shape
     epi = epilogue_object(w, g, op.epilogue, out_shape)
-    kernel = "conv_depthwise" if depthwise else "conv_direct"
     x, k, y = (w.ref(t) for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
-    w.line(f"detail::{kernel}({conv_shape(op, g)}, {x}, {k}, {y}, {epi});")
+    w.line(f"detail::conv_depthwise({conv_shape(op, g)}, {x}, {k}, {y}, {epi});")
 
 
 def emit_im2col(op, w, g, col: str, n0: str, nb, c0: str, cg) -> None:
