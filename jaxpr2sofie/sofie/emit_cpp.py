@@ -149,8 +149,10 @@ def render(g) -> tuple:
         h.line()
     with h.block(f"namespace TMVA_SOFIE_{name}", tail=f" // namespace TMVA_SOFIE_{name}"):
         with h.block("namespace detail", tail=" // namespace detail"):
-            for helper in sorted(needs):
+            for helper in [k for k in HELPERS if k in needs]:   # in HELPERS order: later ones use earlier ones
                 h.lines.extend(h.indent + l if l else l for l in HELPERS[helper].splitlines())
+            for text, def_name in w.defs.items():
+                h.lines.extend(h.indent + l if l else l for l in text.replace("@NAME@", def_name).splitlines())
             h.lines.extend(h.indent + l if l else l for l in _FLUSH_DENORMALS.splitlines())
             h.lines.extend(h.indent + l if l else l for l in _READ.replace("@NAME@", name).splitlines())
             if g.weights():
@@ -393,5 +395,5 @@ void j2s_destroy(void* s) {{ delete static_cast<{ns}::Session*>(s); }}
 }}
 """
 
-from .ops.conv_direct import HELPERS as _DIRECT_HELPERS   # noqa: E402  (convolution kernels: f8 vectors)
-HELPERS.update(_DIRECT_HELPERS)
+from .conv_kernels import HELPERS as _CONV_HELPERS   # noqa: E402  (convolution kernels)
+HELPERS.update(_CONV_HELPERS)

@@ -22,6 +22,7 @@ class Writer:
         self.buffers = buffers or {}
         self._counter = 0
         self.needs: set = set()   # helper functions the emitted code calls (see emit_cpp.HELPERS)
+        self.defs: dict = {}      # generated helper text (with @NAME@) -> its name, see `define`
         self.fence_before: set = set()   # tensors whose arena memory held another dtype before them
         self.blas = True   # False: products never call BLAS (convert(..., blas="none"))
 
@@ -45,6 +46,13 @@ class Writer:
     def need(self, helper: str) -> None:
         """Record that the code calls `detail::<helper>`: the header then carries it, once."""
         self.needs.add(helper)
+
+    def define(self, stem: str, text: str) -> str:
+        """A helper generated for this header (e.g. an epilogue's stages), written once however
+        many operators define the same text: its name (`text` says @NAME@ where it goes)."""
+        if text not in self.defs:
+            self.defs[text] = f"{stem}{len(self.defs)}"
+        return self.defs[text]
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from ..dims import Sym
 from ..tensor import numel, strides_of
 from .base import Op
-from .conv_direct import emit_direct
+from ..conv_kernels import SPATIAL
+from .conv_direct import emit_direct, emit_im2col
 from .epilogue import describe as describe_epilogue, emit_epilogue
 from .linalg import emit_gemm, emit_packed_gemm
 from .movement import copy_view
@@ -92,7 +93,8 @@ class Conv(Op):
         """How this convolution runs: "pointwise" (one GEMM on the input as it is), "direct" or
         "depthwise" (direct loops, see conv_direct.py), "im2col" (+ GEMM), or "depthwise_loops"
         (the general depthwise loop: channel multipliers, input dilation)."""
-        plain = all(d == 1 for d in self.lhs_dilation)
+        # the direct kernels take up to three spatial dimensions; more go through im2col loops
+        plain = all(d == 1 for d in self.lhs_dilation) and len(self.strides) <= SPATIAL
         if self.is_pointwise(g):
             return "pointwise"
         if self.is_depthwise(g):
@@ -183,27 +185,15 @@ class Conv(Op):
         nb, groups = self.chunk(g), self.groups
         og, kc = cout // groups, numel(ksizes) * cg
         rows = nb * numel(outs)
-        xst = strides_of(g.tensors[self.inputs[0]].shape)
-        x, kern, y = w.ref(self.inputs[0]), w.ref(self.inputs[1]), w.ref(self.outputs[0])
+        kern, y = w.ref(self.inputs[1]), w.ref(self.outputs[0])
         col = w.ref(self.scratch_names["col"])
         with w.loops([n // nb], stem="c") as (c,):
             y_chunk = _at(y, w.index([c], [rows * cout]))
             with w.loops([groups], stem="g") as (grp,):
-                # im2col: row (image, output pixel), column (tap, channel of this group); zero where
-                # the window sits on padding or a dilation hole.
-                with w.loops([nb, *outs, *ksizes], stem="i") as idx:
-                    b, o, k = idx[0], idx[1:1 + len(outs)], idx[1 + len(outs):]
-                    src, conds = window_access(w, wins, o, k, xst[1:-1], [c, b, grp], [nb * xst[0], xst[0], cg])
-                    dst = w.index(idx, [s * cg for s in strides_of([nb, *outs, *ksizes])])
-                    if cg == 1:
-                        value = f"{x}[{src}]"
-                        w.line(f"{col}[{dst}] = {' && '.join(conds)} ? {value} : 0.f;" if conds
-                               else f"{col}[{dst}] = {value};")
-                    elif conds:
-                        w.line(f"if ({' && '.join(conds)}) std::copy_n({_at(x, src)}, {cg}, {_at(col, dst)});")
-                        w.line(f"else std::fill_n({_at(col, dst)}, {cg}, 0.f);")
-                    else:
-                        w.line(f"std::copy_n({_at(x, src)}, {cg}, {_at(col, dst)});")
+                if len(spatial) <= SPATIAL:
+                    emit_im2col(self, w, g, col, w.index([c], [nb]), nb, w.index([grp], [cg]), cg)
+                else:
+                    self._fill_col(w, g, col, c, grp)
                 if self.packed:   # the kernel in panels (conv_passes.pack_conv_kernels)
                     emit_packed_gemm(w, rows, cout, kc, col, kern, y_chunk)
                 elif groups == 1:
@@ -215,6 +205,26 @@ class Conv(Op):
                     emit_gemm(w, False, False, rows, og, kc, col, _at(kern, w.index([grp], [kc * og])), "0.f", tmp)
                     copy_view(w, f"({_at(y_chunk, w.index([grp], [og]))})", [cout, 1], 0, tmp, [og, 1], 0, [rows, og])
             self.finish(w, g, f"({y_chunk})", w.index([c], [rows * cout]), rows)
+
+    def _fill_col(self, w, g, col, c, grp):
+        """im2col as loops of this convolution's own rank (the kernel of conv_kernels.py takes up to
+        three spatial dimensions): row (image, output pixel), column (tap, channel of this group);
+        zero where the window sits on padding or a dilation hole."""
+        _, _, _, ksizes, cg, _ = self.dims(g)
+        wins = self.windows(g)
+        outs = [win.out for win in wins]
+        nb = self.chunk(g)
+        xst = strides_of(g.tensors[self.inputs[0]].shape)
+        x = w.ref(self.inputs[0])
+        with w.loops([nb, *outs, *ksizes], stem="i") as idx:
+            b, o, k = idx[0], idx[1:1 + len(outs)], idx[1 + len(outs):]
+            src, conds = window_access(w, wins, o, k, xst[1:-1], [c, b, grp], [nb * xst[0], xst[0], cg])
+            dst = w.index(idx, [s * cg for s in strides_of([nb, *outs, *ksizes])])
+            if conds:
+                w.line(f"if ({' && '.join(conds)}) std::copy_n({_at(x, src)}, {cg}, {_at(col, dst)});")
+                w.line(f"else std::fill_n({_at(col, dst)}, {cg}, 0.f);")
+            else:
+                w.line(f"std::copy_n({_at(x, src)}, {cg}, {_at(col, dst)});")
 
     def _emit_depthwise(self, w, g):
         """One input channel per group: a direct loop, vectorised over output channels."""

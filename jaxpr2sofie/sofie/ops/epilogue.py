@@ -54,25 +54,51 @@ def describe(stages) -> str:
     return " + ".join(s.kind for s in stages)
 
 
-# Inner loops shorter than this get "outer-loop vectorised" by g++ 12 (permutes across rows, 4x
-# slower than scalar code): narrow blocks run as super-rows of several output rows instead.
-MIN_SPAN = 32
+# how the functor reads a tensor operand of each kind (operand_kind)
+_INDEX = {"one": "0", "channel": "c", "full": "i"}
 
 
-def apply_stages(w, g, stages, v: str, channel, full: str, out_shape) -> None:
-    """Lines updating float variable `v` through every stage. `channel(a)` is the C++ element of
-    per-channel operand `a` that `v` needs, `full` the offset of `v`'s element in the output."""
+def _functor(w, g, stages, out_shape):
+    """The stages as a generated struct (written once per header for each distinct chain, literals
+    included) whose call maps one output value; and the tensors its pointer members take, in order.
+    A stage chain is one fused pass, and g++ compiles it once however many layers share it."""
+    tensors = list(dict.fromkeys(a for s in stages for a in s.inputs))
+    body = []
     for s in stages:
         operands = []
         for a in s.args:
             if a is None:
-                operands.append(v)
+                operands.append("v")
             elif isinstance(a, Scalar):
                 operands.append(w.literal(a.value, a.dtype))
             else:
                 kind = operand_kind(g, a, out_shape)
-                operands.append(channel(a) if kind == "channel" else f"{w.ref(a)}[{'0' if kind == 'one' else full}]")
-        w.line(f"{v} = {s.vector_template(g).format(*operands)};")
+                operands.append(f"t{tensors.index(a)}[{_INDEX[kind]}]")
+        body.append(f"      v = {s.vector_template(g).format(*operands)};")
+    text = "\n".join(["// an epilogue: v, the value of channel c at element i of the output, through every stage",
+                      "struct @NAME@ {",
+                      *(f"   const float* t{k};" for k in range(len(tensors))),
+                      "   float operator()(float v, long c, long i) const {",
+                      "      (void)c;",
+                      "      (void)i;",
+                      *body,
+                      "      return v;",
+                      "   }",
+                      "};"])
+    return w.define("Epilogue", text), tensors
+
+
+def epilogue_object(w, g, stages, out_shape) -> str:
+    """Declare the detail::Epilogue (conv_kernels.py) applying `stages`; its C++ name."""
+    w.need("conv")
+    name = w.fresh("epi")
+    if not stages:
+        w.line(f"const detail::Epilogue {name}{{}};")
+        return name
+    struct, tensors = _functor(w, g, stages, out_shape)
+    w.line(f"const detail::{struct} {name}_stages{{{', '.join(w.ref(t) for t in tensors)}}};")
+    w.line(f"const detail::Epilogue {name} = detail::epilogue_of({name}_stages);")
+    return name
 
 
 def emit_epilogue(w, g, stages, y: str, offset: str, rows, cout, out_shape) -> None:
@@ -80,24 +106,5 @@ def emit_epilogue(w, g, stages, y: str, offset: str, rows, cout, out_shape) -> N
     element `offset` onward (full-shape operands are read at the same offset)."""
     if not stages:
         return
-    reps = 1 if cout >= MIN_SPAN or not isinstance(rows, int) else min(rows, -(-MIN_SPAN // cout))
-    span = reps * cout
-    tiles = {}
-    for a in dict.fromkeys(a for s in stages for a in s.inputs):
-        if operand_kind(g, a, out_shape) == "channel" and reps > 1:   # the channel vector, repeated
-            tiles[a] = w.fresh("tile")
-            w.line(f"float {tiles[a]}[{span}];")
-            with w.loops([span], stem="j") as (j,):
-                w.line(f"{tiles[a]}[{j}] = {w.ref(a)}[{j} % {cout}];")
-    done = rows // reps * reps if isinstance(rows, int) else rows
-    parts = [(0, rows // reps if reps > 1 else rows, span)]
-    if reps > 1 and rows % reps:
-        parts.append((done * cout, 1, (rows % reps) * cout))
-    for start, count, length in parts:
-        with w.loops([count], stem="r") as (r,), w.loops([length], stem="c") as (c,):
-            i = w.index([r, c], [span, 1], start)
-            v = w.fresh("v")
-            w.line(f"float {v} = {y}[{i}];")
-            apply_stages(w, g, stages, v, lambda a: f"{tiles[a] if a in tiles else w.ref(a)}[{c}]",
-                         i if offset == "0" else f"{offset} + {i}", out_shape)
-            w.line(f"{y}[{i}] = {v};")
+    epi = epilogue_object(w, g, stages, out_shape)
+    w.line(f"{epi}({y}, {offset}, {rows}, {cout});")
