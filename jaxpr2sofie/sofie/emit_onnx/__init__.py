@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops.fused import expand
 from .builder import RULES, Builder, NotExportable, OnnxExportError, dim_param, exports, onnx_dtype, symbolic
 from . import control, conv, dynamic, elementwise, gather, linalg, movement, reduce, sort   # noqa: F401  (registers the rules)
 
@@ -75,7 +76,7 @@ def to_onnx(graph, opset: int = DEFAULT_OPSET, doc: str = ""):
         raise ValueError(f"opset {opset} is not supported by the ONNX export; choose one of "
                          f"{OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     missing = [(op.op_type, op.origin, f"no ONNX export rule for operator class {type(op).__name__}")
-               for op in graph.ops if type(op) not in RULES]
+               for op in expand(graph.ops) if type(op) not in RULES]
     if missing:
         raise OnnxExportError(missing)
     problems = []
@@ -112,8 +113,9 @@ def build_graph(b, problems: list):
 
 
 def walk_ops(b, ops, problems: list):
-    """Every operator of `ops` through its rule into `b` (also used for sub-graph bodies)."""
-    for op in ops:
+    """Every operator of `ops` through its rule into `b` (also used for sub-graph bodies). A fused
+    elementwise loop exports as its steps, each reported on its own if it has no ONNX form."""
+    for op in expand(ops):
         first, b.origin = len(b.nodes), op.origin
         empty = _empty_outputs(b, op)
         if empty is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from ..ops.elementwise import Elementwise, Scalar
-from ..ops.fused import FusedElementwise
 from .builder import NotExportable, exports
 
 UNARY = {
@@ -239,16 +238,6 @@ def _elementwise(b, op):
     v = _apply(b, op, xs, out)
     v = b.cast(v, out.dtype) if b.dtype(v) not in (None, out.dtype) else v
     return [b.expand(v, out.shape)]
-
-
-@exports(FusedElementwise)
-def _fused(b, op):
-    """A fused loop exports as its steps, one after the other (ONNX runtimes fuse on their own)."""
-    for step in op.steps[:-1]:
-        first = len(b.nodes)
-        (v,) = _elementwise(b, step)
-        b.bind(step.outputs[0], v, first)
-    return _elementwise(b, op.steps[-1])
 
 
 def _as_mean(b, op, xs):
