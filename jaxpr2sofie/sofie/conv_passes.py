@@ -10,12 +10,8 @@ from .ops.base import Scalar
 from .ops.conv import Conv
 from .kernels import pack_panels
 from .ops.epilogue import as_stage, operand_kind
+from .usedef import sole_reader
 from .ops.movement import Pad
-
-
-def _sole_reader(g, name):
-    readers = g.consumers(name)
-    return readers[0] if len(readers) == 1 and name not in g.outputs else None
 
 
 def _available_before(g, name, index) -> bool:
@@ -54,7 +50,7 @@ def fuse_conv_epilogue(g) -> None:
     for conv in [op for op in g.ops if isinstance(op, Conv)]:
         while True:
             acc = conv.outputs[0]
-            op = _sole_reader(g, acc)
+            op = sole_reader(g, acc)
             stage = op and as_stage(g, op, acc, g.tensors[acc].shape)
             if stage is None:
                 break
@@ -71,7 +67,7 @@ def fuse_conv_epilogue(g) -> None:
 def fold_conv_padding(g) -> None:
     """A zero Pad of the spatial axes read only by a Conv is the Conv's own padding (no copy)."""
     for pad in [op for op in g.ops if isinstance(op, Pad)]:
-        conv = _sole_reader(g, pad.outputs[0])
+        conv = sole_reader(g, pad.outputs[0])
         if not (isinstance(conv, Conv) and conv.inputs[0] == pad.outputs[0] and isinstance(pad.value, Scalar)
                 and pad.value.value == 0 and not math.copysign(1.0, float(pad.value.value)) < 0
                 and all(d == 1 for d in conv.lhs_dilation)):

@@ -13,6 +13,7 @@ import numpy as np
 from .ops.base import Scalar
 from .ops.elementwise import Elementwise
 from .ops.linalg import MatMul
+from .usedef import sole_reader
 from .ops.movement import Reshape, Transpose
 from .ops.pool import Pool
 
@@ -39,7 +40,7 @@ def _step(g, t, weights) -> bool:
     if _is_identity(t.perm):
         _forward(g, t.inputs[0], t.outputs[0], t)
         return True
-    reader = _sole_reader(g, t.outputs[0])
+    reader = sole_reader(g, t.outputs[0])
     if isinstance(reader, Transpose):
         return _compose(g, t, reader)
     if isinstance(reader, Elementwise):
@@ -49,11 +50,6 @@ def _step(g, t, weights) -> bool:
     if isinstance(reader, Reshape):
         return _fold_into_dense(g, t, reader)
     return False
-
-
-def _sole_reader(g, name):
-    readers = g.consumers(name)
-    return readers[0] if len(readers) == 1 and name not in g.outputs else None
 
 
 def _is_identity(perm) -> bool:
@@ -173,7 +169,7 @@ def _fold_into_dense(g, t, flat) -> bool:
     so flatten the source layout instead and reorder W's rows at conversion time."""
     x, y = t.inputs[0], t.outputs[0]
     ys, r = tuple(g.tensors[y].shape), flat.outputs[0]
-    dense = _sole_reader(g, r)
+    dense = sole_reader(g, r)
     if not (t.perm[0] == 0 and len(flat.shape) == 2 and flat.shape[0] == ys[0] and type(dense) is MatMul
             and dense.inputs[0] == r and len(dense.inputs) == 2 and dense.inputs[1] != r
             and dense.batch == 1 and not dense.trans_a and not dense.trans_b):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .conv_passes import fold_conv_padding, fuse_conv_epilogue, pack_conv_kernels
 from .layout_passes import sink_transposes
 from .ops.elementwise import Elementwise
-from .ops.fused import FusedElementwise, vector_chain
+from .ops.fused import FusedElementwise, steps_of, vector_chain
 from .ops.linalg import MatMul
 from .ops.movement import Identity, Reshape
 from .ops.reduce import Reduce, Softmax
@@ -131,10 +131,6 @@ def _fusible(op) -> bool:
     return isinstance(op, (Elementwise, FusedElementwise)) and bool(op.outputs)
 
 
-def _steps_of(op) -> list:
-    return list(op.steps) if isinstance(op, FusedElementwise) else [op]
-
-
 def _fuse_into(g, ud, op) -> bool:
     """Rule: `op` absorbs the elementwise operator making one of its operands, when that operand
     has `op`'s output shape and nothing else reads it. float32 exp/tanh/logistic join a chain
@@ -148,7 +144,7 @@ def _fuse_into(g, ud, op) -> bool:
         if not (prev is not None and _fusible(prev) and ud.only_feeds(a)
                 and g.tensors[a].shape == shape and g.tensors[a].kind == "intermediate"):
             continue
-        steps = _steps_of(prev) + _steps_of(op)
+        steps = steps_of(prev) + steps_of(op)
         if any(s.dtype == "float32" and s.kind in VECTOR_KINDS for s in steps) and not vector_chain(g, steps, shape):
             continue
         ud.replace([prev, op], FusedElementwise.chain(g, prev, op))

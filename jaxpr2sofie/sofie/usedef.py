@@ -75,6 +75,13 @@ class UseDef:
         self._add(into)
 
 
+def sole_reader(g, name):
+    """The one operator of `g` reading tensor `name`, or None (several readers, none, or a graph
+    output). A scan of the graph, for passes that do not keep a UseDef."""
+    readers = g.consumers(name)
+    return readers[0] if len(readers) == 1 and name not in g.outputs else None
+
+
 def fixed_point(g, rule, limit: int = 10_000) -> int:
     """Apply `rule` to every operator of `g` until a whole sweep changes nothing; the number of
     rewrites made. After a rewrite the sweep restarts from the rewritten operator's neighbours

@@ -51,8 +51,8 @@ class FusedElementwise(Op):
     @classmethod
     def chain(cls, g, first, second) -> "FusedElementwise":
         """`first` (an Elementwise or a fused chain) feeding `second` (likewise), as one chain."""
-        steps = [*_steps(first), *_steps(second)]
-        for s in _steps(first):
+        steps = [*steps_of(first), *steps_of(second)]
+        for s in steps_of(first):
             g.tensors[s.outputs[0]].kind = "fused"
         internal = {s.outputs[0] for s in steps}
         inputs = [a for s in steps for a in s.inputs if a not in internal]
@@ -155,11 +155,11 @@ class FusedElementwise(Op):
         return " > ".join(s.describe() for s in self.steps)
 
 
-def _steps(op) -> list:
+def steps_of(op) -> list:
     return list(op.steps) if isinstance(op, FusedElementwise) else [op]
 
 
 def expand(ops) -> list:
     """`ops` with every fused chain replaced by its steps (for tools that read the unfused form)."""
-    return [s for op in ops for s in _steps(op)]
+    return [s for op in ops for s in steps_of(op)]
 
