@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
-import jax.extend.core as jex_core
 import numpy as np
 
 from .errors import TraceError, UnsupportedDtypeError
@@ -55,42 +54,18 @@ class Traced:
         return [np.asarray(o) for o in outs]
 
     def reference_op_by_op(self, *inputs) -> list:
-        """The same outputs computed one primitive at a time, as JAX runs without `jit`.
+        """The same outputs computed one primitive at a time, as JAX runs under `jax.disable_jit()`
+        (loops and branches step by step in Python, each primitive compiled on its own).
 
-        XLA compiles each primitive on its own here, so whole-program rewrites cannot change the
-        result. Those rewrites are not always right: XLA's CPU compiler folds a dynamic slice of a
-        dynamic slice, and a scatter into a dynamic slice, without clamping the outer start the way
-        the operations' semantics say (openxla/xla#49121, jax-ml/jax#40849), so `jax.jit` returns
-        a different window than the program asks for. Where `reference` and this disagree, this is
-        the program's meaning and the one the C++ must match."""
-        args = (*self.param_values, *inputs)
-        closed = jax.make_jaxpr(self.flat_fn)(*args)
-        return [np.asarray(o) for o in eval_op_by_op(closed.jaxpr, closed.consts, *args)]
-
-
-def eval_op_by_op(jaxpr, consts, *args) -> list:
-    """Evaluate a jaxpr binding one primitive at a time; nested `jit` calls are opened, so no two
-    primitives of the program are compiled together (loops and branches run as one primitive)."""
-    env = {}
-
-    def read(v):
-        return v.val if isinstance(v, jex_core.Literal) else env[v]
-
-    for v, x in zip(jaxpr.constvars, consts):
-        env[v] = x
-    for v, x in zip(jaxpr.invars, args):
-        env[v] = x
-    for eqn in jaxpr.eqns:
-        vals = [read(v) for v in eqn.invars]
-        inner = eqn.params.get("jaxpr") if eqn.primitive.name in ("jit", "pjit", "closed_call") else None
-        if inner is not None:
-            outs = eval_op_by_op(inner.jaxpr, inner.consts, *vals)
-        else:
-            outs = eqn.primitive.bind(*vals, **eqn.params)
-            outs = outs if eqn.primitive.multiple_results else [outs]
-        for v, x in zip(eqn.outvars, outs):
-            env[v] = x
-    return [read(v) for v in jaxpr.outvars]
+        Whole-program rewrites cannot change this result, and they are not always right: XLA's CPU
+        compiler folds a dynamic slice of a dynamic slice, and a scatter into a dynamic slice,
+        without clamping the outer start as the operations' semantics say (openxla/xla#49121,
+        jax-ml/jax#40849), inside loop bodies too, so `jax.jit` reads a different window than the
+        program asks for. Where `reference` and this disagree, this is the program's meaning and
+        the one the C++ must match. Slower than `reference`: used to settle a disagreement."""
+        with jax.disable_jit():
+            outs = self.flat_fn(*self.param_values, *inputs)
+        return [np.asarray(o) for o in outs]
 
 
 def _leaves_with_labels(tree, default: str):

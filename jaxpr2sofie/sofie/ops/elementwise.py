@@ -22,6 +22,19 @@ from .base import Op, Scalar
 _FLOAT_MAX = "(({0}) != ({0}) || ({0}) > ({1}) || (({0}) == ({1}) && !std::signbit({0}))) ? ({0}) : ({1})"
 _FLOAT_MIN = "(({0}) != ({0}) || ({0}) < ({1}) || (({0}) == ({1}) && std::signbit({0}))) ? ({0}) : ({1})"
 
+# Where XLA's CPU code gives a discrete result that a correctly rounded function does not, the
+# generated code gives XLA's: an argmax over saturated activations, or a comparison with 1, must
+# pick what JAX picks. XLA's tanh is exactly +-1 from |x| = 7.99881172 on (a correctly rounded one
+# only from about 9.01), its erf from |x| = 3.8325066 on (measured with jaxlib 0.10.2 on x86-64;
+# between 3.6467 and 3.8325 XLA's erf alternates between 1 and 0.9999999, and ours stays below 1).
+XLA_TANH_ONE = "7.99881172f"
+XLA_ERF_ONE = "3.8325066f"
+_SATURATE = "(std::abs({{0}}) >= {1} ? std::copysign(({{T}})1, {{0}}) : {0})"
+# glibc returns a tiny argument of log1p, sinh and asinh unchanged, past the flush-to-zero mode that
+# XLA computes in (see detail::FlushDenormals): a denormal argument gives +-0 there. (expm1 and tanh
+# are the other way round: XLA returns a denormal argument itself.)
+_DENORMAL_TO_ZERO = "(({{0}}) == 0 ? ({{0}}) * ({{T}})0 : {0})"
+
 # kind -> (template, SOFIE-style operator name). {0}.. are operands, {T} the output C++ type.
 TEMPLATES = {
     "neg": ("-({0})", "Neg"),
@@ -29,14 +42,14 @@ TEMPLATES = {
     "exp2": ("std::exp2({0})", "Exp2"),
     # glibc's log reads a denormal's bits, past the denormals-are-zero mode; a comparison does not
     "log": ("std::log(({0}) == 0 ? ({T})0 : ({0}))", "Log"),
-    "log1p": ("std::log1p({0})", "Log1p"),
-    "expm1": ("std::expm1({0})", "Expm1"),
+    "log1p": (_DENORMAL_TO_ZERO.format("std::log1p({0})"), "Log1p"),
+    "expm1": ("(({0}) == 0 ? ({0}) : std::expm1({0}))", "Expm1"),
     "sqrt": ("std::sqrt({0})", "Sqrt"),
     "rsqrt": ("({T})1 / std::sqrt({0})", "Rsqrt"),
     "cbrt": ("std::cbrt({0})", "Cbrt"),
-    "tanh": ("std::tanh({0})", "Tanh"),
+    "tanh": ("(({0}) == 0 ? ({0}) : " + _SATURATE.format("std::tanh({0})", XLA_TANH_ONE) + ")", "Tanh"),
     "logistic": ("({T})1 / (({T})1 + std::exp(-({0})))", "Sigmoid"),
-    "erf": ("std::erf({0})", "Erf"),
+    "erf": (_SATURATE.format("std::erf({0})", XLA_ERF_ONE), "Erf"),
     "erfc": ("std::erfc({0})", "Erfc"),
     "abs": ("std::abs({0})", "Abs"),
     "sign": ("(({0}) > 0 ? ({T})1 : (({0}) < 0 ? ({T})-1 : ({0})))", "Sign"),
@@ -48,9 +61,9 @@ TEMPLATES = {
     "cos": ("std::cos({0})", "Cos"),
     "tan": ("std::tan({0})", "Tan"),
     "atan": ("std::atan({0})", "Atan"),
-    "sinh": ("std::sinh({0})", "Sinh"),
+    "sinh": (_DENORMAL_TO_ZERO.format("std::sinh({0})"), "Sinh"),
     "cosh": ("std::cosh({0})", "Cosh"),
-    "asinh": ("std::asinh({0})", "Asinh"),
+    "asinh": (_DENORMAL_TO_ZERO.format("std::asinh({0})"), "Asinh"),
     "acosh": ("std::acosh({0})", "Acosh"),
     "atanh": ("std::atanh({0})", "Atanh"),
     "asin": ("std::asin({0})", "Asin"),
