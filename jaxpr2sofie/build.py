@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import os
 import shutil
@@ -97,37 +98,94 @@ def thread_flags(graph) -> list:
     return ["-pthread"] if splittable(graph) else []
 
 
+@functools.lru_cache(maxsize=None)
+def compiler_version(compiler: str) -> str:
+    """The compiler's own version line: part of every cache key, so an upgraded compiler rebuilds."""
+    try:
+        res = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60)
+        return (res.stdout.splitlines() or [""])[0]
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _is_gcc(compiler: str) -> bool:
+    version = compiler_version(compiler)
+    return "clang" not in version.lower() and ("g++" in version or "GCC" in version or "gcc" in version)
+
+
+# The standard headers every generated header includes: parsed once per compiler and flag set into
+# a precompiled header (about half of a small model's compile time), see `_precompiled`.
+from .sofie.emit_cpp import INCLUDES as _INCLUDES, THREAD_INCLUDES as _THREAD_INCLUDES   # noqa: E402
+_PCH_TEXT = "".join(f"#include <{h}>\n" for h in sorted(set(_INCLUDES + _THREAD_INCLUDES))) + \
+    "#if defined(__SSE2__) || defined(_M_X64)\n#include <xmmintrin.h>\n#endif\n"
+
+
+def _precompiled(compiler: str, flags: list) -> list:
+    """`-include` flags naming a precompiled header of the standard includes built with exactly
+    `flags` (g++ only; JAXPR2SOFIE_PCH=0 turns it off). Where g++ finds it unusable it reads the
+    headers as text instead, so a precompiled header changes build time, never the program."""
+    if os.environ.get("JAXPR2SOFIE_PCH") == "0" or not _is_gcc(compiler):
+        return []
+    key = hashlib.sha256("\0".join(["pch", _PCH_TEXT, compiler, compiler_version(compiler), *flags]).encode())
+    d = cache_dir() / f"pch-{key.hexdigest()[:24]}"
+    if not (d / "j2s_std.hxx.gch").exists():
+        work = Path(tempfile.mkdtemp(prefix="pch-", dir=cache_dir()))
+        (work / "j2s_std.hxx").write_text(_PCH_TEXT)
+        res = subprocess.run([compiler, *flags, "-x", "c++-header", "j2s_std.hxx", "-o", "j2s_std.hxx.gch"],
+                             cwd=work, capture_output=True, text=True)
+        if res.returncode != 0:   # no precompiled header then: the build itself reports real problems
+            shutil.rmtree(work, ignore_errors=True)
+            return []
+        _publish(work, d)
+    return ["-include", str(d / "j2s_std.hxx")]
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Move a finished build folder to its cache place in one rename (readers never see half of it)."""
+    try:
+        work.rename(out)
+    except OSError:   # another process built the same thing meanwhile
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_cached(kind: str, sources: dict, target: str, compile_flags: list, link: list = (),
+                 cxx=None, what: str = "the generated code") -> Path:
+    """The one build service: compile `sources` ({file name: text}; the .cpp files are compiled,
+    the rest are headers they include) into `target` with `compile_flags` then `link`. Cached by a
+    hash of the sources, the compiler and its version and every flag; built in a temporary folder
+    and published by one rename, so concurrent builds of the same code are safe. A standard-header
+    precompiled header speeds up g++ builds (see `_precompiled`)."""
+    compiler = find_compiler(cxx)
+    flags = list(compile_flags)
+    key = hashlib.sha256("\0".join([kind, compiler, compiler_version(compiler), *flags, *link,
+                                     *(f"{n}\0{t}" for n, t in sorted(sources.items()))]).encode()).hexdigest()[:24]
+    out = cache_dir() / f"{kind}-{key}"
+    if (out / target).exists():
+        return out / target
+    pch = _precompiled(compiler, [f for f in flags if f != "-shared"])
+    work = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=cache_dir()))
+    for name, text in sources.items():
+        (work / name).write_text(text)
+    cmd = [compiler, *flags, *pch, *(n for n in sources if n.endswith(".cpp")), "-o", target, *link]
+    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise BuildError(f"compiling {what} failed ({' '.join(cmd)} in {work}):\n{res.stderr[-4000:]}")
+    _publish(work, out)
+    return out / target
+
+
 def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
     """Build the shared library of a graph's header plus its C entry point; cached by content hash."""
     header, needs = render(graph)
     capi = c_api_source(graph, f"{graph.name}.hxx")
-    compiler = find_compiler(cxx)
-    needs_blas = bool(needs & BLAS_HELPERS)
-    b = find_blas(blas) if needs_blas else None
-    flags = list(flags or DEFAULT_FLAGS)
+    b = find_blas(blas) if needs & BLAS_HELPERS else None
     # JAXPR2SOFIE_STRICT=1 (set by the test suite) turns any compiler warning into a failure
     strict = ["-Werror"] if os.environ.get("JAXPR2SOFIE_STRICT") == "1" else []
-    cmd_tail = flags + WARNINGS + strict + thread_flags(graph) + ["-fPIC", "-shared"]
+    cmd = list(flags or DEFAULT_FLAGS) + WARNINGS + strict + thread_flags(graph) + ["-fPIC", "-shared"]
     if b:
-        cmd_tail.append(f"-DJ2S_SGEMM={b.sgemm}")
-    key = hashlib.sha256("\0".join([header, capi, compiler, *cmd_tail, b.name if b else "",
-                                    *(b.link if b else ())]).encode()).hexdigest()[:24]
-    out = cache_dir() / key
-    lib = out / f"lib{graph.name}.so"
-    if lib.exists():
-        return lib
-    work = Path(tempfile.mkdtemp(prefix=f"{graph.name}-", dir=cache_dir()))
-    (work / f"{graph.name}.hxx").write_text(header)
-    (work / "capi.cpp").write_text(capi)
-    cmd = [compiler, *cmd_tail, "capi.cpp", "-o", lib.name, *(b.link if b else ())]
-    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise BuildError(f"compiling the generated code failed ({' '.join(cmd)} in {work}):\n{res.stderr[-4000:]}")
-    try:
-        work.rename(out)
-    except OSError:   # another process built the same code meanwhile
-        shutil.rmtree(work, ignore_errors=True)
-    return lib
+        cmd.append(f"-DJ2S_SGEMM={b.sgemm}")
+    return build_cached("lib", {f"{graph.name}.hxx": header, "capi.cpp": capi}, f"lib{graph.name}.so", cmd,
+                        list(b.link) if b else [], cxx)
 
 
 class CompiledModel:
@@ -297,7 +355,6 @@ def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | No
     batch: rows split over threads where the model allows it, see `splittable`)."""
     from .sofie.tensor import ctype
     header, needs = render(graph)
-    compiler = find_compiler(cxx)
     b = find_blas(blas) if needs & BLAS_HELPERS else None
     names = list(graph.inputs) + list(graph.outputs)
     n = (batch or graph.max_batch or 1) if graph.dynamic else 1
@@ -307,23 +364,9 @@ def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | No
     main = _TIMING_MAIN.format(header=f"{graph.name}.hxx", ns=f"TMVA_SOFIE_{graph.name}", buffers=buffers,
                                session=f"argv[1], {n}, {int(n_threads)}" if graph.dynamic else "argv[1]",
                                args=", ".join(([str(n)] if graph.dynamic else []) + args))
-    cmd_tail = [*(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else []), *thread_flags(graph)]
-    link = list(b.link) if b else []
-    key = hashlib.sha256("\0".join([header, main, compiler, *cmd_tail, *link]).encode()).hexdigest()[:24]
-    exe = cache_dir() / f"timing-{key}" / "timing"
-    if not exe.exists():
-        work = Path(tempfile.mkdtemp(prefix=f"timing-{graph.name}-", dir=cache_dir()))
-        (work / f"{graph.name}.hxx").write_text(header)
-        (work / "main.cpp").write_text(main)
-        cmd = [compiler, *cmd_tail, "main.cpp", "-o", "timing", *link]
-        res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-        if res.returncode != 0:
-            shutil.rmtree(work, ignore_errors=True)
-            raise BuildError(f"compiling the timing harness failed ({' '.join(cmd)}):\n{res.stderr[-4000:]}")
-        try:
-            work.rename(exe.parent)
-        except OSError:   # another process built the same program meanwhile
-            shutil.rmtree(work, ignore_errors=True)
+    cmd = [*(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else []), *thread_flags(graph)]
+    exe = build_cached("timing", {f"{graph.name}.hxx": header, "main.cpp": main}, "timing", cmd,
+                       list(b.link) if b else [], cxx, what="the timing harness")
     keep = tempfile.TemporaryDirectory(prefix="j2s-timing-")
     # the binary format: MobileNet-sized weights load in milliseconds instead of seconds
     weight_file = Path(keep.name) / "w.dat"

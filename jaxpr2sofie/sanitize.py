@@ -7,16 +7,14 @@ preloading the sanitizer runtime, a separate process needs nothing. Slow; for te
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .build import CompiledModel, cache_dir, find_blas, find_compiler, thread_flags
+from .build import CompiledModel, build_cached, find_blas, thread_flags
 from .errors import BuildError, InputError, WeightFileError
 from .sofie import dims
 from .sofie.emit_cpp import BLAS_HELPERS, c_api_source, render, write_weights
@@ -85,26 +83,9 @@ def build_runner(graph, cxx=None, blas=None) -> Path:
     b = find_blas(blas) if needs & BLAS_HELPERS else None
     main = _RUNNER
     capi = c_api_source(graph, f"{graph.name}.hxx")
-    compiler = find_compiler(cxx)
-    cmd_tail = FLAGS + ["-Werror"] + ([f"-DJ2S_SGEMM={b.sgemm}"] if b else []) + thread_flags(graph)
-    key = hashlib.sha256("\0".join(["sanitize", header, capi, main, compiler, *cmd_tail,
-                                    *(b.link if b else ())]).encode()).hexdigest()[:24]
-    exe = cache_dir() / key / "runner"
-    if exe.exists():
-        return exe
-    work = Path(tempfile.mkdtemp(prefix=f"{graph.name}-asan-", dir=cache_dir()))
-    (work / f"{graph.name}.hxx").write_text(header)
-    (work / "capi.cpp").write_text(capi)
-    (work / "main.cpp").write_text(main)
-    cmd = [compiler, *cmd_tail, "capi.cpp", "main.cpp", "-o", "runner", *(b.link if b else ())]
-    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise BuildError(f"compiling the sanitized program failed ({' '.join(cmd)} in {work}):\n{res.stderr[-4000:]}")
-    try:
-        work.rename(exe.parent)
-    except OSError:
-        shutil.rmtree(work, ignore_errors=True)
-    return exe
+    cmd = FLAGS + ["-Werror"] + ([f"-DJ2S_SGEMM={b.sgemm}"] if b else []) + thread_flags(graph)
+    return build_cached("sanitize", {f"{graph.name}.hxx": header, "capi.cpp": capi, "main.cpp": main}, "runner",
+                        cmd, list(b.link) if b else [], cxx, what="the sanitized program")
 
 
 class SanitizedModel(CompiledModel):
