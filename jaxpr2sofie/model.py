@@ -65,20 +65,24 @@ class SofieModel:
     def header(self) -> str:
         return emit_header(self.graph)
 
-    def generate(self, directory=".", weights: str = "text", backend: str = "jaxpr2sofie") -> tuple:
+    def generate(self, directory=".", weights: str = "text", backend: str = "jaxpr2sofie", session: bool = True) -> tuple:
         """Write `<Name>.hxx` and `<Name>.dat` into `directory`; returns both paths. `weights`:
         "text" (SOFIE's format) or "binary" (loads many times faster); the header reads either.
-        `backend="sofie"` has ROOT's own SOFIE generate the header from the ONNX export (a ROOT
-        with TMVA SOFIE needed); "auto" does so when SOFIE is there and parses every operator."""
+        `backend="sofie"` has real SOFIE write its own header (`namespace SOFIE_<Name>`) through
+        `to_rmodel()`: the `sofie` package, else ROOT's TMVA SOFIE; its `weights` are "text",
+        "safetensors" or "none", and `session=False` (with weights="none") is SOFIE's kNoSession.
+        "auto" uses SOFIE when it is installed and parses every operator, else our own emitter."""
         from . import sofie_backend
         from .sofie.weights import FORMATS
-        if weights not in FORMATS:
-            raise ValueError(f"weights={weights!r}: choose one of {', '.join(FORMATS)}")
         if backend not in sofie_backend.BACKENDS:
             raise ValueError(f"backend={backend!r}: choose one of {', '.join(sofie_backend.BACKENDS)}")
-        if backend == "sofie" or (backend == "auto" and not sofie_backend.sofie_status()
-                                  and sofie_backend.sofie_can_parse(self)):
-            return sofie_backend.generate_with_sofie(self, Path(directory))
+        if backend == "sofie" or (backend == "auto" and weights in sofie_backend.SOFIE_WEIGHTS
+                                  and not sofie_backend.sofie_status() and sofie_backend.sofie_can_parse(self)):
+            return sofie_backend.generate_with_sofie(self, Path(directory), weights, session)
+        if weights not in FORMATS:
+            raise ValueError(f"weights={weights!r}: choose one of {', '.join(FORMATS)}")
+        if not session:
+            raise ValueError("session=False is an option of SOFIE's own header: use backend='sofie'")
         d = Path(directory)
         if d.suffix.lower() in (".hxx", ".hpp", ".h", ".dat", ".cpp", ".cxx") or d.is_file():
             raise ValueError(f"generate() takes a directory, got {str(directory)!r}, which looks like a file: the files "
@@ -114,6 +118,19 @@ class SofieModel:
                                            n_threads=n_threads)
         progress.done(f"compiled {self.name}")
         return self._compiled
+
+    def to_rmodel(self, route: str = "auto"):
+        """Real SOFIE's own model of this one, a `sofie.RModel` (pip install 'jaxpr2sofie[sofie]'):
+        `rm.generate()`, `rm.output_generated("Net.hxx")`. The route is SOFIE's ONNX parser reading
+        the project's ONNX export, in-process; `summary()` of the result is SOFIE's `print_summary()`."""
+        from . import sofie_backend
+        return sofie_backend.to_rmodel(self, route)
+
+    def compile_sofie(self, cxx=None, blas=None, flags=None, sanitize: bool = False):
+        """SOFIE's own header for this model, compiled and loaded: called like `compile()`'s result
+        (the test oracle and benchmark peer). `sanitize=True` builds it under ASan and UBSan."""
+        from . import sofie_backend
+        return sofie_backend.compile_sofie(self, cxx=cxx, blas=blas, flags=flags, sanitize=sanitize)
 
     def to_onnx(self, path=None, opset: int | None = None):
         """The model as standard ONNX (for ROOT's SOFIE parser, onnxruntime, Netron): returns the

@@ -22,7 +22,7 @@ from .sofie.emit_cpp import BLAS_HELPERS, c_api_source, render, write_weights
 FLAGS = ["-O1", "-g", "-std=c++17", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer", "-Wall", "-Wextra"]
 
-_RUNNER = """\
+RUNNER = """\
 // Runs the model once: reads <dir>/sizes.txt (batch, then the byte size of every input and output),
 // inputs from <dir>/in<k>.bin, writes outputs to <dir>/out<k>.bin (raw bytes, row-major).
 #include <cstddef>
@@ -81,7 +81,7 @@ def build_runner(graph, cxx=None, blas=None) -> Path:
     """The sanitized program of a graph; cached by content hash like the libraries."""
     header, needs = render(graph)
     b = find_blas(blas) if needs & BLAS_HELPERS else None
-    main = _RUNNER
+    main = RUNNER
     capi = c_api_source(graph, f"{graph.name}.hxx")
     cmd = FLAGS + ["-Werror"] + ([f"-DJ2S_SGEMM={b.sgemm}"] if b else []) + thread_flags(graph)
     return build_cached("sanitize", {f"{graph.name}.hxx": header, "capi.cpp": capi, "main.cpp": main}, "runner",
@@ -92,12 +92,14 @@ class SanitizedModel(CompiledModel):
     """Called like a CompiledModel; each call runs the sanitized program, and any sanitizer report
     (or crash) raises BuildError with the report."""
 
-    def __init__(self, graph, exe: Path):
+    def __init__(self, graph, exe: Path, weight_file: Path | None = None):
         self.graph = graph
         self.exe = Path(exe)
         self._tmp = tempfile.TemporaryDirectory(prefix="j2s-asan-")
-        self.weight_file = Path(self._tmp.name) / f"{graph.name}.dat"
-        write_weights(graph, self.weight_file)
+        if weight_file is None:
+            weight_file = Path(self._tmp.name) / f"{graph.name}.dat"
+            write_weights(graph, weight_file)
+        self.weight_file = Path(weight_file)
         self._session = None
         self.dynamic, self.max_batch = graph.dynamic, graph.max_batch or 1
         self.inputs = [(n, graph.tensors[n].shape, np.dtype(graph.tensors[n].dtype)) for n in graph.inputs]

@@ -1,22 +1,40 @@
-"""ROOT's own SOFIE as a code generator, where the ROOT build has it.
+"""Real SOFIE as a backend and a test oracle: the `sofie` package from PyPI (standalone SOFIE, CERN
+ML4EP), or ROOT's TMVA SOFIE where that is what is installed.
 
-`SofieModel.generate(dir, backend="sofie")` writes our ONNX export and lets SOFIE's
-`RModelParser_ONNX` generate `<Name>.hxx` (+ its weight file) from it; `backend="auto"` does so when
-SOFIE is present and the export uses only operators SOFIE parses, and uses our own emitter
-otherwise. SOFIE runs in a separate Python process: PyROOT's LLVM and jaxlib's do not share a
-process well. The PyPI `root` package has no TMVA/SOFIE; conda-forge's ROOT and LCG views do.
+`SofieModel.to_rmodel()` hands the model to SOFIE as SOFIE's own `RModel`; `generate(dir,
+backend="sofie")` has SOFIE write `<Name>.hxx` and its weight file (SOFIE's header, unmodified:
+`namespace SOFIE_<Name>`); `compile(backend="sofie")` builds that header with the project's build
+service and loads it behind the same C entry points as our own header, so a test calls SOFIE's
+code exactly as it calls ours. The route today is SOFIE's own ONNX parser (`RModelParser_ONNX`) on
+the project's ONNX export, in-process (the `sofie` package is plain C++ with pybind11, no LLVM).
+ROOT's TMVA runs in a separate Python process: PyROOT's LLVM and jaxlib's do not share a process well.
 """
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 from .errors import BuildError
 
 BACKENDS = ("jaxpr2sofie", "sofie", "auto")
+ROUTES = ("auto", "onnx")
+# weights= for SOFIE's header -> SOFIE's generation options (sofie.Options values, combined as an int)
+SOFIE_WEIGHTS = {"text": 0, "safetensors": 256, "none": 2}
+_NO_SESSION = 1   # sofie.Options.kNoSession: only with kNoWeightFile
+
+
+def package_status() -> str:
+    """"" when the `sofie` package can be imported here, else why not."""
+    try:
+        import sofie  # noqa: F401
+    except ImportError as e:
+        return f"the `sofie` package is not installed ({e}): pip install 'jaxpr2sofie[sofie]' (or pip install sofie)"
+    return ""
 
 _PROBE = """
 import ROOT
@@ -47,7 +65,14 @@ def probe_root() -> tuple:
 
 
 def sofie_status() -> str:
-    """"" when ROOT's TMVA SOFIE can be used here, else why not (for messages and test skips)."""
+    """"" when a SOFIE can be used here (the `sofie` package, else ROOT's TMVA), else why not."""
+    if not package_status():
+        return ""
+    return root_status()
+
+
+def root_status() -> str:
+    """"" when ROOT's TMVA SOFIE can be used here, else why not."""
     why, _ = probe_root()
     if why == NO_SOFIE:
         return ("this ROOT has no TMVA SOFIE (the PyPI `root` package is built without it; ROOT from conda-forge "
@@ -67,12 +92,129 @@ print("generated")
 """
 
 
-def generate_with_sofie(model, directory: Path) -> tuple:
-    """Export `model` to ONNX and have ROOT's SOFIE generate the header from it."""
-    why = sofie_status()
+def to_rmodel(model, route: str = "auto"):
+    """SOFIE's own model (`sofie.RModel`) of a converted model. `route="onnx"` (and "auto", the only
+    route built so far) parses the project's ONNX export with SOFIE's `RModelParser_ONNX`; an
+    operator SOFIE's parser does not read is reported by SOFIE with its ONNX node."""
+    if route not in ROUTES:
+        raise ValueError(f"route={route!r}: choose one of {', '.join(ROUTES)}")
+    why = package_status()
     if why:
-        raise BuildError(f"backend='sofie' needs ROOT with TMVA SOFIE: {why}. Use backend='jaxpr2sofie' "
-                         "(the default), whose header has the same Session/infer interface")
+        raise BuildError(f"to_rmodel() needs the `sofie` package: {why}")
+    import sofie
+    with tempfile.TemporaryDirectory(prefix="j2s-sofie-") as d:
+        path = Path(d) / f"{model.name}.onnx"
+        model.to_onnx(path)
+        try:
+            return sofie.onnx.parse(str(path))
+        except Exception as e:
+            raise BuildError(f"SOFIE's ONNX parser refused the export of {model.name}: {e}") from e
+
+
+def generate_with_sofie(model, directory: Path, weights: str = "text", session: bool = True) -> tuple:
+    """SOFIE writes `<Name>.hxx` (and `<Name>.dat`, or `.safetensors`) into `directory`: the
+    `sofie` package where installed, else ROOT's TMVA SOFIE in a separate process."""
+    if weights not in SOFIE_WEIGHTS:
+        raise ValueError(f"weights={weights!r} with backend='sofie': choose one of {', '.join(SOFIE_WEIGHTS)}")
+    if not session and weights != "none":
+        raise ValueError("session=False (SOFIE's kNoSession) needs weights='none': SOFIE generates no weight "
+                         "loading without a Session")
+    directory = Path(directory)
+    if package_status():
+        if weights != "text" or not session:
+            raise BuildError(f"weights={weights!r}/session={session} need the `sofie` package: {package_status()}")
+        return generate_with_root(model, directory)
+    rm = to_rmodel(model)
+    directory.mkdir(parents=True, exist_ok=True)
+    import sofie
+    rm.generate(sofie.Options(SOFIE_WEIGHTS[weights] | (0 if session else _NO_SESSION)))
+    hxx = directory / f"{model.name}.hxx"
+    rm.output_generated(str(hxx))
+    data = {"text": ".dat", "safetensors": ".safetensors", "none": None}[weights]
+    return hxx, (directory / f"{model.name}{data}" if data else None)
+
+
+_C_API = """\
+#include "{header}"
+#include <cstring>
+#include <exception>
+
+// The project's C entry points (see emit_cpp.c_api_source) around SOFIE's own Session and doInfer.
+extern "C" {{
+void* j2s_create_threads(const char* weight_file, size_t max_batch, size_t n_threads, char* err, int errlen) {{
+   (void)max_batch;
+   (void)n_threads;
+   try {{
+      return new {ns}::Session({create});
+   }} catch (const std::exception& e) {{
+      std::strncpy(err, e.what(), errlen - 1);
+      err[errlen - 1] = 0;
+      return nullptr;
+   }}
+}}
+void* j2s_create(const char* weight_file, size_t max_batch, char* err, int errlen) {{
+   return j2s_create_threads(weight_file, max_batch, 1, err, errlen);
+}}
+size_t j2s_threads_used(void* s) {{
+   (void)s;
+   return 1;
+}}
+void j2s_set_min_rows_per_thread(void* s, size_t rows) {{
+   (void)s;
+   (void)rows;
+}}
+void j2s_run(void* s, size_t batch, void** in, void** out) {{
+   (void)batch;
+   {ns}::doInfer(*static_cast<{ns}::Session*>(s){args});
+}}
+void j2s_destroy(void* s) {{ delete static_cast<{ns}::Session*>(s); }}
+}}
+"""
+
+
+def compile_sofie(model, cxx=None, blas=None, flags=None, sanitize: bool = False):
+    """SOFIE's header for `model`, compiled with the project's build service and loaded behind the
+    project's C entry points: a callable like `SofieModel.compile()`'s. `sanitize` builds it as a
+    program under AddressSanitizer and UndefinedBehaviorSanitizer (as SOFIE's own tests do), run
+    once per call like `JAXPR2SOFIE_SANITIZE=1` builds of our own header."""
+    from . import sanitize as san
+    from .build import DEFAULT_FLAGS, CompiledModel, build_cached, find_blas
+    from .sofie.tensor import ctype
+    g = model.graph
+    work = Path(tempfile.mkdtemp(prefix=f"j2s-sofie-{model.name}-"))
+    hxx, dat = generate_with_sofie(model, work)
+    header = hxx.read_text()
+    ns = f"SOFIE_{model.name}"
+    args = (["batch"] if g.dynamic else []) + \
+        [f"static_cast<const {ctype(g.tensors[n].dtype)}*>(in[{k}])" for k, n in enumerate(g.inputs)] + \
+        [f"static_cast<{ctype(g.tensors[n].dtype)}*>(out[{k}])" for k, n in enumerate(g.outputs)]
+    capi = _C_API.format(header=hxx.name, ns=ns, create="weight_file, max_batch" if g.dynamic else "weight_file",
+                         args="".join(", " + a for a in args))
+    sources = {hxx.name: header, "capi.cpp": capi}
+    cmd, link = [], []
+    routines = sorted(set(re.findall(r'extern "C" void (\w+_)\(', header)))
+    if routines:   # SOFIE calls Fortran BLAS symbols by their plain names (sgemm_); scipy-openblas32 prefixes them
+        b = find_blas(blas)
+        prefix = b.sgemm[:-len("sgemm_")]
+        cmd += [f"-D{r}={prefix}{r}" for r in routines if prefix]
+        link = list(b.link)
+    if sanitize:
+        exe = build_cached("sofie-sanitize", {**sources, "main.cpp": san.RUNNER}, "runner",
+                           [f for f in san.FLAGS if f not in ("-Wall", "-Wextra")] + cmd, link, cxx,
+                           what="SOFIE's generated code under the sanitizers")
+        return san.SanitizedModel(g, exe, weight_file=dat)
+    lib = build_cached("sofie", sources, f"lib{model.name}.so", list(flags or DEFAULT_FLAGS) + ["-fPIC", "-shared"] + cmd,
+                       link, cxx, what="SOFIE's generated code")
+    return CompiledModel(g, lib, weight_file=dat)
+
+
+def generate_with_root(model, directory: Path) -> tuple:
+    """Export `model` to ONNX and have ROOT's TMVA SOFIE generate the header from it, in a separate process."""
+    why = root_status()
+    if why:
+        raise BuildError(f"backend='sofie' needs the `sofie` package or ROOT with TMVA SOFIE: "
+                         f"{package_status()}; and {why}. Use backend='jaxpr2sofie' (the default), whose header has "
+                         "the same Session/infer interface")
     directory.mkdir(parents=True, exist_ok=True)
     onnx_path = directory / f"{model.name}.onnx"
     model.to_onnx(onnx_path)
