@@ -172,39 +172,49 @@ void j2s_destroy(void* s) {{ delete static_cast<{ns}::Session*>(s); }}
 """
 
 
+def sofie_build(model, extra_sources: dict, target: str, flags=None, cxx=None, blas=None, shared=False) -> tuple:
+    """Generate SOFIE's header for `model` and build it with `extra_sources` (a C API, a timing or
+    sanitizer program) through the project's build service: (the built file, SOFIE's weight file).
+    SOFIE calls Fortran BLAS by the plain names (sgemm_); scipy-openblas32's carry a prefix, mapped
+    here with -D at compile time."""
+    from .build import DEFAULT_FLAGS, build_cached, find_blas
+    work = Path(tempfile.mkdtemp(prefix=f"j2s-sofie-{model.name}-"))
+    hxx, dat = generate_with_sofie(model, work)
+    header = hxx.read_text()
+    cmd, link = list(flags or DEFAULT_FLAGS), []
+    routines = sorted(set(re.findall(r'extern "C" void (\w+_)\(', header)))
+    if routines:
+        b = find_blas(blas)
+        prefix = b.sgemm[:-len("sgemm_")]
+        cmd += [f"-D{r}={prefix}{r}" for r in routines if prefix]
+        link = list(b.link)
+    if shared:
+        cmd += ["-fPIC", "-shared"]
+    built = build_cached(f"sofie-{target}", {hxx.name: header, **extra_sources}, target, cmd, link, cxx,
+                         what="SOFIE's generated code")
+    return built, dat
+
+
 def compile_sofie(model, cxx=None, blas=None, flags=None, sanitize: bool = False):
     """SOFIE's header for `model`, compiled with the project's build service and loaded behind the
     project's C entry points: a callable like `SofieModel.compile()`'s. `sanitize` builds it as a
     program under AddressSanitizer and UndefinedBehaviorSanitizer (as SOFIE's own tests do), run
     once per call like `JAXPR2SOFIE_SANITIZE=1` builds of our own header."""
     from . import sanitize as san
-    from .build import DEFAULT_FLAGS, CompiledModel, build_cached, find_blas
+    from .build import CompiledModel
     from .sofie.tensor import ctype
     g = model.graph
-    work = Path(tempfile.mkdtemp(prefix=f"j2s-sofie-{model.name}-"))
-    hxx, dat = generate_with_sofie(model, work)
-    header = hxx.read_text()
     ns = f"SOFIE_{model.name}"
     args = (["batch"] if g.dynamic else []) + \
         [f"static_cast<const {ctype(g.tensors[n].dtype)}*>(in[{k}])" for k, n in enumerate(g.inputs)] + \
         [f"static_cast<{ctype(g.tensors[n].dtype)}*>(out[{k}])" for k, n in enumerate(g.outputs)]
-    capi = _C_API.format(header=hxx.name, ns=ns, create="weight_file, max_batch" if g.dynamic else "weight_file",
-                         args="".join(", " + a for a in args))
-    sources = {hxx.name: header, "capi.cpp": capi}
-    cmd, link = [], []
-    routines = sorted(set(re.findall(r'extern "C" void (\w+_)\(', header)))
-    if routines:   # SOFIE calls Fortran BLAS symbols by their plain names (sgemm_); scipy-openblas32 prefixes them
-        b = find_blas(blas)
-        prefix = b.sgemm[:-len("sgemm_")]
-        cmd += [f"-D{r}={prefix}{r}" for r in routines if prefix]
-        link = list(b.link)
+    capi = _C_API.format(header=f"{model.name}.hxx", ns=ns, args="".join(", " + a for a in args),
+                         create="weight_file, max_batch" if g.dynamic else "weight_file")
     if sanitize:
-        exe = build_cached("sofie-sanitize", {**sources, "main.cpp": san.RUNNER}, "runner",
-                           [f for f in san.FLAGS if f not in ("-Wall", "-Wextra")] + cmd, link, cxx,
-                           what="SOFIE's generated code under the sanitizers")
+        exe, dat = sofie_build(model, {"capi.cpp": capi, "main.cpp": san.RUNNER}, "runner", cxx=cxx, blas=blas,
+                               flags=[f for f in san.FLAGS if f not in ("-Wall", "-Wextra")])
         return san.SanitizedModel(g, exe, weight_file=dat)
-    lib = build_cached("sofie", sources, f"lib{model.name}.so", list(flags or DEFAULT_FLAGS) + ["-fPIC", "-shared"] + cmd,
-                       link, cxx, what="SOFIE's generated code")
+    lib, dat = sofie_build(model, {"capi.cpp": capi}, f"lib{model.name}.so", flags, cxx, blas, shared=True)
     return CompiledModel(g, lib, weight_file=dat)
 
 
