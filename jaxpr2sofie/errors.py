@@ -54,3 +54,20 @@ class ModelFileError(Jaxpr2SofieError, ValueError):
 
 class KerasBackendError(Jaxpr2SofieError):
     """Keras was imported with a backend other than JAX; tracing needs the JAX backend."""
+
+
+class OnnxExportError(Jaxpr2SofieError):
+    """Some operators of the graph have no ONNX form (in this opset); lists every one at once.
+
+    ``problems`` holds ``(operator type, origin, reason)`` per problem; the origin is the
+    primitive and source line the operator came from.
+    """
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        lines = [f"{len(self.problems)} operator(s) cannot be exported to ONNX:"]
+        for op_type, origin, reason in self.problems:
+            lines.append(f"  - {op_type} ({origin or 'unknown origin'}): {reason}")
+        lines.append("The C++ export (SofieModel.generate) still works for this model; rewrite the listed lines "
+                     "with other operations, or try another opset (to_onnx(opset=...)).")
+        super().__init__("\n".join(lines))

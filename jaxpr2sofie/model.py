@@ -10,11 +10,12 @@ import numpy as np
 
 from .lowering import Lowering
 from .primitives import HANDLERS
-from .sofie.emit_cpp import emit_header, write_weights
-from .sofie import dims
-from .sofie.graph import Graph
-from .sofie.tensor import c_identifier
-from .sofie.passes import run_passes
+from .cpp.emit import check_emittable, emit_header
+from .cpp.weights import write_weights
+from .ir import dims
+from .ir.graph import Graph
+from .ir.tensor import c_identifier
+from .passes import run_passes
 from .trace import Traced, trace
 from .values import Const
 
@@ -44,7 +45,7 @@ def _errors(got, want) -> list:
 
 
 def _threads_line(g) -> str:
-    from .sofie.rows import split_refusal
+    from .ir.rows import split_refusal
     why = split_refusal(g)
     if not why:
         return "threads: rows are independent, Session(file, max_batch, n_threads) splits a batch over n_threads"
@@ -71,7 +72,7 @@ class SofieModel:
         `backend="sofie"` has ROOT's own SOFIE generate the header from the ONNX export (a ROOT
         with TMVA SOFIE needed); "auto" does so when SOFIE is there and parses every operator."""
         from . import sofie_backend
-        from .sofie.weights import FORMATS
+        from .cpp.weights import FORMATS
         if weights not in FORMATS:
             raise ValueError(f"weights={weights!r}: choose one of {', '.join(FORMATS)}")
         if backend not in sofie_backend.BACKENDS:
@@ -102,8 +103,8 @@ class SofieModel:
             c = m.compile(n_threads=2)
             y = c(x_big)            # rows split over 2 threads
         """
-        from . import sanitize
-        from .build import CompiledModel, compile_library
+        from .cpp import sanitize
+        from .cpp.build import CompiledModel, compile_library
         from .progress import Progress
         progress = Progress(self._progress)
         progress.stage(f"compiling {self.name}.hxx")
@@ -124,7 +125,7 @@ class SofieModel:
         >>> sorted(n.op_type for n in m.to_onnx().graph.node)
         ['MatMul', 'Tanh']
         """
-        from .sofie.emit_onnx import DEFAULT_OPSET, to_onnx
+        from .onnx import DEFAULT_OPSET, to_onnx
         model = to_onnx(self.graph, DEFAULT_OPSET if opset is None else opset, doc=f"{self.name}, converted by jaxpr2sofie")
         if path is not None:
             import onnx
@@ -249,7 +250,7 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     is a terminal and JAXPR2SOFIE_QUIET is not set). Weight matrices are multiplied by the header's
     own kernels; `blas="auto"` (default) calls BLAS for large products of two activations, where
     it wins, and `blas="none"` never does, so the header needs no BLAS to link at all.
-    `disable_passes` names graph passes to skip (`jaxpr2sofie.sofie.passes.PASSES`, `MODEL_PASSES`:
+    `disable_passes` names graph passes to skip (`jaxpr2sofie.passes.PASSES`, `MODEL_PASSES`:
     fusions, weight packing, buffer reuse), to debug a conversion or measure what a pass buys.
 
     >>> import jax.numpy as jnp, numpy as np, jaxpr2sofie as j2s
@@ -297,32 +298,6 @@ def _per_event(x, what: str) -> str:
     if not isinstance(x, dims.Sym) or lin is None:
         return ""
     return f" ({lin[0]} {what} per event" + (f" + {lin[1]} fixed)" if lin[1] else ")")
-
-
-def check_emittable(g) -> None:
-    """With a run-time batch, every operator must write its code with sizes that are C++ expressions:
-    emit each once now, so one that needs a fixed size is reported with its primitive and source
-    line (all at once), at conversion time rather than in generate()."""
-    from .errors import UnsupportedPrimitiveError
-    from .sofie.dims import DynamicDimError
-    from .sofie.writer import Writer
-    problems = []
-    for op in g.walk():
-        if op.subgraphs():
-            continue   # its sub-graphs' operators are visited themselves
-        try:
-            op.emit(Writer(), g)
-            op.flops(g)
-        except DynamicDimError as e:
-            prim, _, line = op.origin.partition(" @ ")
-            problems.append((prim or op.op_type, f"{op.op_type} cannot take a batch size chosen at run time: {e}; "
-                             "convert with a fixed batch (drop batch=\"dynamic\")", line or "unknown source line"))
-    if problems:
-        raise UnsupportedPrimitiveError(problems)
-    try:
-        emit_header(g)
-    except DynamicDimError as e:   # the Session itself (sizes, loops around sub-graphs)
-        raise UnsupportedPrimitiveError([("graph", f"cannot take a batch size chosen at run time: {e}", "")]) from e
 
 
 # C++ keywords (and alternative tokens) a model name may not be: it becomes part of identifiers

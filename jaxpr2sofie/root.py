@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Jaxpr2SofieError
-from .sofie.emit_cpp import read_io_signature
-from .sofie.tensor import numel
+from .cpp.emit import read_io_signature
+from .ir.tensor import numel
 
 
 def _per_event_shape(shape) -> tuple:
@@ -85,7 +85,7 @@ class DeclaredModel:
 def _model_files(model) -> tuple:
     """(header text, weight text) of a SofieModel or of a directory holding <Name>.hxx + <Name>.dat."""
     if hasattr(model, "graph") and hasattr(model, "header"):   # a SofieModel (no import: keeps JAX out)
-        from .sofie.weights import weights_text
+        from .cpp.weights import weights_text
         return model.header(), weights_text(model.graph)
     d = Path(model)
     if d.is_file() and d.suffix == ".hxx":
@@ -201,7 +201,7 @@ def _blas_prefix(header: str) -> tuple:
     """(#define line, shared library path) when the header calls BLAS; ("", None) otherwise."""
     if "J2S_SGEMM(" not in header:
         return "", None
-    from .build import find_blas, shared_blas_library
+    from .cpp.build import find_blas, shared_blas_library
     b = find_blas()
     return f"#define J2S_SGEMM {b.sgemm}\n", shared_blas_library(b)
 

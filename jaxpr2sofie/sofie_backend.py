@@ -85,7 +85,7 @@ def generate_with_sofie(model, directory: Path) -> tuple:
 
 def sofie_can_parse(model) -> bool:
     """Whether every operator of the model's ONNX export is one SOFIE's parser reads."""
-    from .sofie.emit_onnx import SOFIE_OPS, model_op_types
+    from .onnx import SOFIE_OPS, model_op_types
     try:
         return model_op_types(model.to_onnx()) <= SOFIE_OPS
     except Exception:   # an operator without an export rule: SOFIE cannot have it either

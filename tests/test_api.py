@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie.sofie.ops.movement import Transpose
+from jaxpr2sofie.ir.ops.movement import Transpose
 
 from helpers import convert_and_check
 

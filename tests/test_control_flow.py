@@ -7,7 +7,7 @@ import numpy as np
 from jax import lax
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie.sofie.graph import touched
+from jaxpr2sofie.ir.graph import touched
 
 from helpers import convert_and_check
 

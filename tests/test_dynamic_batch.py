@@ -392,7 +392,7 @@ def test_model_tests_networks_at_a_run_time_batch_in_cpp_and_onnx(label):
 
 # ------------------------------------------------------------------------------ memory arena
 def test_tensors_of_different_dtypes_share_arena_memory():
-    from jaxpr2sofie.sofie.emit_cpp import retyped
+    from jaxpr2sofie.cpp.emit import retyped
 
     def f(x):
         t = jnp.sin(x) * 2.0                          # float intermediates die here ...

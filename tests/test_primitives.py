@@ -59,7 +59,7 @@ def test_every_registered_primitive_has_several_cases():
     assert not thin, f"primitives with a single test case: {thin}"
 
 
-from jaxpr2sofie.sofie.ops.fused import FusedElementwise  # noqa: E402
+from jaxpr2sofie.ir.ops.fused import FusedElementwise  # noqa: E402
 
 
 def _op_types(graph) -> set:

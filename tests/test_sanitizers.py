@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie import sanitize
+from jaxpr2sofie.cpp import sanitize
 
 TESTS = Path(__file__).resolve().parent
 

@@ -16,7 +16,7 @@ from importlib import metadata
 
 import numpy as np
 
-from ..build import DEFAULT_FLAGS, ONE_THREAD, find_blas, find_compiler
+from ..cpp.build import DEFAULT_FLAGS, ONE_THREAD, find_blas, find_compiler
 from ..sofie_backend import NO_SOFIE, probe_root
 from .contenders import Case, Contender, Runner, jax2onnx_export
 

@@ -6,11 +6,11 @@ import jax.extend.core.primitives as P
 import numpy as np
 from jax import lax
 
-from ..sofie.dims import canon_shape
-from ..sofie.ops.control import Branch, Loop
-from ..sofie.ops.elementwise import Elementwise
-from ..sofie.ops.movement import Identity
-from ..sofie.ops.reduce import Reduce
+from ..ir.dims import canon_shape
+from ..ir.ops.control import Branch, Loop
+from ..ir.ops.elementwise import Elementwise
+from ..ir.ops.movement import Identity
+from ..ir.ops.reduce import Reduce
 from ..values import Const, Poison, Unsupported
 from . import handles
 from .shape import reshape_to

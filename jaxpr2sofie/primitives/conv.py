@@ -10,8 +10,8 @@ import jax
 import numpy as np
 from jax import lax
 
-from ..sofie.ops.conv import Conv
-from ..sofie.ops.movement import Reshape, Transpose
+from ..ir.ops.conv import Conv
+from ..ir.ops.movement import Reshape, Transpose
 from ..values import Const, Unsupported
 from . import handles, out_aval
 from .cases import Case, f32

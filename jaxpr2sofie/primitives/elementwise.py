@@ -6,7 +6,7 @@ from jax import lax
 
 import jax.extend.core.primitives as P
 
-from ..sofie.ops.elementwise import Elementwise
+from ..ir.ops.elementwise import Elementwise
 from ..values import Const
 from . import handles, out_aval
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..sofie.ops.gather import Gather, Scatter
+from ..ir.ops.gather import Gather, Scatter
 from ..values import Unsupported
 from . import handles, out_aval
 from .cases import Case, f32, i32

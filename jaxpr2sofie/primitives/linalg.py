@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..sofie.ops.linalg import MatMul
-from ..sofie.ops.movement import Transpose
-from ..sofie.tensor import numel
+from ..ir.ops.linalg import MatMul
+from ..ir.ops.movement import Transpose
+from ..ir.tensor import numel
 from ..values import Unsupported
 from . import handles, out_aval
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..sofie.ops.pool import Pool, SelectAndScatterAdd
+from ..ir.ops.pool import Pool, SelectAndScatterAdd
 from ..values import Const, Unsupported
 from . import handles, out_aval
 from .cases import Case, f32, i32

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..sofie.ops.reduce import ArgReduce, Cumulative, Reduce
-from ..sofie.ops.sort import Sort, TopK
+from ..ir.ops.reduce import ArgReduce, Cumulative, Reduce
+from ..ir.ops.sort import Sort, TopK
 from . import handles, out_aval
 
 _REDUCE = {lax.reduce_sum_p: "sum", lax.reduce_max_p: "max", lax.reduce_min_p: "min", lax.reduce_prod_p: "prod"}

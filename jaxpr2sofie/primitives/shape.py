@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 from jax import lax
 
-from ..sofie.ops.elementwise import DimValue, Iota
-from ..sofie.ops.gather import DynamicSlice, DynamicUpdateSlice
-from ..sofie.ops.movement import Concat, Expand, Pad, Reshape, Slice, Transpose, reverse
-from ..sofie.tensor import numel
+from ..ir.ops.elementwise import DimValue, Iota
+from ..ir.ops.gather import DynamicSlice, DynamicUpdateSlice
+from ..ir.ops.movement import Concat, Expand, Pad, Reshape, Slice, Transpose, reverse
+from ..ir.tensor import numel
 from ..values import Const, Scalar, Unsupported
 from . import handles, out_aval
 
