@@ -11,6 +11,7 @@ import numpy as np
 from .lowering import Lowering
 from .primitives import HANDLERS
 from .cpp.emit import check_emittable, emit_header
+from .cpp.prepare import PREPARATION, prepare
 from .cpp.weights import write_weights
 from .ir import dims
 from .ir.graph import Graph
@@ -210,7 +211,8 @@ class SofieModel:
     def scratch_bytes(self, batch: int | None = None) -> int:
         """Bytes of the one arena holding every intermediate (for `batch`, default max_batch)."""
         g = self.graph
-        return g.arena(batch or g.max_batch or 1)[1]
+        from .cpp.memory import arena
+        return arena(g, batch or g.max_batch or 1)[1]
 
     def memory_line(self) -> str:
         g = self.graph
@@ -250,8 +252,9 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     is a terminal and JAXPR2SOFIE_QUIET is not set). Weight matrices are multiplied by the header's
     own kernels; `blas="auto"` (default) calls BLAS for large products of two activations, where
     it wins, and `blas="none"` never does, so the header needs no BLAS to link at all.
-    `disable_passes` names graph passes to skip (`jaxpr2sofie.passes.PASSES`, `MODEL_PASSES`:
-    fusions, weight packing, buffer reuse), to debug a conversion or measure what a pass buys.
+    `disable_passes` names graph passes to skip (`jaxpr2sofie.passes.PASSES`: fusions, layout; and
+    the C++ backend's `jaxpr2sofie.cpp.prepare.PREPARATION`: weight packing, buffer reuse), to
+    debug a conversion or measure what a pass buys.
 
     >>> import jax.numpy as jnp, numpy as np, jaxpr2sofie as j2s
     >>> params = {"w": np.ones((3, 2), np.float32), "b": np.zeros(2, np.float32)}
@@ -286,7 +289,8 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     ctx.raise_problems()
     g.outputs = [ctx.tensor(o) for o in outs]
     bar.stage("graph passes")
-    run_passes(g, disable=disable_passes)
+    run_passes(g, disable=disable_passes, backend_steps=PREPARATION)
+    prepare(g, disable=disable_passes)
     if traced.dynamic:
         check_emittable(g)
     bar.done(f"converted {g.name}: {len(g.ops)} operators")

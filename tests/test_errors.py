@@ -84,8 +84,8 @@ def test_operator_shape_inference_failure_is_a_collected_problem():
 
 def test_unexpected_primitive_parameter_is_reported():
     h = HANDLERS["tanh"]
-    assert check_params("tanh", h, {"accuracy": None}) == set()
-    assert check_params("tanh", h, {"accuracy": None, "new_knob": 3}) == {"new_knob"}
+    assert check_params(h, {"accuracy": None}) == set()
+    assert check_params(h, {"accuracy": None, "new_knob": 3}) == {"new_knob"}
 
 
 def test_duplicate_registration_refused():

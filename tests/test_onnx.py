@@ -20,7 +20,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import jaxpr2sofie as j2s  # noqa: E402
-from jaxpr2sofie.primitives.cases import all_cases  # noqa: E402
+from primitive_cases import all_cases  # noqa: E402
 from jaxpr2sofie.ir.dims import Sym  # noqa: E402
 from jaxpr2sofie.onnx import DEFAULT_OPSET, SOFIE_OPS, OnnxExportError, model_op_types, to_onnx
 from jaxpr2sofie.ir.graph import Graph  # noqa: E402
@@ -62,7 +62,7 @@ def export_and_check(m, *inputs, atol=ATOL, opset=None):
 
 # -- (a) every primitive case ---------------------------------------------------------------------
 
-CASES = [c for c in all_cases() if not c.slow]
+CASES = all_cases()
 
 
 def _case_param(c):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import os
 import shutil
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..errors import BuildError, InputError, WeightFileError
 from ..ir import dims
+from .abi import SessionABI
 from .emit import c_api_source, render
 from .kernels import BLAS_HELPERS
 from .weights import write_weights
@@ -94,6 +96,50 @@ def link_flags(blas: str | None = None) -> str:
     return " ".join(["-std=c++17", f"-DJ2S_SGEMM={b.sgemm}", "-pthread", *b.link])
 
 
+@functools.lru_cache(maxsize=None)
+def compiler_version(compiler: str) -> str:
+    """The compiler's own `--version` text: part of every cache key, so an upgraded compiler at the
+    same path never reuses a binary the old one built."""
+    try:
+        res = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60)
+        return res.stdout.strip() or res.stderr.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def compile_cached(files: dict, sources: list, target: str, compiler: str, flags: list, link: list = (),
+                   what: str = "the generated code", tag: str = "", keep_failed: bool = False) -> Path:
+    """The one way generated C++ is compiled: write `files` ({name: text}) into a fresh folder of
+    the cache, run `compiler flags sources -o target link` there, and move the folder into place
+    under a content hash (the files, the compiler and its version, the flags and the link line)
+    with one atomic rename, so concurrent builds of the same code never see half a folder. A
+    cached result is returned without compiling. On failure BuildError shows the command and the
+    compiler's message; `keep_failed` leaves the folder for inspection (its path is in the message)."""
+    parts = [tag, compiler, compiler_version(compiler), *flags, "--", *link, "--", *sources, target]
+    for name in sorted(files):
+        parts += [name, files[name]]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+    out = cache_dir() / f"{tag}{key}"
+    result = out / target
+    if result.exists():
+        return result
+    work = Path(tempfile.mkdtemp(prefix=f"{tag}{Path(target).stem}-", dir=cache_dir()))
+    for name, text in files.items():
+        (work / name).write_text(text)
+    cmd = [compiler, *flags, *sources, "-o", target, *link]
+    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if res.returncode != 0:
+        if not keep_failed:
+            shutil.rmtree(work, ignore_errors=True)
+        where = f" in {work}" if keep_failed else ""
+        raise BuildError(f"compiling {what} failed ({' '.join(cmd)}{where}):\n{res.stderr[-4000:]}")
+    try:
+        work.rename(out)
+    except OSError:   # another process built the same code meanwhile
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
 def thread_flags(graph) -> list:
     """-pthread for a header whose Session starts std::threads (rows split over n_threads)."""
     return ["-pthread"] if splittable(graph) else []
@@ -112,24 +158,8 @@ def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
     cmd_tail = flags + WARNINGS + strict + thread_flags(graph) + ["-fPIC", "-shared"]
     if b:
         cmd_tail.append(f"-DJ2S_SGEMM={b.sgemm}")
-    key = hashlib.sha256("\0".join([header, capi, compiler, *cmd_tail, b.name if b else "",
-                                    *(b.link if b else ())]).encode()).hexdigest()[:24]
-    out = cache_dir() / key
-    lib = out / f"lib{graph.name}.so"
-    if lib.exists():
-        return lib
-    work = Path(tempfile.mkdtemp(prefix=f"{graph.name}-", dir=cache_dir()))
-    (work / f"{graph.name}.hxx").write_text(header)
-    (work / "capi.cpp").write_text(capi)
-    cmd = [compiler, *cmd_tail, "capi.cpp", "-o", lib.name, *(b.link if b else ())]
-    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise BuildError(f"compiling the generated code failed ({' '.join(cmd)} in {work}):\n{res.stderr[-4000:]}")
-    try:
-        work.rename(out)
-    except OSError:   # another process built the same code meanwhile
-        shutil.rmtree(work, ignore_errors=True)
-    return lib
+    return compile_cached({f"{graph.name}.hxx": header, "capi.cpp": capi}, ["capi.cpp"], f"lib{graph.name}.so",
+                          compiler, cmd_tail, list(b.link) if b else [], keep_failed=True)
 
 
 class CompiledModel:
@@ -253,10 +283,10 @@ int main(int argc, char** argv) {{
    const int reps = argc > 3 ? std::atoi(argv[3]) : 5;
    {ns}::Session s({session});
 {buffers}
-   for (long i = 0; i < iters / 10 + 1; ++i) s.run({args});   // warm up
+   for (long i = 0; i < iters / 10 + 1; ++i) {run};   // warm up
    for (int rep = 0; rep < reps; ++rep) {{
       auto t0 = std::chrono::steady_clock::now();
-      for (long i = 0; i < iters; ++i) s.run({args});
+      for (long i = 0; i < iters; ++i) {run};
       auto t1 = std::chrono::steady_clock::now();
       std::printf("%.1f\\n", std::chrono::duration<double, std::nano>(t1 - t0).count() / iters);
    }}
@@ -297,35 +327,21 @@ def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | No
     write its weights. A model whose batch is chosen at run time is timed at `batch` (default: its
     max_batch); a fixed-batch model at its own batch. `n_threads` goes to the Session (a dynamic
     batch: rows split over threads where the model allows it, see `splittable`)."""
-    from ..ir.tensor import ctype
     header, needs = render(graph)
     compiler = find_compiler(cxx)
     b = find_blas(blas) if needs & BLAS_HELPERS else None
-    names = list(graph.inputs) + list(graph.outputs)
+    abi = SessionABI.of(graph)
+    ports = abi.inputs + abi.outputs
     n = (batch or graph.max_batch or 1) if graph.dynamic else 1
-    buffers = "\n".join(f"   std::vector<{ctype(graph.tensors[x].dtype)}> b{k}"
-                        f"({max(1, dims.evaluate(graph.tensors[x].size, n))}, 1);" for k, x in enumerate(names))
-    args = [f"b{k}.data()" for k in range(len(names))]
-    main = _TIMING_MAIN.format(header=f"{graph.name}.hxx", ns=f"TMVA_SOFIE_{graph.name}", buffers=buffers,
-                               session=f"argv[1], {n}, {int(n_threads)}" if graph.dynamic else "argv[1]",
-                               args=", ".join(([str(n)] if graph.dynamic else []) + args))
+    sizes = [max(1, dims.evaluate(graph.tensors[x].size, n)) for x in [*graph.inputs, *graph.outputs]]
+    buffers = "\n".join(f"   std::vector<{p.ctype}> b{k}({size}, 1);" for k, (p, size) in enumerate(zip(ports, sizes)))
+    data = [f"b{k}.data()" for k in range(len(ports))]
+    main = _TIMING_MAIN.format(header=f"{graph.name}.hxx", ns=abi.namespace, buffers=buffers,
+                               session=abi.constructor_args("argv[1]", str(n), str(int(n_threads))),
+                               run=abi.run_call("s", str(n), data[:len(abi.inputs)], data[len(abi.inputs):]))
     cmd_tail = [*(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else []), *thread_flags(graph)]
-    link = list(b.link) if b else []
-    key = hashlib.sha256("\0".join([header, main, compiler, *cmd_tail, *link]).encode()).hexdigest()[:24]
-    exe = cache_dir() / f"timing-{key}" / "timing"
-    if not exe.exists():
-        work = Path(tempfile.mkdtemp(prefix=f"timing-{graph.name}-", dir=cache_dir()))
-        (work / f"{graph.name}.hxx").write_text(header)
-        (work / "main.cpp").write_text(main)
-        cmd = [compiler, *cmd_tail, "main.cpp", "-o", "timing", *link]
-        res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-        if res.returncode != 0:
-            shutil.rmtree(work, ignore_errors=True)
-            raise BuildError(f"compiling the timing harness failed ({' '.join(cmd)}):\n{res.stderr[-4000:]}")
-        try:
-            work.rename(exe.parent)
-        except OSError:   # another process built the same program meanwhile
-            shutil.rmtree(work, ignore_errors=True)
+    exe = compile_cached({f"{graph.name}.hxx": header, "main.cpp": main}, ["main.cpp"], "timing", compiler, cmd_tail,
+                         list(b.link) if b else [], what="the timing harness", tag="timing-")
     keep = tempfile.TemporaryDirectory(prefix="j2s-timing-")
     # the binary format: MobileNet-sized weights load in milliseconds instead of seconds
     weight_file = Path(keep.name) / "w.dat"

@@ -5,12 +5,12 @@ import json
 
 from ..errors import UnsupportedPrimitiveError
 from ..ir.dims import DynamicDimError
-from ..ir.graph import ARENA_ALIGN
 from ..ir.tensor import ctype
-from . import conv_kernels, kernels, ops, threads  # noqa: F401  (ops: registers the emission rules)
+from . import conv_kernels, kernels, memory, ops, threads  # noqa: F401  (ops: registers the emission rules)
 from .kernels import BLAS_DECL, BLAS_HELPERS
+from .abi import SessionABI
 from .rules import emit_op, emit_ops
-from .weights import BINARY_READER, table_hash
+from .weights import BINARY_READER, stored_size, table_hash
 from .writer import Writer
 
 # every helper a header may need, in the order they are written: later ones use earlier ones
@@ -137,7 +137,7 @@ def check_emittable(g) -> None:
 def render(g) -> tuple:
     """The header text and the set of helpers its code calls."""
     name = g.name
-    base = g.plan()
+    base = memory.plan(g)
     outs = set(g.outputs)
     # The Session first: emitting the operators tells which helpers the header must carry.
     w = Writer({n: "tensor_" + b for n, b in base.items()})
@@ -211,7 +211,7 @@ def _emit_allocate(w, g, slots, assign) -> None:
         w.line("size_t at = 0;")
         for k, names in enumerate(slots):
             w.line(f"const size_t off{k} = at;")
-            w.line(f"at += ({_size_expr([g.nbytes(n) for n in names])} + {ARENA_ALIGN - 1}) / {ARENA_ALIGN} * {ARENA_ALIGN};")
+            w.line(f"at += ({_size_expr([g.nbytes(n) for n in names])} + {memory.ARENA_ALIGN - 1}) / {memory.ARENA_ALIGN} * {memory.ARENA_ALIGN};")
         w.line("fArena.assign(at / sizeof(std::uint64_t) + 1, 0);")
         w.line("unsigned char* base = reinterpret_cast<unsigned char*>(fArena.data());")
         for tname, k in assign.items():
@@ -242,9 +242,9 @@ def _emit_session(w, g, base) -> dict:
             w.comment("weights, read from the weight file")
         for t in weights:
             ct = ctype(t.dtype)
-            w.line(f"std::vector<{ct}> fTensor_{t.name} = std::vector<{ct}>({max(t.stored_size, 1)});")
+            w.line(f"std::vector<{ct}> fTensor_{t.name} = std::vector<{ct}>({max(stored_size(t), 1)});")
             w.line(f"{ct}* tensor_{t.name} = fTensor_{t.name}.data();")
-        slots, assign = g.buffer_plan()
+        slots, assign = memory.buffer_plan(g)
         w.fence_before = retyped(g, slots) if g.reuse_buffers else set()
         if slots:
             w.comment(f"intermediates: one arena, {'buffers shared by tensors whose lifetimes do not overlap' if g.reuse_buffers else 'one buffer per tensor'}")
@@ -289,11 +289,11 @@ def _emit_session(w, g, base) -> dict:
                 with w.block("if (f.peek() == 'J')"):   # binary ("J2SW..."); text begins with "tensor_"
                     w.line(f"detail::BinaryReader r(f, source, \"{name}\", {table_hash(g):#x}ull, {len(weights)});")
                     for t in weights:
-                        w.line(f"r.tensor(\"{t.name}\", tensor_{t.name}, {t.stored_size});")
+                        w.line(f"r.tensor(\"{t.name}\", tensor_{t.name}, {stored_size(t)});")
                     w.line("r.finish();")
                     w.line("return;")
                 for t in weights:
-                    w.line(f"detail::read_tensor(f, source, \"{t.name}\", tensor_{t.name}, {t.stored_size});")
+                    w.line(f"detail::read_tensor(f, source, \"{t.name}\", tensor_{t.name}, {stored_size(t)});")
                 w.line("f >> std::ws;")
                 w.line("if (!f.eof())")
                 w.line(f"   throw std::runtime_error(\"TMVA_SOFIE_{name}: weight file '\" + source + "
@@ -374,12 +374,13 @@ def _emit_body(w, g, base) -> None:
 
 def c_api_source(g, header: str) -> str:
     """A C entry point around the Session so Python (ctypes) can drive the generated code."""
-    ns = f"TMVA_SOFIE_{g.name}"
-    ins = ", ".join(f"static_cast<{_sig_type(g.tensors[n], True)}>(in[{k}])" for k, n in enumerate(g.inputs))
-    outs = ", ".join(f"static_cast<{_sig_type(g.tensors[n], False)}>(out[{k}])" for k, n in enumerate(g.outputs))
-    lead = "batch" if g.dynamic else ""
-    create = (f"return new {ns}::Session(weight_file, max_batch, n_threads);" if g.dynamic
-              else f"(void)max_batch;\n      (void)n_threads;\n      return new {ns}::Session(weight_file);")
+    abi = SessionABI.of(g)
+    ns = abi.namespace
+    run = abi.run_call(f"static_cast<{ns}::Session*>(s)", "batch", abi.pointer_casts("in", abi.inputs, const=True),
+                       abi.pointer_casts("out", abi.outputs, const=False), pointer=True)
+    ctor = abi.constructor_args("weight_file", "max_batch", "n_threads")
+    create = (f"return new {ns}::Session({ctor});" if g.dynamic
+              else f"(void)max_batch;\n      (void)n_threads;\n      return new {ns}::Session({ctor});")
     split = threads.splittable(g)
     used = f"static_cast<{ns}::Session*>(s)->threads_used()" if g.dynamic else "1"
     min_rows = (f"static_cast<{ns}::Session*>(s)->set_min_rows_per_thread(rows);" if split
@@ -410,7 +411,7 @@ void j2s_set_min_rows_per_thread(void* s, size_t rows) {{
 }}
 void j2s_run(void* s, size_t batch, void** in, void** out) {{
    {"" if g.dynamic else "(void)batch;"}
-   static_cast<{ns}::Session*>(s)->run({", ".join(x for x in (lead, ins, outs) if x)});
+   {run};
 }}
 void j2s_destroy(void* s) {{ delete static_cast<{ns}::Session*>(s); }}
 }}

@@ -8,17 +8,9 @@ rule, and the contract test in tests/test_architecture.py says so).
 """
 from __future__ import annotations
 
-RULES: dict = {}
+from ..ir.ops.base import rule_registry
 
-
-def emits(*classes):
-    def register(fn):
-        for cls in classes:
-            if cls in RULES:
-                raise RuntimeError(f"C++ rule for {cls.__name__} registered twice")
-            RULES[cls] = fn
-        return fn
-    return register
+RULES, emits = rule_registry("C++")
 
 
 def emit_op(w, g, op) -> None:

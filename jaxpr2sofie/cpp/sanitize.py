@@ -7,18 +7,17 @@ preloading the sanitizer runtime, a separate process needs nothing. Slow; for te
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .build import CompiledModel, cache_dir, find_blas, find_compiler, thread_flags
+from .build import CompiledModel, compile_cached, find_blas, find_compiler, thread_flags
 from ..errors import BuildError, InputError, WeightFileError
 from ..ir import dims
+from .abi import C_API
 from .emit import c_api_source, render
 from .kernels import BLAS_HELPERS
 from .weights import write_weights
@@ -34,12 +33,7 @@ _RUNNER = """\
 #include <fstream>
 #include <string>
 #include <vector>
-extern "C" {
-void* j2s_create(const char* weight_file, size_t max_batch, char* err, int errlen);
-void j2s_run(void* s, size_t batch, void** in, void** out);
-void j2s_destroy(void* s);
-}
-int main(int argc, char** argv) {
+@C_API@int main(int argc, char** argv) {
    if (argc != 3) return 64;
    const std::string dir = argv[2];
    std::ifstream sizes(dir + "/sizes.txt");
@@ -85,28 +79,13 @@ def build_runner(graph, cxx=None, blas=None) -> Path:
     """The sanitized program of a graph; cached by content hash like the libraries."""
     header, needs = render(graph)
     b = find_blas(blas) if needs & BLAS_HELPERS else None
-    main = _RUNNER
+    main = _RUNNER.replace("@C_API@", C_API)
     capi = c_api_source(graph, f"{graph.name}.hxx")
     compiler = find_compiler(cxx)
     cmd_tail = FLAGS + ["-Werror"] + ([f"-DJ2S_SGEMM={b.sgemm}"] if b else []) + thread_flags(graph)
-    key = hashlib.sha256("\0".join(["sanitize", header, capi, main, compiler, *cmd_tail,
-                                    *(b.link if b else ())]).encode()).hexdigest()[:24]
-    exe = cache_dir() / key / "runner"
-    if exe.exists():
-        return exe
-    work = Path(tempfile.mkdtemp(prefix=f"{graph.name}-asan-", dir=cache_dir()))
-    (work / f"{graph.name}.hxx").write_text(header)
-    (work / "capi.cpp").write_text(capi)
-    (work / "main.cpp").write_text(main)
-    cmd = [compiler, *cmd_tail, "capi.cpp", "main.cpp", "-o", "runner", *(b.link if b else ())]
-    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise BuildError(f"compiling the sanitized program failed ({' '.join(cmd)} in {work}):\n{res.stderr[-4000:]}")
-    try:
-        work.rename(exe.parent)
-    except OSError:
-        shutil.rmtree(work, ignore_errors=True)
-    return exe
+    return compile_cached({f"{graph.name}.hxx": header, "capi.cpp": capi, "main.cpp": main}, ["capi.cpp", "main.cpp"],
+                          "runner", compiler, cmd_tail, list(b.link) if b else [], what="the sanitized program",
+                          tag="sanitize-", keep_failed=True)
 
 
 class SanitizedModel(CompiledModel):

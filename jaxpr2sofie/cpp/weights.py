@@ -14,6 +14,7 @@ import struct
 import numpy as np
 
 from ..ir.tensor import ctype
+from .kernels import pack_panels, packed_size
 
 FORMATS = ("text", "binary")
 MAGIC = b"J2SW"
@@ -34,11 +35,26 @@ def format_values(arr: np.ndarray) -> str:
     return " ".join(str(int(v)) for v in flat.astype(np.int64).tolist())
 
 
+def stored_size(t) -> int:
+    """Elements of a weight in the weight file and in the Session's memory."""
+    return packed_size(*t.packed[:2]) if t.packed else t.size
+
+
+def stored(t) -> np.ndarray:
+    """A weight's values as the generated code reads them: in panels when the C++ preparation
+    marked it packed (prepare.py), else as they are."""
+    if not t.packed:
+        return t.data
+    k, n, transposed = t.packed
+    b = np.asarray(t.data).reshape((n, k) if transposed else (k, n))
+    return pack_panels(b.T if transposed else b)
+
+
 def table_hash(g) -> int:
     """FNV-1a (64 bit) of `name:type:size;` for every weight, in file order."""
     h = 0xCBF29CE484222325
     for t in g.weights():
-        for byte in f"{t.name}:{ctype(t.dtype)}:{t.stored_size};".encode():
+        for byte in f"{t.name}:{ctype(t.dtype)}:{stored_size(t)};".encode():
             h = ((h ^ byte) * 0x100000001B3) & _MASK
     return h
 
@@ -56,7 +72,7 @@ def checksum(data: bytes, position: int) -> int:
 
 def weights_text(g) -> str:
     """The weight file in SOFIE's text format: `tensor_<name> <length>`, then the values."""
-    return "".join(f"tensor_{t.name} {t.stored_size}\n{format_values(t.stored())}\n" for t in g.weights())
+    return "".join(f"tensor_{t.name} {stored_size(t)}\n{format_values(stored(t))}\n" for t in g.weights())
 
 
 def write_weights(g, path, fmt: str = "text") -> None:
@@ -71,7 +87,7 @@ def write_weights(g, path, fmt: str = "text") -> None:
     with open(path, "wb") as f:
         f.write(MAGIC + struct.pack("<II", VERSION, len(name)) + name + struct.pack("<QQ", table_hash(g), len(weights)))
         for k, t in enumerate(weights):
-            data = np.ascontiguousarray(t.stored()).astype(_STORAGE[t.dtype]).tobytes()
+            data = np.ascontiguousarray(stored(t)).astype(_STORAGE[t.dtype]).tobytes()
             f.write(data)
             f.write(struct.pack("<Q", checksum(data, k)))
 

@@ -1,4 +1,5 @@
-"""The operator graph (SOFIE's RModel): one tensor table, an ordered operator list, the memory plan.
+"""The operator graph (SOFIE's RModel): one tensor table and an ordered operator list (the C++
+backend plans its memory: cpp/memory.py).
 
 A loop body or a branch is a child Graph (`child`): its own operator list, the same tensor table
 (one namespace, one set of weights, every buffer in the Session). The operator owning a child
@@ -13,8 +14,6 @@ from .dims import Sym, canon_shape, evaluate
 from .tensor import Tensor, c_identifier, check_dtype
 
 
-ARENA_ALIGN = 64   # bytes: every buffer of the arena starts on a cache line
-
 
 class Graph:
     def __init__(self, name: str):
@@ -25,9 +24,9 @@ class Graph:
         self.outputs: list[str] = []
         self._weight_ids: dict[int, str] = {}
         self._keepalive: list = []   # the arrays behind _weight_ids: their ids stay unique while held
-        self.reuse_buffers = False   # set by the `reuse_buffers` pass
+        self.reuse_buffers = False   # C++ option, set by its `reuse_buffers` preparation (cpp/prepare.py)
         self.parent = None
-        self.plan_batch = 1          # the batch at which the memory plan compares sizes
+        self.plan_batch = 1          # the batch at which the C++ memory plan compares sizes
         self.max_batch = None        # the Session's default max_batch, when the batch is dynamic
         self.blas = "auto"           # "none": every product through the header's own kernels
 
@@ -136,90 +135,19 @@ class Graph:
     def weights(self) -> list[Tensor]:
         return [t for t in self.tensors.values() if t.kind == "weight"]
 
-    # -- memory plan ----------------------------------------------------------
-    def plan(self) -> dict:
-        """Decide each tensor's buffer: {tensor: base tensor whose storage it uses}.
-
-        Views (Reshape and friends) share their input's storage. Graph outputs are written
-        straight into the caller's memory, so they must be non-view intermediates (the
-        `materialize_outputs` pass guarantees that).
-        """
+    def view_bases(self) -> dict:
+        """{tensor: the tensor whose storage it is}: views (Reshape and friends) share their input's."""
         base = {name: name for name in self.tensors}
         for op in self.walk():
             if op.aliases_input:
                 base[op.outputs[0]] = base[op.inputs[0]]
-        for op in self.walk():   # loop carries the body may update in place (no copy per step)
-            for new, state in in_place_carries(self, op, base):
-                for name, b in base.items():
-                    if b == new:
-                        base[name] = base[state]
         return base
-
-    def buffer_plan(self) -> tuple:
-        """Storage for the intermediates: ([tensor names per buffer], {tensor: buffer index}).
-
-        Buffers are regions of one arena (see `arena`), so tensors of any dtype may share one.
-        Without reuse every intermediate owns a buffer. With reuse, a buffer returns to a free
-        pool after the last operator that reads the tensor (or a view of it); an operator's
-        outputs and scratch are placed *before* its inputs are released, so no operator ever
-        writes into memory it is still reading. Sub-graphs are planned in line (see `events`):
-        what a loop or branch reads from outside, its carries and its outputs stay alive for the
-        whole operator; a body's own intermediates live only within one pass over the body, so
-        they share buffers with each other, and the branches of an If share memory. Sizes that
-        depend on the run-time batch are compared at `plan_batch` (the example batch).
-        """
-        own = self.allocated()
-        if not self.reuse_buffers:
-            return [[t.name] for t in own], {t.name: k for k, t in enumerate(own)}
-        base = self.plan()
-        owned = {t.name for t in own}
-        steps = [[n for n in names if base.get(n, n) in owned] for op in self.ops for names in events(op)]
-        last = {}
-        for i, names in enumerate(steps):
-            for name in names:
-                last[base.get(name, name)] = i
-        slots, sizes, free, assign = [], [], [], {}
-        for i, names in enumerate(steps):
-            for name in names:
-                if name not in owned or name in assign:
-                    continue
-                need = self.nbytes(name, self.plan_batch)
-                if free:   # the smallest free buffer that holds it, else the largest one, grown
-                    big = [k for k in free if sizes[k] >= need]
-                    k = min(big, key=lambda k: sizes[k]) if big else max(free, key=lambda k: sizes[k])
-                    free.remove(k)
-                    sizes[k] = max(sizes[k], need)
-                    slots[k].append(name)
-                else:
-                    k = len(slots)
-                    slots.append([name])
-                    sizes.append(need)
-                assign[name] = k
-            for name, k in assign.items():
-                if last.get(name) == i and k not in free:
-                    free.append(k)
-        return slots, assign
 
     def nbytes(self, name: str, batch: int | None = None):
         """Bytes of a tensor: an int, or a dims.Sym when it depends on the batch (unless `batch` is given)."""
         t = self.tensors[name]
         n = t.size * np.dtype(t.dtype).itemsize
         return n if batch is None else evaluate(n, batch)
-
-    def arena(self, batch: int | None = None) -> tuple:
-        """The one allocation holding every intermediate: ([byte size per buffer], total bytes), each
-        buffer at a 64-byte aligned offset; for `batch` given, as numbers for that batch."""
-        slots, _ = self.buffer_plan()
-        sizes = [[self.nbytes(n, batch) for n in names] for names in slots]
-        total = sum(-(-max(s) // ARENA_ALIGN) * ARENA_ALIGN for s in sizes) if batch is not None else None
-        return sizes, total
-
-    def allocated(self) -> list[Tensor]:
-        """Intermediates that need storage of their own inside the Session."""
-        base = self.plan()
-        outs = set(self.outputs)
-        return [t for n, t in self.tensors.items()
-                if t.kind == "intermediate" and base[n] == n and n not in outs]
 
 
 def graphs(g) -> list:
@@ -229,62 +157,6 @@ def graphs(g) -> list:
         for sub in op.subgraphs():
             out += graphs(sub)
     return out + [g]
-
-
-def in_place_carries(g, loop, base) -> list:
-    """(new carry, carry state) pairs of a Loop whose body may write the new value straight into
-    the state's buffer, so that no copy follows each step. Safe when the operator producing the new
-    value is the last one in the body to read the state (through any view), reads it, if at all,
-    element for element (a same-shape elementwise operator), and no body output is the state."""
-    body, nc = getattr(loop, "body", None), getattr(loop, "n_carry", 0)
-    if body is None or not nc:
-        return []
-    outs = [o for o in body.outputs if o]
-    pairs = []
-    for state, new in zip(body.inputs[:nc], body.outputs[:nc]):
-        sb = base[state]
-        if (not new or new in body.inputs or base[new] != new or body.outputs[:nc].count(new) != 1
-                or any(base.get(o, o) == sb for o in outs)):
-            continue
-        k = next((i for i, op in enumerate(body.ops) if new in op.outputs), None)
-        if k is None or body.ops[k].aliases_input or body.ops[k].subgraphs():
-            continue
-
-        def reads(op):
-            return {n for n in touched(op) if n not in op.outputs and base.get(n, n) == sb}
-        if any(reads(op) for op in body.ops[k + 1:]):
-            continue
-        producer, shape = body.ops[k], g.tensors[new].shape
-        read = reads(producer)
-        if read and not (getattr(producer, "elementwise", False) and read == {state}
-                         and all(g.tensors[a].shape == shape for a in producer.inputs)):
-            continue
-        pairs.append((new, state))
-    return pairs
-
-
-def events(op) -> list:
-    """The memory plan's view of an operator: a list of steps, each the tensors touched then.
-
-    A plain operator is one step. An operator with sub-graphs opens and closes with a step
-    touching everything that must survive the whole operator (its inputs, including the outer
-    tensors its sub-graphs read, its outputs, scratch and loop state), and runs each sub-graph's
-    operators as steps in between, then a step reading that sub-graph's outputs (copied out at
-    its end). Every pass over a body rewrites an intermediate before reading it, so lifetimes
-    within one pass are all the plan needs; branches run one at a time, so theirs may overlap.
-    """
-    subs = op.subgraphs()
-    if not subs:
-        return [touched(op)]
-    pinned = list(dict.fromkeys([*op.outputs, *op.scratch_names.values(), *op.inputs,
-                                 *(n for sub in subs for n in sub.inputs)]))
-    steps = [pinned]
-    for sub in subs:
-        for inner in sub.ops:
-            steps += events(inner)
-        steps.append([o for o in sub.outputs if o])
-    steps.append(pinned)
-    return steps
 
 
 def touched(op) -> list:

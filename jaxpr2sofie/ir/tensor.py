@@ -15,7 +15,7 @@ Shape = tuple
 
 # "slice": a per-step view a loop points into its sequence input (no buffer of its own)
 # "fused": a value a fused elementwise loop keeps in a register (ops/fused.py), never stored
-KINDS = ("input", "weight", "constant", "intermediate", "slice", "fused")
+KINDS = ("input", "weight", "intermediate", "slice", "fused")
 
 # numpy dtype name -> C++ element type. bool is stored one byte per element. float64 is converted to
 # float32 at the door (trace.py): the generated code computes in single precision, as SOFIE's does.
@@ -78,10 +78,10 @@ class Tensor:
     shape: Shape
     dtype: str              # numpy dtype name
     kind: str               # one of KINDS
-    data: Optional[np.ndarray] = None   # weights and constants only
+    data: Optional[np.ndarray] = None   # weights only: values known at conversion time
     label: str = ""         # where it came from (weight key path), for humans
-    # (K, N, transposed): a weight matrix the generated code reads packed in panels of columns
-    # (kernels.pack_panels); `data` keeps the logical layout, which the ONNX export writes
+    # (K, N, transposed): a weight the C++ backend stores packed in panels of columns, an annotation
+    # of its preparation (cpp/prepare.py); `data` keeps the logical layout every backend reads
     packed: tuple = ()
 
     @property
@@ -91,20 +91,3 @@ class Tensor:
     @property
     def ctype(self) -> str:
         return ctype(self.dtype)
-
-    @property
-    def stored_size(self) -> int:
-        """Elements in the weight file and in the Session's memory."""
-        if self.packed:
-            from ..cpp.kernels import packed_size
-            return packed_size(*self.packed[:2])
-        return self.size
-
-    def stored(self) -> np.ndarray:
-        """The values as the generated code reads them."""
-        if not self.packed:
-            return self.data
-        from ..cpp.kernels import pack_panels
-        k, n, transposed = self.packed
-        b = np.asarray(self.data).reshape((n, k) if transposed else (k, n))
-        return pack_panels(b.T if transposed else b)

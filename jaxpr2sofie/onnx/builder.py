@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.dims import Sym, per_event
+from ..ir.ops.base import rule_registry
 from ..ir.tensor import c_identifier
 
-RULES: dict = {}
 
 # ONNX Slice clamps an `end` this small to "before the first element", whatever the dim size:
 # the only way to write a reversed slice that runs through index 0.
@@ -44,14 +44,7 @@ class NotExportable(Exception):
     """Raised by a rule for an operator configuration it cannot express; `reason` says which."""
 
 
-def exports(*classes):
-    def register(fn):
-        for cls in classes:
-            if cls in RULES:
-                raise RuntimeError(f"ONNX rule for {cls.__name__} registered twice")
-            RULES[cls] = fn
-        return fn
-    return register
+RULES, exports = rule_registry("ONNX")
 
 
 def _contiguous(a) -> np.ndarray:

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 from ..ir.ops.base import Scalar
 from ..ir.ops.conv import Conv
-from ..cpp.kernels import unpack_panels
 from ..ir.ops.epilogue import operand_kind
 from ..ir.ops.pool import Pool, SelectAndScatterAdd
 from .builder import NotExportable, exports, symbolic
@@ -30,23 +29,9 @@ def _to_last(d):
     return (0, *range(2, d + 2), 1)
 
 
-def _unpacked(b, op):
-    """A kernel stored in GEMM panels (conv_passes.pack_conv_kernels), back in its canonical
-    [K..., Cg, Cout] layout at export time."""
-    return unpack_panels(np.asarray(b.g.tensors[op.inputs[1]].data), op.packed[-1]).reshape(op.packed)
-
-
-def _kernel_name(b, op) -> str:
-    """The initializer name of a packed kernel: the key path of the weight it was packed from."""
-    t = b.g.tensors[op.inputs[1]]
-    return (t.label or "kernel").removesuffix("_packed")
-
-
 def _oihw(b, op, d):
     """The kernel as ONNX wants it: [Cout, Cg, K...]."""
     k = op.inputs[1]
-    if op.packed:
-        return b.const(np.transpose(_unpacked(b, op), (d + 1, d, *range(d))), _kernel_name(b, op))
     ks = b.g.tensors[k].shape
     if op.grouped_kernel(b.g):   # [G, K..., Cg, Og] -> [G, Og, Cg, K...] -> [Cout, Cg, K...]
         g, og, cg = ks[0], ks[-1], ks[-2]
@@ -119,9 +104,7 @@ def _conv_transpose(b, op, x, d, ksizes):
         raise NotExportable("transposed (input-dilated) convolution with feature groups")
     n, spatial, cin, _, _, cout = op.dims(b.g)
     perm, flip = (d, d + 1, *range(d)), tuple(range(2, d + 2))
-    w = (b.const(np.ascontiguousarray(np.flip(np.transpose(_unpacked(b, op), perm), flip)), _kernel_name(b, op))
-         if op.packed
-         else b.view(op.inputs[1], perm=perm, flip=flip))
+    w = b.view(op.inputs[1], perm=perm, flip=flip)
     reach = [(k - 1) * rd for k, rd in zip(ksizes, op.rhs_dilation)]
     begin = [r - lo for r, (lo, _) in zip(reach, op.padding)]
     end = [r - hi for r, (_, hi) in zip(reach, op.padding)]

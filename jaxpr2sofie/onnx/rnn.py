@@ -81,7 +81,7 @@ class _Body:
     def const(self, name):
         """The float64 values of a weight read by the body, or None for a run-time tensor."""
         t = self.g.tensors[name]
-        if t.data is None or name in self.made or name in self.sub.inputs or t.kind not in ("weight", "constant"):
+        if t.data is None or name in self.made or name in self.sub.inputs or t.kind != "weight":
             return None
         return np.asarray(t.data, np.float64)
 
@@ -320,7 +320,7 @@ def _unproject(b, op, cell):
         return xs, None
     src, out = g.tensors[mm.inputs[0]], g.tensors[mm.outputs[0]]
     consts = [g.tensors[n] for n in mm.inputs[1:]]
-    if (any(t.data is None or t.kind not in ("weight", "constant") for t in consts) or src.dtype != "float32"
+    if (any(t.data is None or t.kind != "weight" for t in consts) or src.dtype != "float32"
             or len(src.shape) != 3 or tuple(out.shape) != tuple(src.shape[:2]) + (mm.n,) or src.shape[2] != mm.k
             or (len(consts) == 2 and np.size(consts[1].data) != mm.n)):
         return xs, None

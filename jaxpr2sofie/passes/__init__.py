@@ -2,11 +2,10 @@
 disable=...)` switches any off by name to debug a conversion (`convert(..., disable_passes=[...])`)."""
 from __future__ import annotations
 
-from .conv import fold_conv_padding, fuse_conv_epilogue, pack_conv_kernels
-from .fusion import (fuse_activation, fuse_elementwise, fuse_gemm_bias, fuse_softmax, materialize_outputs, pack_weights,
-                     reuse_buffers)
-from .layout import sink_transposes
 from ..ir.graph import graphs
+from .conv import fold_conv_padding, fuse_conv_epilogue
+from .fusion import fuse_activation, fuse_elementwise, fuse_gemm_bias, fuse_softmax, materialize_outputs
+from .layout import sink_transposes
 
 PASSES = {
     "sink_transposes": sink_transposes,   # first: the fusions below match the NHWC chains it leaves
@@ -15,22 +14,18 @@ PASSES = {
     "fuse_activation": fuse_activation,
     "fold_conv_padding": fold_conv_padding,
     "fuse_conv_epilogue": fuse_conv_epilogue,
-    "pack_conv_kernels": pack_conv_kernels,
     "fuse_elementwise": fuse_elementwise,   # after every pass that looks for single elementwise ops
-    "reuse_buffers": reuse_buffers,
-}
-# passes over the whole model at once (they see every sub-graph themselves)
-MODEL_PASSES = {
-    "pack_weights": pack_weights,
 }
 
 
-def run_passes(g, disable=()) -> None:
+def run_passes(g, disable=(), backend_steps=()) -> None:
     """Each pass runs on every sub-graph too; the operators owning them then re-list the outer
-    tensors their sub-graphs read (`refresh`), so the parent's use counts stay right."""
-    unknown = set(disable) - set(PASSES) - set(MODEL_PASSES)
+    tensors their sub-graphs read (`refresh`), so the parent's use counts stay right.
+    `backend_steps` names the steps a backend runs afterwards (cpp/prepare.py), which `disable`
+    may name too."""
+    unknown = set(disable) - set(PASSES) - set(backend_steps)
     if unknown:
-        raise ValueError(f"unknown pass(es) {sorted(unknown)}; available: {sorted({*PASSES, *MODEL_PASSES})}")
+        raise ValueError(f"unknown pass(es) {sorted(unknown)}; available: {sorted({*PASSES, *backend_steps})}")
     for name, fn in PASSES.items():
         if name not in disable:
             for sub in graphs(g):
@@ -40,6 +35,3 @@ def run_passes(g, disable=()) -> None:
     g.remove_unused()
     materialize_outputs(g)
     g.remove_unused()
-    for name, fn in MODEL_PASSES.items():
-        if name not in disable:
-            fn(g)

@@ -8,7 +8,6 @@ import numpy as np
 
 from ..ir.ops.base import Scalar
 from ..ir.ops.conv import Conv
-from ..cpp.kernels import pack_panels
 from ..ir.ops.epilogue import as_stage, operand_kind
 from ..ir.usedef import sole_reader
 from ..ir.ops.movement import Pad
@@ -90,17 +89,3 @@ def _refresh_scratch(g, op) -> None:
         name = op.scratch_names.get(key)
         if name is None or tuple(g.tensors[name].shape) != tuple(shape):
             op.scratch_names[key] = g.add_tensor(f"{op.outputs[0]}_{key}", shape, dtype, "intermediate")
-
-
-def pack_conv_kernels(g) -> None:
-    """The weight kernel of a convolution that runs as one GEMM (1x1, or im2col without groups)
-    stored in the panels detail::gemm_packed reads (kernels.py): [taps x Cin, Cout] as panels."""
-    for conv in [op for op in g.ops if isinstance(op, Conv)]:
-        kernel = g.tensors[conv.inputs[1]]
-        gemm = conv.algorithm(g) == "pointwise" or (conv.algorithm(g) == "im2col" and conv.groups == 1)
-        if conv.packed or kernel.data is None or not gemm or kernel.size == 0:
-            continue
-        shape = tuple(kernel.shape)
-        arr = np.asarray(kernel.data, np.float32).reshape(-1, shape[-1])
-        conv.inputs[1] = g.add_weight(f"{kernel.label or kernel.name}_packed", pack_panels(arr))
-        conv.packed = shape

@@ -2,14 +2,12 @@
 operator, elementwise chains become one loop; and the outputs are made distinct intermediates."""
 from __future__ import annotations
 
-from ..ir.ops.elementwise import Elementwise
+from ..ir.ops.elementwise import VECTOR_KINDS, Elementwise
 from ..ir.ops.fused import FusedElementwise, steps_of, vector_chain
 from ..ir.ops.linalg import MatMul
 from ..ir.ops.movement import Identity, Reshape
 from ..ir.ops.reduce import Reduce, Softmax
-from ..ir.graph import graphs
 from ..ir.usedef import fixed_point
-from ..cpp.vmath import KINDS as VECTOR_KINDS
 
 
 def _absorb_bias(g, ud, add) -> bool:
@@ -57,73 +55,52 @@ def fuse_activation(g) -> None:
     fixed_point(g, _absorb_relu)
 
 
-def pack_weights(g) -> None:
-    """A weight matrix that only dense products read is stored packed in panels of columns, the
-    layout kernels.gemm_packed reads contiguously (the weight file holds it that way). Sub-graphs
-    share the tensor table, so the readers are collected over the whole model: run on the root."""
-    readers = {}
-    for sub in graphs(g):
-        for op in sub.ops:
-            for k, name in enumerate(op.inputs):
-                readers.setdefault(name, []).append((op, k))
-    for name, uses in readers.items():
-        t = g.tensors[name]
-        if t.kind != "weight" or t.dtype != "float32" or t.packed or name in g.outputs or t.size == 0:
-            continue
-        layouts = set()
-        for op, k in uses:
-            ok = (type(op) is MatMul and k == 1 and op.batch == 1 and not op.trans_a
-                  and (len(op.inputs) < 3 or g.tensors[op.inputs[2]].size == op.n))
-            layouts.add((op.k, op.n, op.trans_b) if ok else None)
-        if len(layouts) == 1 and None not in layouts:
-            t.packed = layouts.pop()
-
-
-def _only_feeds(g, name, n=1) -> bool:
-    return len(g.consumers(name)) == n and name not in g.outputs
-
-
-def _through_reshape(g, name):
+def _through_reshape(ud, name):
     """The tensor behind a chain of Reshape views (broadcast_in_dim that only adds size-1 dims)."""
-    op = g.producer(name)
-    while isinstance(op, Reshape) and _only_feeds(g, name):
+    op = ud.producer(name)
+    while isinstance(op, Reshape) and ud.only_feeds(name):
         name = op.inputs[0]
-        op = g.producer(name)
+        op = ud.producer(name)
     return name
 
 
-def _elementwise(g, name, kind):
-    op = g.producer(name)
+def _elementwise(ud, name, kind):
+    op = ud.producer(name)
     return op if isinstance(op, Elementwise) and op.kind == kind else None
+
+
+def _softmax(g, ud, div) -> bool:
+    """Rule: the `div` ending jax.nn.softmax's chain becomes one Softmax (the chain it no longer
+    reads is pruned with the other dead operators)."""
+    if not (isinstance(div, Elementwise) and div.kind == "div" and len(div.inputs) == 2
+            and all(isinstance(a, str) for a in div.args)):
+        return False
+    e, s_b = div.args
+    exp = _elementwise(ud, e, "exp")
+    total = ud.producer(_through_reshape(ud, s_b))
+    if not (exp and isinstance(total, Reduce) and total.kind == "sum" and len(total.axes) == 1
+            and total.inputs == [e] and ud.only_feeds(e, 2) and ud.only_feeds(total.outputs[0])):
+        return False
+    sub = _elementwise(ud, exp.inputs[0], "sub")
+    if not (sub and ud.only_feeds(exp.inputs[0]) and len(sub.inputs) == 2 and sub.args == tuple(sub.inputs)):
+        return False
+    x, m_b = sub.args
+    m = _through_reshape(ud, m_b)
+    clamp = _elementwise(ud, m, "max")          # max(-inf, m): a no-op JAX adds for empty axes
+    if clamp and len(clamp.inputs) == 1 and ud.only_feeds(m):
+        m = clamp.inputs[0]
+    rmax = ud.producer(m)
+    if not (isinstance(rmax, Reduce) and rmax.kind == "max" and rmax.axes == total.axes
+            and rmax.inputs == [x]):
+        return False
+    ud.replace([div], Softmax([x], axis=total.axes[0], outputs=list(div.outputs), origin="softmax"))
+    return True
 
 
 def fuse_softmax(g) -> None:
     """The chain jax.nn.softmax lowers to (reduce_max, max with -inf, sub, exp, reduce_sum, div)
     becomes one Softmax operator."""
-    for div in list(g.ops):
-        if not (isinstance(div, Elementwise) and div.kind == "div" and len(div.inputs) == 2
-                and all(isinstance(a, str) for a in div.args)):
-            continue
-        e, s_b = div.args
-        exp = _elementwise(g, e, "exp")
-        total = g.producer(_through_reshape(g, s_b))
-        if not (exp and isinstance(total, Reduce) and total.kind == "sum" and len(total.axes) == 1
-                and total.inputs == [e] and _only_feeds(g, e, 2) and _only_feeds(g, total.outputs[0])):
-            continue
-        sub = _elementwise(g, exp.inputs[0], "sub")
-        if not (sub and _only_feeds(g, exp.inputs[0]) and len(sub.inputs) == 2 and sub.args == tuple(sub.inputs)):
-            continue
-        x, m_b = sub.args
-        m = _through_reshape(g, m_b)
-        clamp = _elementwise(g, m, "max")          # max(-inf, m): a no-op JAX adds for empty axes
-        if clamp and len(clamp.inputs) == 1 and _only_feeds(g, m):
-            m = clamp.inputs[0]
-        rmax = g.producer(m)
-        if not (isinstance(rmax, Reduce) and rmax.kind == "max" and rmax.axes == total.axes
-                and rmax.inputs == [x]):
-            continue
-        soft = Softmax([x], axis=total.axes[0], outputs=list(div.outputs), origin="softmax")
-        g.ops[g.ops.index(div)] = soft
+    fixed_point(g, _softmax)
 
 
 def _fusible(op) -> bool:
@@ -133,8 +110,8 @@ def _fusible(op) -> bool:
 def _fuse_into(g, ud, op) -> bool:
     """Rule: `op` absorbs the elementwise operator making one of its operands, when that operand
     has `op`'s output shape and nothing else reads it. float32 exp/tanh/logistic join a chain
-    only if the whole chain runs as vectors (ops/fused.vector_chain): alone they run through
-    vmath's vector functions, and inside a scalar loop they would be libm calls."""
+    only if the whole chain runs as vectors (ir/ops/fused.vector_chain): alone they run as a vector
+    function, and inside a scalar loop they would be libm calls (ir/ops/elementwise.VECTOR_KINDS)."""
     if not _fusible(op):
         return False
     shape = g.tensors[op.outputs[0]].shape
@@ -160,7 +137,7 @@ def fuse_elementwise(g) -> None:
 def materialize_outputs(g) -> None:
     """Every graph output must be a distinct, non-view intermediate: the Session writes outputs
     straight into the caller's memory. Inputs, weights, views and repeats get an Identity copy."""
-    base = g.plan()
+    base = g.view_bases()
     seen = set()
     produced = {o for op in g.ops for o in op.outputs}
     for k, name in enumerate(g.outputs):
@@ -170,8 +147,3 @@ def materialize_outputs(g) -> None:
         seen.add(g.outputs[k])
     # A view of an output would read memory the caller owns only after `run` returns; fine, but a
     # view *into which an output aliases* cannot happen: outputs are never views (checked above).
-
-
-def reuse_buffers(g) -> None:
-    """Let intermediates whose lifetimes do not overlap share storage (see Graph.buffer_plan)."""
-    g.reuse_buffers = True

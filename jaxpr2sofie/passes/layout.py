@@ -137,7 +137,7 @@ def _permuted_weight(g, name, rank, perm, weights):
     """Weight `name`, broadcast against a rank-`rank` tensor, in the layout `perm` gives it; None
     for a tensor whose values are only known at run time."""
     t = g.tensors[name]
-    if t.kind not in ("weight", "constant") or t.data is None or t.packed or len(t.shape) > rank:
+    if t.kind != "weight" or t.data is None or len(t.shape) > rank:
         return None
     key = (name, rank, perm)
     if key not in weights:
@@ -175,7 +175,7 @@ def _fold_into_dense(g, t, flat) -> bool:
             and dense.batch == 1 and not dense.trans_a and not dense.trans_b):
         return False
     w = g.tensors[dense.inputs[1]]
-    if w.kind not in ("weight", "constant") or w.data is None or w.packed or tuple(w.shape) != (dense.k, dense.n):
+    if w.kind != "weight" or w.data is None or tuple(w.shape) != (dense.k, dense.n):
         return False
     inv = _inverse(t.perm)   # source axis j is axis inv[j] of the transposed tensor
     rows = np.asarray(w.data).reshape(ys[1:] + (dense.n,))

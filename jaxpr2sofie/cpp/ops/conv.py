@@ -89,7 +89,7 @@ def _emit_im2col(op, w, g):
                 emit_im2col(op, w, g, col, w.index([c], [nb]), nb, w.index([grp], [cg]), cg)
             else:
                 _fill_col(op, w, g, col, c, grp)
-            if op.packed:   # the kernel in panels (conv_passes.pack_conv_kernels)
+            if op.packed:   # the kernel in panels (prepare.pack_conv_kernels)
                 emit_packed_gemm(w, rows, cout, kc, col, kern, y_chunk)
             elif groups == 1:
                 emit_gemm(w, False, False, rows, cout, kc, col, kern, "0.f", y_chunk)

@@ -7,6 +7,22 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 
+def rule_registry(backend: str):
+    """A backend's table of rules keyed by operator class, and the decorator that fills it
+    (`@emits(Conv)` in cpp/, `@exports(Conv)` in onnx/); a class registered twice is an error."""
+    rules: dict = {}
+
+    def register(*classes):
+        def add(fn):
+            for cls in classes:
+                if cls in rules:
+                    raise RuntimeError(f"{backend} rule for {cls.__name__} registered twice")
+                rules[cls] = fn
+            return fn
+        return add
+    return rules, register
+
+
 @dataclass(frozen=True)
 class Scalar:
     """A compile-time scalar operand, written inline as a literal."""

@@ -41,14 +41,15 @@ class Conv(Op):
     # elementwise stages applied to the output block by block (see epilogue.py); their tensor
     # operands follow the kernel in `inputs`
     epilogue: tuple = ()
-    # a pointwise kernel packed in 16-column strips (kernels.py): its canonical shape
+    # set by the C++ backend's preparation (cpp/prepare.py) when it stores the kernel in panels: the
+    # kernel's shape (an annotation: the kernel tensor keeps this logical layout for every backend)
     packed: tuple = ()
 
     # -- geometry -------------------------------------------------------------
     def dims(self, g):
         """(N, spatial sizes, Cin, kernel sizes, Cg, Cout)."""
         xs = g.tensors[self.inputs[0]].shape
-        ks = self.packed or g.tensors[self.inputs[1]].shape
+        ks = g.tensors[self.inputs[1]].shape
         if self.grouped_kernel(g):
             ks = ks[1:-1] + (ks[-1] * self.groups,)
         return xs[0], tuple(xs[1:-1]), xs[-1], tuple(ks[:-2]), ks[-2], ks[-1]
@@ -68,7 +69,7 @@ class Conv(Op):
         n, spatial, cin, ksizes, cg, cout = self.dims(g)
         d = len(spatial)
         want = ((self.groups,) + ksizes + (cg, cout // self.groups)) if self.grouped_kernel(g) else ksizes + (cg, cout)
-        if (not self.packed and (len(k.shape) != len(want) or k.shape != want) or cin != cg * self.groups or cout % self.groups
+        if (len(k.shape) != len(want) or k.shape != want or cin != cg * self.groups or cout % self.groups
                 or not d == len(self.strides) == len(self.padding) == len(self.lhs_dilation) == len(self.rhs_dilation)):
             raise ValueError(f"Conv: input {x.shape}, kernel {k.shape} and groups={self.groups} do not match "
                              f"the canonical layout (kernel expected {want})")
@@ -86,7 +87,7 @@ class Conv(Op):
 
     def algorithm(self, g) -> str:
         """How this convolution runs: "pointwise" (one GEMM on the input as it is), "direct" or
-        "depthwise" (direct loops, see conv_direct.py), "im2col" (+ GEMM), or "depthwise_loops"
+        "depthwise" (direct loops, see cpp/ops/conv_direct.py), "im2col" (+ GEMM), or "depthwise_loops"
         (the general depthwise loop: channel multipliers, input dilation)."""
         # the direct kernels take up to three spatial dimensions; more go through im2col loops
         plain = all(d == 1 for d in self.lhs_dilation) and len(self.strides) <= SPATIAL

@@ -88,7 +88,7 @@ class Elementwise(Op):
     param: object = None      # integer_pow exponent, select arity...
     shape: tuple = None       # output shape; None: broadcast of the tensor operands
 
-    elementwise = True   # reads each operand at the output's own index (graph.in_place_carries)
+    elementwise = True   # reads each operand at the output's own index (cpp/memory.in_place_carries)
 
     @classmethod
     def make(cls, kind, args, dtype, param=None, shape=None):

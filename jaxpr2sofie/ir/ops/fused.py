@@ -44,7 +44,7 @@ def vector_chain(g, steps, shape) -> bool:
 class FusedElementwise(Op):
     steps: list = field(default_factory=list)   # Elementwise operators, in order; the last makes the output
 
-    elementwise = True   # reads each operand at the output's own index (graph.in_place_carries)
+    elementwise = True   # reads each operand at the output's own index (cpp/memory.in_place_carries)
 
     @classmethod
     def chain(cls, g, first, second) -> "FusedElementwise":

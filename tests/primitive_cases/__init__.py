@@ -1,4 +1,6 @@
-"""Test cases as data, kept beside the rules they test (each family module has a `CASES` list).
+"""The primitive table's test cases as data: one module per family, named as the rule module it
+tests (jaxpr2sofie/primitives/<family>.py), each with a `CASES` list. They live here, not in the
+installed package: building them (jnp arrays) costs an import, and only the tests need them.
 
 `tests/test_primitives.py` turns every case into a differential test (convert -> compile ->
 compare with JAX), and the coverage test checks that every registered primitive has a case
@@ -37,7 +39,6 @@ class Case:
     primitives: tuple             # primitive names the traced jaxpr must contain
     params: Any = None
     atol: float = 1e-5            # |C++ - JAX| <= atol * max(1, |JAX|), elementwise
-    slow: bool = False            # model-zoo sized: excluded from the default test run
     known_bug: str = ""           # a reproducer of an open bug: skipped with this reason until fixed
     tags: tuple = field(default_factory=tuple)
     ops: tuple = ()               # operator types the converted graph (sub-graphs included) must contain
@@ -46,7 +47,10 @@ class Case:
 
 
 def all_cases() -> list:
-    from . import control, conv, elementwise, indexing, linalg, pooling, reduce, shape
+    # the example inputs come from one seeded generator, drawn as each module is imported: shape
+    # first, then the rest alphabetically (the order the inputs were first drawn in)
+    from . import shape  # noqa: I001
+    from . import control, conv, elementwise, indexing, linalg, pooling, reduce
     out = []
     for mod in (elementwise, shape, linalg, reduce, indexing, conv, pooling, control):
         out.extend(getattr(mod, "CASES", []))
