@@ -17,7 +17,7 @@ os.environ["JAXPR2SOFIE_CACHE"] = tempfile.mkdtemp(prefix="j2s-compile-time-")
 
 import jaxpr2sofie as j2s  # noqa: E402
 from jaxpr2sofie.bench.models import MODELS  # noqa: E402
-from jaxpr2sofie.build import DEFAULT_FLAGS, time_in_cpp  # noqa: E402
+from jaxpr2sofie.cpp.build import DEFAULT_FLAGS, time_in_cpp  # noqa: E402
 from jaxpr2sofie.cli import _machine  # noqa: E402
 
 

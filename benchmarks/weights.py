@@ -18,7 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np  # noqa: E402
 
 import jaxpr2sofie as j2s  # noqa: E402
-from jaxpr2sofie.build import DEFAULT_FLAGS, find_blas, find_compiler  # noqa: E402
+from jaxpr2sofie.cpp.build import DEFAULT_FLAGS, find_blas, find_compiler  # noqa: E402
 from jaxpr2sofie.cli import _machine  # noqa: E402
 
 MAIN = r"""

@@ -163,7 +163,7 @@ def _ort_latency_ns(model, x, iters=300):
 
 
 def latency_table(model, fn, params, x) -> str:
-    from .build import time_in_cpp
+    from .cpp.build import time_in_cpp
     cpp = time_in_cpp(model.graph, iters=2000)
     xla = _xla_latency_ns(fn, params, x)
     ort, why = _ort_latency_ns(model, x)
@@ -193,7 +193,7 @@ def cmd_convert(args) -> int:
     print(m.summary())
     print(f"\nwrote {hxx} and {dat}")
     if args.onnx:
-        from .sofie.emit_onnx import DEFAULT_OPSET
+        from .onnx import DEFAULT_OPSET
         try:
             m.to_onnx(args.onnx, opset=args.opset)
         except ImportError as e:   # onnx not installed: the message names the package
@@ -266,7 +266,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_flags(args) -> int:
-    from .build import link_flags
+    from .cpp.build import link_flags
     print(link_flags())
     return 0
 

@@ -6,6 +6,11 @@ class Jaxpr2SofieError(Exception):
     """Base class of every error jaxpr2sofie raises on purpose."""
 
 
+def _listing(head: str, items, tail: str) -> str:
+    """A message listing every problem at once: a head line, one bullet per item, what to do."""
+    return "\n".join([head, *(f"  - {item}" for item in items), tail])
+
+
 class UnsupportedPrimitiveError(Jaxpr2SofieError):
     """The function uses primitives (or primitive parameters) the converter cannot map.
 
@@ -15,12 +20,11 @@ class UnsupportedPrimitiveError(Jaxpr2SofieError):
 
     def __init__(self, problems: list[tuple[str, str, str]]):
         self.problems = list(problems)
-        lines = [f"{len(self.problems)} unsupported primitive use(s) in the traced function:"]
-        for prim, reason, where in self.problems:
-            lines.append(f"  - {prim}: {reason}  [at {where}]")
-        lines.append("Run `jaxpr2sofie inspect` on the function for the full primitive inventory; "
-                     "rewrite the listed lines with supported operations or open an issue for the primitive.")
-        super().__init__("\n".join(lines))
+        super().__init__(_listing(
+            f"{len(self.problems)} unsupported primitive use(s) in the traced function:",
+            (f"{prim}: {reason}  [at {where}]" for prim, reason, where in self.problems),
+            "Run `jaxpr2sofie inspect` on the function for the full primitive inventory; "
+            "rewrite the listed lines with supported operations or open an issue for the primitive."))
 
     @property
     def primitives(self) -> list[str]:
@@ -54,3 +58,19 @@ class ModelFileError(Jaxpr2SofieError, ValueError):
 
 class KerasBackendError(Jaxpr2SofieError):
     """Keras was imported with a backend other than JAX; tracing needs the JAX backend."""
+
+
+class OnnxExportError(Jaxpr2SofieError):
+    """Some operators of the graph have no ONNX form (in this opset); lists every one at once.
+
+    ``problems`` holds ``(operator type, origin, reason)`` per problem; the origin is the
+    primitive and source line the operator came from.
+    """
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__(_listing(
+            f"{len(self.problems)} operator(s) cannot be exported to ONNX:",
+            (f"{op_type} ({origin or 'unknown origin'}): {reason}" for op_type, origin, reason in self.problems),
+            "The C++ export (SofieModel.generate) still works for this model; rewrite the listed lines "
+            "with other operations, or try another opset (to_onnx(opset=...))."))

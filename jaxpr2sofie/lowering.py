@@ -10,9 +10,9 @@ import jax.extend.core as jex_core
 import numpy as np
 
 from .errors import Jaxpr2SofieError, UnsupportedDtypeError, UnsupportedPrimitiveError
-from .sofie.dims import DynamicDimError, canon_param, canon_shape, is_symbolic
-from .sofie.graph import Graph
-from .sofie.tensor import CTYPES
+from .ir.dims import DynamicDimError, canon_param, canon_shape, is_symbolic
+from .ir.graph import Graph
+from .ir.tensor import CTYPES
 from .source import UNKNOWN, user_line
 from .values import Const, Poison, Scalar, Unsupported
 

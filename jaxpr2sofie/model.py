@@ -10,11 +10,13 @@ import numpy as np
 
 from .lowering import Lowering
 from .primitives import HANDLERS
-from .sofie.emit_cpp import emit_header, write_weights
-from .sofie import dims
-from .sofie.graph import Graph
-from .sofie.tensor import c_identifier
-from .sofie.passes import run_passes
+from .cpp.emit import check_emittable, emit_header
+from .cpp.prepare import PREPARATION, prepare
+from .cpp.weights import write_weights
+from .ir import dims
+from .ir.graph import Graph
+from .ir.tensor import c_identifier
+from .passes import run_passes
 from .trace import Traced, trace
 from .values import Const
 
@@ -44,7 +46,7 @@ def _errors(got, want) -> list:
 
 
 def _threads_line(g) -> str:
-    from .sofie.rows import split_refusal
+    from .ir.rows import split_refusal
     why = split_refusal(g)
     if not why:
         return "threads: rows are independent, Session(file, max_batch, n_threads) splits a batch over n_threads"
@@ -73,7 +75,7 @@ class SofieModel:
         "safetensors" or "none", and `session=False` (with weights="none") is SOFIE's kNoSession.
         "auto" uses SOFIE when it is installed and parses every operator, else our own emitter."""
         from . import sofie_backend
-        from .sofie.weights import FORMATS
+        from .cpp.weights import FORMATS
         if backend not in sofie_backend.BACKENDS:
             raise ValueError(f"backend={backend!r}: choose one of {', '.join(sofie_backend.BACKENDS)}")
         if backend == "sofie" or (backend == "auto" and weights in sofie_backend.SOFIE_WEIGHTS
@@ -106,8 +108,8 @@ class SofieModel:
             c = m.compile(n_threads=2)
             y = c(x_big)            # rows split over 2 threads
         """
-        from . import sanitize
-        from .build import CompiledModel, compile_library
+        from .cpp import sanitize
+        from .cpp.build import CompiledModel, compile_library
         from .progress import Progress
         progress = Progress(self._progress)
         progress.stage(f"compiling {self.name}.hxx")
@@ -129,8 +131,8 @@ class SofieModel:
     def compile_sofie(self, cxx=None, blas=None, flags=None, sanitize: bool = False):
         """SOFIE's own header for this model, compiled and loaded: called like `compile()`'s result
         (the test oracle and benchmark peer). `sanitize=True` builds it under ASan and UBSan."""
-        from . import sofie_backend
-        return sofie_backend.compile_sofie(self, cxx=cxx, blas=blas, flags=flags, sanitize=sanitize)
+        from .sofie_oracle import compile_sofie
+        return compile_sofie(self, cxx=cxx, blas=blas, flags=flags, sanitize=sanitize)
 
     def to_onnx(self, path=None, opset: int | None = None):
         """The model as standard ONNX (for ROOT's SOFIE parser, onnxruntime, Netron): returns the
@@ -141,7 +143,7 @@ class SofieModel:
         >>> sorted(n.op_type for n in m.to_onnx().graph.node)
         ['MatMul', 'Tanh']
         """
-        from .sofie.emit_onnx import DEFAULT_OPSET, to_onnx
+        from .onnx import DEFAULT_OPSET, to_onnx
         model = to_onnx(self.graph, DEFAULT_OPSET if opset is None else opset, doc=f"{self.name}, converted by jaxpr2sofie")
         if path is not None:
             import onnx
@@ -226,7 +228,8 @@ class SofieModel:
     def scratch_bytes(self, batch: int | None = None) -> int:
         """Bytes of the one arena holding every intermediate (for `batch`, default max_batch)."""
         g = self.graph
-        return g.arena(batch or g.max_batch or 1)[1]
+        from .cpp.memory import arena
+        return arena(g, batch or g.max_batch or 1)[1]
 
     def memory_line(self) -> str:
         g = self.graph
@@ -266,8 +269,9 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     is a terminal and JAXPR2SOFIE_QUIET is not set). Weight matrices are multiplied by the header's
     own kernels; `blas="auto"` (default) calls BLAS for large products of two activations, where
     it wins, and `blas="none"` never does, so the header needs no BLAS to link at all.
-    `disable_passes` names graph passes to skip (`jaxpr2sofie.sofie.passes.PASSES`, `MODEL_PASSES`:
-    fusions, weight packing, buffer reuse), to debug a conversion or measure what a pass buys.
+    `disable_passes` names graph passes to skip (`jaxpr2sofie.passes.PASSES`: fusions, layout; and
+    the C++ backend's `jaxpr2sofie.cpp.prepare.PREPARATION`: weight packing, buffer reuse), to
+    debug a conversion or measure what a pass buys.
 
     >>> import jax.numpy as jnp, numpy as np, jaxpr2sofie as j2s
     >>> params = {"w": np.ones((3, 2), np.float32), "b": np.zeros(2, np.float32)}
@@ -302,7 +306,8 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     ctx.raise_problems()
     g.outputs = [ctx.tensor(o) for o in outs]
     bar.stage("graph passes")
-    run_passes(g, disable=disable_passes)
+    run_passes(g, disable=disable_passes, backend_steps=PREPARATION)
+    prepare(g, disable=disable_passes)
     if traced.dynamic:
         check_emittable(g)
     bar.done(f"converted {g.name}: {len(g.ops)} operators")
@@ -314,32 +319,6 @@ def _per_event(x, what: str) -> str:
     if not isinstance(x, dims.Sym) or lin is None:
         return ""
     return f" ({lin[0]} {what} per event" + (f" + {lin[1]} fixed)" if lin[1] else ")")
-
-
-def check_emittable(g) -> None:
-    """With a run-time batch, every operator must write its code with sizes that are C++ expressions:
-    emit each once now, so one that needs a fixed size is reported with its primitive and source
-    line (all at once), at conversion time rather than in generate()."""
-    from .errors import UnsupportedPrimitiveError
-    from .sofie.dims import DynamicDimError
-    from .sofie.writer import Writer
-    problems = []
-    for op in g.walk():
-        if op.subgraphs():
-            continue   # its sub-graphs' operators are visited themselves
-        try:
-            op.emit(Writer(), g)
-            op.flops(g)
-        except DynamicDimError as e:
-            prim, _, line = op.origin.partition(" @ ")
-            problems.append((prim or op.op_type, f"{op.op_type} cannot take a batch size chosen at run time: {e}; "
-                             "convert with a fixed batch (drop batch=\"dynamic\")", line or "unknown source line"))
-    if problems:
-        raise UnsupportedPrimitiveError(problems)
-    try:
-        emit_header(g)
-    except DynamicDimError as e:   # the Session itself (sizes, loops around sub-graphs)
-        raise UnsupportedPrimitiveError([("graph", f"cannot take a batch size chosen at run time: {e}", "")]) from e
 
 
 # C++ keywords (and alternative tokens) a model name may not be: it becomes part of identifiers

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Jaxpr2SofieError
-from .sofie.emit_cpp import read_io_signature
-from .sofie.tensor import numel
+from .cpp.abi import SessionABI
+from .cpp.emit import read_io_signature
+from .ir.tensor import numel
 
 
 def _per_event_shape(shape) -> tuple:
@@ -64,9 +65,6 @@ _SCALARS = {"float", "double", "int", "unsigned int", "long", "unsigned long", "
             "Char_t", "UChar_t", "Float16_t", "Double32_t", "int8_t", "uint8_t", "int16_t", "uint16_t", "int32_t",
             "uint32_t", "int64_t", "uint64_t", "std::int32_t", "std::int64_t", "std::uint32_t", "std::uint64_t"}
 _VECTOR = re.compile(r"^(?:ROOT::VecOps::RVec|ROOT::RVec|RVec|std::vector|vector)<\s*(.+?)\s*>$")
-_CTYPE = {"float32": "float", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t",
-          "uint8": "uint8_t", "uint32": "uint32_t", "bool": "uint8_t"}
-
 
 @dataclass(frozen=True)
 class DeclaredModel:
@@ -85,7 +83,7 @@ class DeclaredModel:
 def _model_files(model) -> tuple:
     """(header text, weight text) of a SofieModel or of a directory holding <Name>.hxx + <Name>.dat."""
     if hasattr(model, "graph") and hasattr(model, "header"):   # a SofieModel (no import: keeps JAX out)
-        from .sofie.weights import weights_text
+        from .cpp.weights import weights_text
         return model.header(), weights_text(model.graph)
     d = Path(model)
     if d.is_file() and d.suffix == ".hxx":
@@ -119,21 +117,23 @@ def _scorer_code(name: str, ns: str, key: str, sig: dict, weights: str) -> str:
     threads ever touch the same Session and no lock is needed. The weights travel inside the code
     (a raw string), so a distributed worker needs no file of ours."""
     fn = f"{name}_{key}"
+    abi = SessionABI.from_signature(sig)
     ins, outs = sig["inputs"], sig["outputs"]
     delim = "J2SW"
     while f"){delim}\"" in weights:
         delim += "X"
     in_sizes = [_numel(i["shape"]) for i in ins]
     out_sizes = [_numel(o["shape"]) for o in outs]
-    out_ct = _CTYPE[outs[0]["dtype"]]
+    out_ct = abi.outputs[0].ctype
     ret = out_ct if out_sizes[0] == 1 else f"ROOT::RVec<{out_ct}>"
-    buffers = "\n".join(f"   std::vector<{_CTYPE[i['dtype']]}> in{k} = std::vector<{_CTYPE[i['dtype']]}>({n});"
-                        for k, (i, n) in enumerate(zip(ins, in_sizes)))
-    buffers += "\n" + "\n".join(f"   std::vector<{_CTYPE[o['dtype']]}> out{k} = std::vector<{_CTYPE[o['dtype']]}>({n});"
-                                for k, (o, n) in enumerate(zip(outs, out_sizes)))
+    buffers = "\n".join(f"   std::vector<{p.ctype}> in{k} = std::vector<{p.ctype}>({n});"
+                        for k, (p, n) in enumerate(zip(abi.inputs, in_sizes)))
+    buffers += "\n" + "\n".join(f"   std::vector<{p.ctype}> out{k} = std::vector<{p.ctype}>({n});"
+                                for k, (p, n) in enumerate(zip(abi.outputs, out_sizes)))
     # a model whose batch is chosen at run time scores one event per call: batch 1, a Session sized for it
-    lead, size = (["1"], ", 1") if "max_batch" in sig else ([], "")
-    run_args = ", ".join(lead + [f"s.in{k}.data()" for k in range(len(ins))] + [f"s.out{k}.data()" for k in range(len(outs))])
+    ctor = abi.constructor_args(f'f, "{name} weights"', "1")
+    run = abi.run_call("s.session", "1", [f"s.in{k}.data()" for k in range(len(ins))],
+                       [f"s.out{k}.data()" for k in range(len(outs))])
     result = (f"return static_cast<{out_ct}>(s.out0[0]);" if out_sizes[0] == 1
               else f"return ROOT::RVec<{out_ct}>(s.out0.begin(), s.out0.end());")
     vec_params = ", ".join(f"const ROOT::RVec<T{k}>& x{k}" for k in range(len(ins)))
@@ -157,7 +157,7 @@ struct Slot {{
    Slot() : session(load()) {{}}
    static {ns}::Session load() {{
       std::istringstream f(weights());
-      return {ns}::Session(f, "{name} weights"{size});
+      return {ns}::Session({ctor});
    }}
 }};
 // One Slot per RDataFrame processing slot, created by the thread that owns the slot.
@@ -170,7 +170,7 @@ inline Slot& slot(unsigned i) {{
    return *slots[i];
 }}
 inline {ret} run(Slot& s) {{
-   s.session.run({run_args});
+   {run};
    {result}
 }}
 }} // namespace {fn}_detail
@@ -180,7 +180,7 @@ template <typename... T>
    auto& s = {fn}_detail::slot(slot);
    static_assert(sizeof...(T) == {in_sizes[0]}, "number of columns != model input size");
    std::size_t k = 0;
-   ((s.in0[k++] = static_cast<{_CTYPE[ins[0]['dtype']]}>(x)), ...);
+   ((s.in0[k++] = static_cast<{abi.inputs[0].ctype}>(x)), ...);
    return {fn}_detail::run(s);
 }}
 // One RVec column per model input.
@@ -201,7 +201,7 @@ def _blas_prefix(header: str) -> tuple:
     """(#define line, shared library path) when the header calls BLAS; ("", None) otherwise."""
     if "J2S_SGEMM(" not in header:
         return "", None
-    from .build import find_blas, shared_blas_library
+    from .cpp.build import find_blas, shared_blas_library
     b = find_blas()
     return f"#define J2S_SGEMM {b.sgemm}\n", shared_blas_library(b)
 
@@ -211,7 +211,7 @@ def _code(model) -> tuple:
     sig = read_io_signature(header)
     key = hashlib.sha256((header + "\0" + weights).encode()).hexdigest()[:12]
     name = sig["model"]
-    ns = f"TMVA_SOFIE_{name}"
+    ns = SessionABI.from_signature(sig).namespace
     define, lib = _blas_prefix(header)
     # cling optimises declared code only when asked
     code = "#pragma cling optimize(2)\n" + define + header + _scorer_code(name, ns, key, sig, weights)

@@ -3,16 +3,14 @@ ML4EP), or ROOT's TMVA SOFIE where that is what is installed.
 
 `SofieModel.to_rmodel()` hands the model to SOFIE as SOFIE's own `RModel`; `generate(dir,
 backend="sofie")` has SOFIE write `<Name>.hxx` and its weight file (SOFIE's header, unmodified:
-`namespace SOFIE_<Name>`); `compile(backend="sofie")` builds that header with the project's build
-service and loads it behind the same C entry points as our own header, so a test calls SOFIE's
-code exactly as it calls ours. The route today is SOFIE's own ONNX parser (`RModelParser_ONNX`) on
+`namespace SOFIE_<Name>`); `c_api_source` wraps that header in the project's C entry points, so
+`SofieModel.compile_sofie()` (sofie_oracle.py) builds and calls SOFIE's code exactly as ours. The route today is SOFIE's own ONNX parser (`RModelParser_ONNX`) on
 the project's ONNX export, in-process (the `sofie` package is plain C++ with pybind11, no LLVM).
 ROOT's TMVA runs in a separate Python process: PyROOT's LLVM and jaxlib's do not share a process well.
 """
 from __future__ import annotations
 
 import functools
-import re
 import subprocess
 import sys
 import tempfile
@@ -172,50 +170,16 @@ void j2s_destroy(void* s) {{ delete static_cast<{ns}::Session*>(s); }}
 """
 
 
-def sofie_build(model, extra_sources: dict, target: str, flags=None, cxx=None, blas=None, shared=False) -> tuple:
-    """Generate SOFIE's header for `model` and build it with `extra_sources` (a C API, a timing or
-    sanitizer program) through the project's build service: (the built file, SOFIE's weight file).
-    SOFIE calls Fortran BLAS by the plain names (sgemm_); scipy-openblas32's carry a prefix, mapped
-    here with -D at compile time."""
-    from .build import DEFAULT_FLAGS, build_cached, find_blas
-    work = Path(tempfile.mkdtemp(prefix=f"j2s-sofie-{model.name}-"))
-    hxx, dat = generate_with_sofie(model, work)
-    header = hxx.read_text()
-    cmd, link = list(flags or DEFAULT_FLAGS), []
-    routines = sorted(set(re.findall(r'extern "C" void (\w+_)\(', header)))
-    if routines:
-        b = find_blas(blas)
-        prefix = b.sgemm[:-len("sgemm_")]
-        cmd += [f"-D{r}={prefix}{r}" for r in routines if prefix]
-        link = list(b.link)
-    if shared:
-        cmd += ["-fPIC", "-shared"]
-    built = build_cached(f"sofie-{target}", {hxx.name: header, **extra_sources}, target, cmd, link, cxx,
-                         what="SOFIE's generated code")
-    return built, dat
-
-
-def compile_sofie(model, cxx=None, blas=None, flags=None, sanitize: bool = False):
-    """SOFIE's header for `model`, compiled with the project's build service and loaded behind the
-    project's C entry points: a callable like `SofieModel.compile()`'s. `sanitize` builds it as a
-    program under AddressSanitizer and UndefinedBehaviorSanitizer (as SOFIE's own tests do), run
-    once per call like `JAXPR2SOFIE_SANITIZE=1` builds of our own header."""
-    from . import sanitize as san
-    from .build import CompiledModel
-    from .sofie.tensor import ctype
+def c_api_source(model) -> str:
+    """The project's C entry points (cpp/abi.py) around SOFIE's own Session and doInfer of `model`'s
+    header: SOFIE's header is then built and called exactly as ours is (see sofie_oracle.py)."""
+    from .ir.tensor import ctype
     g = model.graph
-    ns = f"SOFIE_{model.name}"
     args = (["batch"] if g.dynamic else []) + \
         [f"static_cast<const {ctype(g.tensors[n].dtype)}*>(in[{k}])" for k, n in enumerate(g.inputs)] + \
         [f"static_cast<{ctype(g.tensors[n].dtype)}*>(out[{k}])" for k, n in enumerate(g.outputs)]
-    capi = _C_API.format(header=f"{model.name}.hxx", ns=ns, args="".join(", " + a for a in args),
+    return _C_API.format(header=f"{model.name}.hxx", ns=f"SOFIE_{model.name}", args="".join(", " + a for a in args),
                          create="weight_file, max_batch" if g.dynamic else "weight_file")
-    if sanitize:
-        exe, dat = sofie_build(model, {"capi.cpp": capi, "main.cpp": san.RUNNER}, "runner", cxx=cxx, blas=blas,
-                               flags=[f for f in san.FLAGS if f not in ("-Wall", "-Wextra")])
-        return san.SanitizedModel(g, exe, weight_file=dat)
-    lib, dat = sofie_build(model, {"capi.cpp": capi}, f"lib{model.name}.so", flags, cxx, blas, shared=True)
-    return CompiledModel(g, lib, weight_file=dat)
 
 
 def generate_with_root(model, directory: Path) -> tuple:
@@ -237,7 +201,7 @@ def generate_with_root(model, directory: Path) -> tuple:
 
 def sofie_can_parse(model) -> bool:
     """Whether every operator of the model's ONNX export is one SOFIE's parser reads."""
-    from .sofie.emit_onnx import SOFIE_OPS, model_op_types
+    from .onnx import SOFIE_OPS, model_op_types
     try:
         return model_op_types(model.to_onnx()) <= SOFIE_OPS
     except Exception:   # an operator without an export rule: SOFIE cannot have it either

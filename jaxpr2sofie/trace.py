@@ -10,8 +10,8 @@ import jax
 import numpy as np
 
 from .errors import TraceError, UnsupportedDtypeError
-from .sofie.dims import DynamicDimError, canon_shape, is_symbolic
-from .sofie.tensor import CTYPES, c_identifier, ctype
+from .ir.dims import DynamicDimError, canon_shape, is_symbolic
+from .ir.tensor import CTYPES, c_identifier, ctype
 
 # Errors JAX raises when a Python-level decision or a shape depends on a traced value.
 _DATA_DEPENDENT = tuple(

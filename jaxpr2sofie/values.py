@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .sofie.ops.base import Scalar
+from .ir.ops.base import Scalar
 
 __all__ = ["Const", "Poison", "Unsupported", "Scalar"]
 

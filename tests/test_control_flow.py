@@ -7,7 +7,8 @@ import numpy as np
 from jax import lax
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie.sofie.graph import touched
+from jaxpr2sofie.ir.graph import touched
+from jaxpr2sofie.cpp import memory
 
 from helpers import convert_and_check
 
@@ -83,8 +84,8 @@ def test_loop_buffers_outer_tensors_and_carries_are_never_shared_inside_the_loop
     # unfused, so that the body's chain leaves intermediates in memory for the plan to share
     m = convert_and_check(lambda xs: f(*xs), None, (x, y), disable_passes=["fuse_elementwise"])
     g = m.graph
-    slots, assign = g.buffer_plan()
-    base = g.plan()
+    slots, assign = memory.buffer_plan(g)
+    base = memory.plan(g)
     (loop,) = [op for op in g.ops if op.subgraphs()]
     slot = lambda n: assign.get(base[n])
     pinned = {base[n] for n in [*loop.inputs, *loop.outputs, *loop.body.inputs] if slot(n) is not None}
@@ -108,7 +109,7 @@ def test_branches_share_memory():
         v[0, k] = 9.0
     m = convert_and_check(f, None, inputs[0], extra_inputs=inputs[1:])
     (switch,) = [op for op in m.graph.ops if op.subgraphs()]
-    slots, assign = m.graph.buffer_plan()
+    slots, assign = memory.buffer_plan(m.graph)
     per_branch = [{assign[n] for op in b.ops for n in touched(op) if n in assign} for b in switch.branches]
     assert per_branch[0] & per_branch[1] & per_branch[2], "the branches should reuse each other's buffers"
 
@@ -144,7 +145,7 @@ def test_branches_and_loops_nested_in_each_other():
 def _carries_in_place(m):
     """The scan's Loop operator, and per carry whether its new value shares the state's buffer."""
     loop = next(op for op in m.graph.walk() if type(op).__name__ == "Loop")
-    base = m.graph.plan()
+    base = memory.plan(m.graph)
     nc = loop.n_carry
     return loop, [base[new] == base[state] for new, state in zip(loop.body.outputs[:nc], loop.body.inputs[:nc])]
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie.build import find_blas
+from jaxpr2sofie.cpp.build import find_blas
 
 from helpers import assert_close
 

@@ -17,7 +17,7 @@ import pytest
 from jax import lax
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie.build import find_blas
+from jaxpr2sofie.cpp.build import find_blas
 
 from helpers import assert_close
 

@@ -17,6 +17,7 @@ from jax import export, lax
 
 import jaxpr2sofie as j2s
 from jaxpr2sofie.errors import InputError, TraceError, UnsupportedPrimitiveError
+from jaxpr2sofie.cpp import memory
 
 from helpers import assert_close
 from test_cpp_session import _build, _cxx, _parse, _run, _write_floats
@@ -273,7 +274,7 @@ def test_summary_shows_symbolic_shapes_per_event_flops_and_the_arena():
     per_event = 2 * (16 * 64 + 64 * 32 + 32 * 3) + (64 + 32) * 2   # products; fused biases, relu and tanh
     assert f"({per_event} FLOPs per event" in text, text
     # the arena holds the widest pair of live tensors at max_batch 8, 64-byte aligned, as one allocation
-    assert f"at max_batch=8" in text and m.scratch_bytes(8) == m.graph.arena(8)[1]
+    assert f"at max_batch=8" in text and m.scratch_bytes(8) == memory.arena(m.graph, 8)[1]
     assert m.scratch_bytes(100) > m.scratch_bytes(8)
 
 
@@ -392,7 +393,7 @@ def test_model_tests_networks_at_a_run_time_batch_in_cpp_and_onnx(label):
 
 # ------------------------------------------------------------------------------ memory arena
 def test_tensors_of_different_dtypes_share_arena_memory():
-    from jaxpr2sofie.sofie.emit_cpp import retyped
+    from jaxpr2sofie.cpp.emit import retyped
 
     def f(x):
         t = jnp.sin(x) * 2.0                          # float intermediates die here ...
@@ -402,7 +403,7 @@ def test_tensors_of_different_dtypes_share_arena_memory():
     for batch in (None, "dynamic"):
         # unfused: fused, the chain is one loop and nothing of another dtype is left in memory
         m = j2s.convert(f, None, x, batch=batch, disable_passes=["fuse_elementwise"])
-        slots, _ = m.graph.buffer_plan()
+        slots, _ = memory.buffer_plan(m.graph)
         assert retyped(m.graph, slots), [[m.graph.tensors[n].dtype for n in s] for s in slots]
         assert "std::atomic_signal_fence" in m.header()
         c = m.compile()

@@ -12,7 +12,7 @@ import pytest
 from jax import lax
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie import build
+from jaxpr2sofie.cpp import build
 from jaxpr2sofie.primitives import HANDLERS, Handler, check_params
 
 X = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
@@ -72,8 +72,8 @@ def test_problems_inside_loops_and_branches_listed_at_once():
 
 def test_operator_shape_inference_failure_is_a_collected_problem():
     from jaxpr2sofie.lowering import Lowering
-    from jaxpr2sofie.sofie.graph import Graph
-    from jaxpr2sofie.sofie.ops.elementwise import Elementwise
+    from jaxpr2sofie.ir.graph import Graph
+    from jaxpr2sofie.ir.ops.elementwise import Elementwise
     from jaxpr2sofie.values import Unsupported
     g = Graph("g")
     a, b = g.add_input("a", (2, 3), "float32"), g.add_input("b", (4, 5), "float32")
@@ -84,8 +84,8 @@ def test_operator_shape_inference_failure_is_a_collected_problem():
 
 def test_unexpected_primitive_parameter_is_reported():
     h = HANDLERS["tanh"]
-    assert check_params("tanh", h, {"accuracy": None}) == set()
-    assert check_params("tanh", h, {"accuracy": None, "new_knob": 3}) == {"new_knob"}
+    assert check_params(h, {"accuracy": None}) == set()
+    assert check_params(h, {"accuracy": None, "new_knob": 3}) == {"new_knob"}
 
 
 def test_duplicate_registration_refused():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie.build import find_blas, shared_blas_library
+from jaxpr2sofie.cpp.build import find_blas, shared_blas_library
 from jaxpr2sofie.examples import example_input, function, params
 
 from helpers import assert_close

@@ -8,11 +8,12 @@ import numpy as np
 from jax import lax
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie.sofie.graph import Graph
-from jaxpr2sofie.sofie.ops.elementwise import Elementwise
-from jaxpr2sofie.sofie.ops.fused import FusedElementwise
-from jaxpr2sofie.sofie.ops.linalg import MatMul
-from jaxpr2sofie.sofie.usedef import UseDef, fixed_point
+from jaxpr2sofie.ir.graph import Graph
+from jaxpr2sofie.ir.ops.elementwise import Elementwise
+from jaxpr2sofie.ir.ops.fused import FusedElementwise
+from jaxpr2sofie.ir.ops.linalg import MatMul
+from jaxpr2sofie.ir.usedef import UseDef, fixed_point
+from jaxpr2sofie.cpp import memory
 
 from helpers import assert_close, convert_and_check
 
@@ -47,7 +48,7 @@ def test_gelu_and_layernorm_chains_run_as_fused_loops_and_match_jax():
     assert not any(type(op) is Elementwise and op.kind == "tanh" for op in m.graph.ops)
     assert "detail::vm_tanh(" in m.header()
     # the values a fused loop keeps in registers get no memory
-    slots, assign = m.graph.buffer_plan()
+    slots, assign = memory.buffer_plan(m.graph)
     internal = {n for op in fused for n in op.internal}
     assert internal and not internal & set(assign)
     assert all(m.graph.tensors[n].kind == "fused" for n in internal)
@@ -129,7 +130,7 @@ def _tiny_graph():
 
 
 def test_use_def_index_follows_the_edits_of_a_fixed_point_rewrite():
-    from jaxpr2sofie.sofie.passes import _absorb_bias, _absorb_relu
+    from jaxpr2sofie.passes.fusion import _absorb_bias, _absorb_relu
     g = _tiny_graph()
     (mm, add, relu) = g.ops
     assert fixed_point(g, _absorb_bias) == 1

@@ -20,13 +20,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import jaxpr2sofie as j2s  # noqa: E402
-from jaxpr2sofie.primitives.cases import all_cases  # noqa: E402
-from jaxpr2sofie.sofie.dims import Sym  # noqa: E402
-from jaxpr2sofie.sofie.emit_onnx import (DEFAULT_OPSET, SOFIE_OPS, OnnxExportError, model_op_types,  # noqa: E402
-                                         to_onnx)
-from jaxpr2sofie.sofie.graph import Graph  # noqa: E402
-from jaxpr2sofie.sofie.ops.base import Op  # noqa: E402
-from jaxpr2sofie.sofie.ops.elementwise import Elementwise  # noqa: E402
+from primitive_cases import all_cases  # noqa: E402
+from jaxpr2sofie.ir.dims import Sym  # noqa: E402
+from jaxpr2sofie.onnx import DEFAULT_OPSET, SOFIE_OPS, OnnxExportError, model_op_types, to_onnx
+from jaxpr2sofie.ir.graph import Graph  # noqa: E402
+from jaxpr2sofie.ir.ops.base import Op  # noqa: E402
+from jaxpr2sofie.ir.ops.elementwise import Elementwise  # noqa: E402
 
 import test_models as tm  # noqa: E402  (the model builders, not their tests)
 from helpers import assert_close  # noqa: E402
@@ -63,7 +62,7 @@ def export_and_check(m, *inputs, atol=ATOL, opset=None):
 
 # -- (a) every primitive case ---------------------------------------------------------------------
 
-CASES = [c for c in all_cases() if not c.slow]
+CASES = all_cases()
 
 
 def _case_param(c):
@@ -258,7 +257,7 @@ def test_gemm_without_bias_has_no_c_input():
 # -- files, dims, errors ------------------------------------------------------------------------
 
 def test_writes_a_file_without_a_compiler(tmp_path, monkeypatch):
-    import jaxpr2sofie.build as build
+    import jaxpr2sofie.cpp.build as build
 
     def no_compiler(*a, **k):
         raise AssertionError("to_onnx must not compile C++")
@@ -487,7 +486,7 @@ def test_max_pool_gradient(name):
 
 
 def test_scatter_with_a_symbolic_dimension_is_refused_with_the_reason():
-    from jaxpr2sofie.sofie.ops.gather import Scatter
+    from jaxpr2sofie.ir.ops.gather import Scatter
     g = Graph("DynScatter")
     x = g.add_input("x", (Sym.batch(), 3), "float32")
     i = g.add_input("i", (2, 1), "int32")

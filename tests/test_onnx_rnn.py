@@ -15,13 +15,13 @@ ort = pytest.importorskip("onnxruntime")
 
 import jaxpr2sofie as j2s  # noqa: E402
 from jaxpr2sofie.errors import UnsupportedPrimitiveError  # noqa: E402
-from jaxpr2sofie.sofie.dims import Sym  # noqa: E402
-from jaxpr2sofie.sofie.emit_onnx import SOFIE_OPS, model_op_types, rnn, to_onnx  # noqa: E402
-from jaxpr2sofie.sofie.graph import Graph  # noqa: E402
-from jaxpr2sofie.sofie.ops.control import Loop  # noqa: E402
-from jaxpr2sofie.sofie.ops.elementwise import Elementwise  # noqa: E402
-from jaxpr2sofie.sofie.ops.linalg import MatMul  # noqa: E402
-from jaxpr2sofie.sofie.ops.movement import Transpose  # noqa: E402
+from jaxpr2sofie.ir.dims import Sym  # noqa: E402
+from jaxpr2sofie.onnx import SOFIE_OPS, model_op_types, rnn, to_onnx  # noqa: E402
+from jaxpr2sofie.ir.graph import Graph  # noqa: E402
+from jaxpr2sofie.ir.ops.control import Loop  # noqa: E402
+from jaxpr2sofie.ir.ops.elementwise import Elementwise  # noqa: E402
+from jaxpr2sofie.ir.ops.linalg import MatMul  # noqa: E402
+from jaxpr2sofie.ir.ops.movement import Transpose  # noqa: E402
 
 from helpers import assert_close  # noqa: E402
 from test_onnx import ATOL, _keras, export_and_check, run_onnx  # noqa: E402

@@ -5,7 +5,7 @@ import jax
 import pytest
 
 from jaxpr2sofie.primitives import HANDLERS
-from jaxpr2sofie.primitives.cases import all_cases
+from primitive_cases import all_cases
 from jaxpr2sofie.trace import primitive_inventory
 
 from helpers import run_case
@@ -14,7 +14,7 @@ CASES = all_cases()
 
 
 def _marks(c):
-    marks = [pytest.mark.slow] if c.slow else []
+    marks = []
     if c.known_bug:
         marks.append(pytest.mark.skip(reason=f"open bug: {c.known_bug}"))
     return marks
@@ -59,7 +59,7 @@ def test_every_registered_primitive_has_several_cases():
     assert not thin, f"primitives with a single test case: {thin}"
 
 
-from jaxpr2sofie.sofie.ops.fused import FusedElementwise  # noqa: E402
+from jaxpr2sofie.ir.ops.fused import FusedElementwise  # noqa: E402
 
 
 def _op_types(graph) -> set:

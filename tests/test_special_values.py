@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxpr2sofie.build import DEFAULT_FLAGS
+from jaxpr2sofie.cpp.build import DEFAULT_FLAGS
 
 from helpers import assert_close, convert_and_check
 

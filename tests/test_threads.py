@@ -11,8 +11,8 @@ import pytest
 from jax import lax
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie import build
-from jaxpr2sofie.sofie.rows import split_refusal
+from jaxpr2sofie.cpp import build
+from jaxpr2sofie.ir.rows import split_refusal
 
 from helpers import assert_close
 from test_cpp_session import _build, _cxx, _parse, _run, _write_floats

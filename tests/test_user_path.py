@@ -17,7 +17,7 @@ import pytest
 
 import jaxpr2sofie as j2s
 from jaxpr2sofie import source
-from jaxpr2sofie.sofie.ops.linalg import ROWS_GEMM
+from jaxpr2sofie.cpp.ops.linalg import ROWS_GEMM
 
 from helpers import assert_close
 

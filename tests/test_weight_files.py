@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxpr2sofie as j2s
-from jaxpr2sofie.build import CompiledModel, compile_library
+from jaxpr2sofie.cpp.build import CompiledModel, compile_library
 
 from helpers import assert_close
 

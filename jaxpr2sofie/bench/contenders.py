@@ -149,7 +149,7 @@ class Ours(Contender):
     threads = "1: no threads of its own; OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1 for its sgemm calls"
 
     def absent(self) -> str:
-        from ..build import find_compiler
+        from ..cpp.build import find_compiler
         from ..errors import BuildError
         try:
             find_compiler()
@@ -158,7 +158,7 @@ class Ours(Contender):
         return ""
 
     def prepare(self, case: Case) -> Runner:
-        from ..build import build_timing_harness
+        from ..cpp.build import build_timing_harness
         m = sofie_model(case)
         out = m.compile()(case.x)
         return HarnessRunner(build_timing_harness(m.graph), out, flops=int(m.flops()))
@@ -195,8 +195,8 @@ class OursThreads(Ours):
         return self._models[key]
 
     def prepare(self, case: Case) -> Runner:
-        from ..build import build_timing_harness
-        from ..sofie import dims
+        from ..cpp.build import build_timing_harness
+        from ..ir import dims
         m, compiled = self._dynamic(case)
         out = compiled(case.x)
         harness = build_timing_harness(m.graph, batch=case.batch, n_threads=self.n_threads)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..build import cache_dir
+from ..cpp.build import cache_dir
 from .contenders import Case, Contender, Runner
 from .machine import tool
 

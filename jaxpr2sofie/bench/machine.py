@@ -15,7 +15,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from ..build import DEFAULT_FLAGS, find_blas, find_compiler
+from ..cpp.build import DEFAULT_FLAGS, find_blas, find_compiler
 
 # The CPU features that decide which kernels BLAS, XLA, ONNX Runtime and IREE pick.
 FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",

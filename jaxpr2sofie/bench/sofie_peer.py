@@ -13,7 +13,7 @@ import subprocess
 
 import numpy as np
 
-from ..build import ONE_THREAD
+from ..cpp.build import ONE_THREAD
 from .contenders import Case, Contender, Runner, sofie_model
 
 # usage: timing WEIGHTS check X.bin Y.bin | timing WEIGHTS ITERS REPS
@@ -73,7 +73,7 @@ class Sofie(Contender):
         return sofie_absent()
 
     def prepare(self, case: Case) -> Runner:
-        from ..sofie_backend import sofie_build
+        from ..sofie_oracle import sofie_build
         m = sofie_model(case)
         if m.graph.outputs[1:]:
             raise RuntimeError("the harness times one output")

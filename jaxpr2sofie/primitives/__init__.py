@@ -39,7 +39,7 @@ def handles(*prims, params=()):
     return register
 
 
-def check_params(name: str, handler: Handler, params: dict) -> set:
+def check_params(handler: Handler, params: dict) -> set:
     return handler.unexpected(params)
 
 

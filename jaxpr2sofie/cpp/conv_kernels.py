@@ -1,0 +1,259 @@
+"""C++ convolution kernels written once per header, with every size a run-time argument.
+
+Emitting each layer's loops with constant sizes let g++ specialise them, but it then optimised one
+loop nest per layer: MobileNetV2's header took a minute to build. Each layer now fills a ConvShape
+and calls one of these kernels, so g++ compiles each kernel once whatever the depth of the model;
+only the channel block (how many 8-float accumulators stay in registers) is a template argument,
+as registers must be named at compile time.
+
+Up to three spatial dimensions; fewer are padded with size-1 dimensions in front.
+Channels last: input [N, D, H, W, Cin], output [N, OD, OH, OW, Cout].
+"""
+from __future__ import annotations
+
+from ..ir.ops.conv import SPATIAL   # spatial dimensions of a ConvShape
+
+# Accumulators are explicit 8-float vectors: left to itself, g++ 12 vectorises these loops across
+# taps or pixels instead of channels and keeps the accumulators in scalar registers (4x slower).
+# No helper takes or returns an f8 by value, so no ABI note fires where AVX is not enabled.
+SIMD_HELPER = """\
+#if defined(__GNUC__) || defined(__clang__)
+typedef float f8 __attribute__((vector_size(32)));
+#else
+struct f8 {
+   float v[8];
+   f8& operator+=(const f8& o) { for (int i = 0; i < 8; ++i) v[i] += o.v[i]; return *this; }
+   friend f8 operator*(const f8& a, const f8& b) { f8 r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] * b.v[i]; return r; }
+};
+#endif
+inline void f8_load(f8& v, const float* p) { std::memcpy(&v, p, sizeof v); }
+inline void f8_store(float* p, const f8& v) { std::memcpy(p, &v, sizeof v); }
+#if defined(__GNUC__) || defined(__clang__)
+inline void f8_splat(f8& v, float a) { v = f8{a, a, a, a, a, a, a, a}; }
+#else
+inline void f8_splat(f8& v, float a) { for (int i = 0; i < 8; ++i) v.v[i] = a; }
+#endif
+"""
+
+_CONV = SIMD_HELPER + """\
+// The kernels are compiled once, as they are: without this, g++ inlines each call, whose shape is
+// a constant, and optimises a specialised copy per layer again (minutes of build for MobileNetV2).
+#ifndef J2S_KERNEL
+#if defined(__GNUC__) && !defined(__clang__)
+#define J2S_KERNEL __attribute__((noipa))
+#elif defined(__clang__)
+#define J2S_KERNEL __attribute__((noinline))
+#else
+#define J2S_KERNEL
+#endif
+#endif
+// A convolution's sizes: three spatial dimensions (size 1 where the model has fewer).
+struct ConvShape {
+   long n;                 // images
+   int in[3], out[3];      // spatial sizes of input and output
+   int k[3];               // kernel taps
+   int stride[3], lo[3];   // stride and low padding (negative: a crop)
+   int dil[3];             // kernel (rhs) dilation
+   int lhs[3];             // input (lhs) dilation: 1 but for transposed convolutions
+   int cin, cout;
+   long pixels() const { return static_cast<long>(out[0]) * out[1] * out[2]; }
+};
+
+// Elementwise stages applied to each block of output rows while it is in cache (see epilogue.py):
+// a function per stage combination, reached through a pointer so the kernels are compiled once.
+struct Epilogue {
+   void (*fn)(const void*, float*, long, long, int) = nullptr;
+   const void* stages = nullptr;
+   // `rows` rows of `cout` floats at y, which is element `at` of the output tensor
+   void operator()(float* y, long at, long rows, int cout) const {
+      if (fn) fn(stages, y, at, rows, cout);
+   }
+};
+
+// Compiled once per stage chain (J2S_KERNEL): inlined where a call's sizes are constants, g++ 12
+// vectorises short channel loops across rows instead, with permutes (several times slower).
+template <class E>
+J2S_KERNEL void run_epilogue(const void* stages, float* y, long at, long rows, int cout) {
+   const E& e = *static_cast<const E*>(stages);
+   for (long r = 0; r < rows; ++r) {
+      float* yr = y + r * cout;
+      const long base = at + r * cout;
+      for (int c = 0; c < cout; ++c)
+         yr[c] = e(yr[c], c, base + c);
+   }
+}
+
+template <class E>
+Epilogue epilogue_of(const E& e) { return Epilogue{&run_epilogue<E>, &e}; }
+
+// Taps [t0, t1) of one output position along one dimension whose input position
+// base + t * dil lies inside [0, size).
+inline void tap_range(long base, int size, int taps, int dil, int& t0, int& t1) {
+   if (dil == 1) {   // the usual case, without the divisions (they cost more than a small pixel)
+      t0 = base >= 0 ? 0 : static_cast<int>(-base);
+      t1 = base > size - 1 ? 0 : static_cast<int>(std::min<long>(taps, size - base));
+      return;
+   }
+   t0 = base >= 0 ? 0 : static_cast<int>((-base + dil - 1) / dil);
+   t1 = base > size - 1 ? 0 : static_cast<int>(std::min<long>(taps, (size - 1 - base) / dil + 1));
+}
+
+// Where an output pixel's window starts and which of its taps are real, per dimension.
+struct Window3 {
+   long base[3];
+   int t0[3], t1[3];
+   Window3(const ConvShape& s, const int* o) {
+      for (int d = 0; d < 3; ++d) {
+         base[d] = static_cast<long>(o[d]) * s.stride[d] - s.lo[d];
+         tap_range(base[d], s.in[d], s.k[d], s.dil[d], t0[d], t1[d]);
+      }
+   }
+};
+
+// Channels [c0, c0 + 8 NV) of one output pixel of a depthwise convolution (kernel [K..., C]).
+template <int NV>
+inline void depthwise_block(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, int c0) {
+   const int C = s.cout;
+   f8 acc[NV];
+   for (int v = 0; v < NV; ++v)   // one by one: "= {}" zeroes the array through memory (rep stos)
+      f8_splat(acc[v], 0.f);
+   f8 xv, kv;
+   for (int a = w.t0[0]; a < w.t1[0]; ++a)
+      for (int b = w.t0[1]; b < w.t1[1]; ++b) {
+         const float* xr = x + ((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * C + c0;
+         const float* kr = k + (static_cast<long>(a) * s.k[1] + b) * s.k[2] * C + c0;
+         for (int t = w.t0[2]; t < w.t1[2]; ++t) {
+            const float* xp = xr + (w.base[2] + t * s.dil[2]) * C;
+            const float* kp = kr + static_cast<long>(t) * C;
+            for (int v = 0; v < NV; ++v) {
+               f8_load(xv, xp + 8 * v);
+               f8_load(kv, kp + 8 * v);
+               acc[v] += xv * kv;
+            }
+         }
+      }
+   for (int v = 0; v < NV; ++v)
+      f8_store(y + c0 + 8 * v, acc[v]);
+}
+
+// Channels [c0, C) of one output pixel, fewer than 8: scalar.
+inline void depthwise_tail(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, int c0) {
+   const int C = s.cout;
+   for (int c = c0; c < C; ++c) {
+      float acc = 0.f;
+      for (int a = w.t0[0]; a < w.t1[0]; ++a)
+         for (int b = w.t0[1]; b < w.t1[1]; ++b)
+            for (int t = w.t0[2]; t < w.t1[2]; ++t)
+               acc += x[((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * C
+                        + (w.base[2] + t * s.dil[2]) * C + c]
+                      * k[((static_cast<long>(a) * s.k[1] + b) * s.k[2] + t) * C + c];
+      y[c] = acc;
+   }
+}
+
+// Every output channel of one pixel: blocks of 32 channels (4 accumulators, a quarter of the
+// vector registers), then the whole vectors left, then single channels.
+template <void (*Block1)(const ConvShape&, const Window3&, const float*, const float*, float*, int),
+          void (*Block2)(const ConvShape&, const Window3&, const float*, const float*, float*, int),
+          void (*Block3)(const ConvShape&, const Window3&, const float*, const float*, float*, int),
+          void (*Block4)(const ConvShape&, const Window3&, const float*, const float*, float*, int),
+          void (*Tail)(const ConvShape&, const Window3&, const float*, const float*, float*, int)>
+inline void conv_pixels(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
+   const long image_in = static_cast<long>(s.in[0]) * s.in[1] * s.in[2] * s.cin;
+   const int C = s.cout;
+   for (long n = 0; n < s.n; ++n)
+      for (int o0 = 0; o0 < s.out[0]; ++o0)
+         for (int o1 = 0; o1 < s.out[1]; ++o1) {
+            const long row = ((n * s.out[0] + o0) * s.out[1] + o1) * s.out[2];   // first pixel of the row
+            for (int o2 = 0; o2 < s.out[2]; ++o2) {
+               const int o[3] = {o0, o1, o2};
+               const Window3 w(s, o);
+               const float* xi = x + n * image_in;
+               float* yp = y + (row + o2) * C;
+               int c = 0;
+               for (; c + 32 <= C; c += 32)
+                  Block4(s, w, xi, k, yp, c);
+               switch ((C - c) / 8) {
+               case 3: Block3(s, w, xi, k, yp, c); c += 24; break;
+               case 2: Block2(s, w, xi, k, yp, c); c += 16; break;
+               case 1: Block1(s, w, xi, k, yp, c); c += 8; break;
+               default: break;
+               }
+               if (c < C)
+                  Tail(s, w, xi, k, yp, c);
+            }
+            epi(y + row * C, row * C, s.out[2], C);   // the row while it is in cache
+         }
+}
+
+// A depthwise convolution (one input channel per output channel, Cin == Cout), kernel [K..., C].
+J2S_KERNEL inline void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
+   conv_pixels<depthwise_block<1>, depthwise_block<2>, depthwise_block<3>, depthwise_block<4>, depthwise_tail>(
+      s, x, k, y, epi);
+}
+
+// Input position of tap t of output o along dimension d in the (lhs-dilated, padded) input,
+// as an index into the real input, or -1 where it falls on padding or a dilation hole.
+inline long input_at(const ConvShape& s, int d, long o, long t) {
+   const long p = o * s.stride[d] + t * s.dil[d] - s.lo[d];
+   if (s.lhs[d] == 1)   // no holes: no division
+      return p >= 0 && p < s.in[d] ? p : -1;
+   const long dilated = s.in[d] ? (static_cast<long>(s.in[d]) - 1) * s.lhs[d] + 1 : 0;
+   if (p < 0 || p >= dilated || p % s.lhs[d] != 0)
+      return -1;
+   return p / s.lhs[d];
+}
+
+// im2col for `nb` images from image `n0`: row (image, output pixel), column (tap, channel) over the
+// `cg` input channels from channel `c0`; zero where a tap falls on padding or a dilation hole.
+// A row of taps along the last dimension that reads consecutive whole pixels is one copy.
+J2S_KERNEL inline void im2col(const ConvShape& s, const float* x, float* col, long n0, long nb, int c0, int cg) {
+   const bool runs = s.lhs[2] == 1 && s.dil[2] == 1 && cg == s.cin;
+   const long row = static_cast<long>(s.k[2]) * cg;   // floats per row of taps
+   float* dst = col;
+   for (long n = n0; n < n0 + nb; ++n)
+      for (int o0 = 0; o0 < s.out[0]; ++o0)
+         for (int o1 = 0; o1 < s.out[1]; ++o1)
+            for (int o2 = 0; o2 < s.out[2]; ++o2)
+               for (int a = 0; a < s.k[0]; ++a)
+                  for (int b = 0; b < s.k[1]; ++b, dst += row) {
+                     const long p0 = input_at(s, 0, o0, a), p1 = input_at(s, 1, o1, b);
+                     if (p0 < 0 || p1 < 0) {
+                        std::fill_n(dst, row, 0.f);
+                        continue;
+                     }
+                     const float* src = x + ((n * s.in[0] + p0) * s.in[1] + p1) * s.in[2] * s.cin + c0;
+                     if (runs) {
+                        int t0, t1;
+                        tap_range(static_cast<long>(o2) * s.stride[2] - s.lo[2], s.in[2], s.k[2], 1, t0, t1);
+                        t0 = std::min(t0, s.k[2]);   // a window wholly in the padding: t0 may pass the end
+                        t1 = std::max(t0, t1);
+                        std::fill_n(dst, static_cast<long>(t0) * cg, 0.f);
+                        std::copy_n(src + (static_cast<long>(o2) * s.stride[2] - s.lo[2] + t0) * cg,
+                                    static_cast<long>(t1 - t0) * cg, dst + static_cast<long>(t0) * cg);
+                        std::fill_n(dst + static_cast<long>(t1) * cg, static_cast<long>(s.k[2] - t1) * cg, 0.f);
+                        continue;
+                     }
+                     for (int t = 0; t < s.k[2]; ++t) {
+                        const long p2 = input_at(s, 2, o2, t);
+                        if (p2 < 0)
+                           std::fill_n(dst + static_cast<long>(t) * cg, cg, 0.f);
+                        else
+                           std::copy_n(src + p2 * s.cin, cg, dst + static_cast<long>(t) * cg);
+                     }
+                  }
+}
+"""
+HELPERS = {"conv": _CONV}
+
+
+def shape_literal(n, spatial, outs, ksizes, strides, lows, dil, lhs, cin, cout) -> str:
+    """`detail::ConvShape{...}` for a convolution of 1 to 3 spatial dimensions (size-1 ones in front)."""
+    pad = SPATIAL - len(spatial)
+    assert 0 <= pad, "at most three spatial dimensions"
+
+    def arr(values, fill):
+        return "{" + ", ".join(str(v) for v in [fill] * pad + list(values)) + "}"
+
+    return (f"detail::ConvShape{{static_cast<long>({n}), {arr(spatial, 1)}, {arr(outs, 1)}, {arr(ksizes, 1)}, "
+            f"{arr(strides, 1)}, {arr(lows, 0)}, {arr(dil, 1)}, {arr(lhs, 1)}, {cin}, {cout}}}")

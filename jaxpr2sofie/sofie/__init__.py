@@ -1,1 +1,0 @@
-"""The operator layer, modeled on SOFIE: tensors, operators, graph passes and emitters."""
