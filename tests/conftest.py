@@ -17,6 +17,11 @@ def pytest_addoption(parser):
                      help="tests/fuzz: the seed every program is drawn from (default 0: the same programs each run)")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "jaxpr_only: traces with JAX only; runs no converter and no C++ "
+                                       "(counted apart in the summary)")
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--runslow"):
         return
@@ -33,6 +38,12 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter):
+    # tests that never run the converter are not conversion tests: say how many of the passes they are
+    passed = terminalreporter.stats.get("passed", [])
+    jaxpr_only = sum("jaxpr_only" in getattr(r, "keywords", {}) for r in passed)
+    if jaxpr_only:
+        terminalreporter.write_line(f"{jaxpr_only} of the {len(passed)} passed tests are jaxpr-only checks "
+                                    "(marked jaxpr_only): they run no converter and no C++")
     # the differential fuzzer's figures: distinct programs per family and verdict (tests/fuzz/runner.py)
     runner = __import__("sys").modules.get("runner")
     stats = getattr(runner, "FAMILY_STATS", None)

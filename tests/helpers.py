@@ -1,10 +1,26 @@
 """Convert -> compile -> compare with JAX, shared by every numerical test."""
 from __future__ import annotations
 
+import os
+import shutil
+
 import jax
 import numpy as np
+import pytest
 
 import jaxpr2sofie as j2s
+
+
+def require_tool(name, hint=""):
+    """The path of the executable `name`. Missing: a skip on a developer's machine, a failure in CI
+    (CI=true), where .ci/run installs every tool the README says the tests use."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not on PATH{': ' + hint if hint else ''}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: a tool the suite uses must be installed, not skipped)")
+    pytest.skip(message)
 
 
 # A float reference whose values all lie within this many tolerances of zero proves nothing: any

@@ -2,28 +2,23 @@
 versions of one model) in one translation unit and one program."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import jaxpr2sofie as j2s
 from jaxpr2sofie.build import find_blas
 
-from helpers import assert_close
+from helpers import assert_close, require_tool
 
 STRICT = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
 
 
 def _cxx():
-    cxx = shutil.which("g++")
-    if not cxx:
-        pytest.skip("g++ is not on PATH")
-    return cxx
+    return require_tool("g++")
 
 
 def _build_and_run(d: Path, sources, *args):

@@ -14,7 +14,7 @@ import jaxpr2sofie as j2s
 from jaxpr2sofie.build import find_blas, shared_blas_library
 from jaxpr2sofie.examples import example_input, function, params
 
-from helpers import assert_close
+from helpers import assert_close, require_tool
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT_DIR / "examples"
@@ -37,8 +37,7 @@ def _events(n=4):
 
 
 def test_cmake_example_builds_and_scores(jet_tagger, tmp_path):
-    if not shutil.which("cmake"):
-        pytest.skip("cmake is not installed (Debian: apt-get install cmake)")
+    require_tool("cmake", "Debian: apt-get install cmake")
     b = find_blas()
     build = tmp_path / "build"
     cfg = ["cmake", "-S", str(EXAMPLES / "cpp"), "-B", str(build), f"-DMODEL_DIR={jet_tagger}",
