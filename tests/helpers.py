@@ -42,9 +42,9 @@ def assert_close(got, want, rtol=1e-5, what="", allow_vanishing=False):
     assert got.shape == want.shape, f"{what}: shape {got.shape} != JAX {want.shape}"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != JAX {want.dtype}"
     if want.dtype.kind in "biu":
-        bad = np.argwhere(got != want)
+        bad = np.argwhere(np.atleast_1d(got != want))   # atleast_1d: argwhere of a 0-d array finds nothing
         assert bad.size == 0, f"{what}: {len(bad)} of {want.size} values differ, first at {tuple(bad[0])}: " \
-                              f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}"
+                              f"{np.atleast_1d(got)[tuple(bad[0])]} != {np.atleast_1d(want)[tuple(bad[0])]}"
         return
     g, w = got.astype(np.float64), want.astype(np.float64)
     finite = np.abs(w[np.isfinite(w)])

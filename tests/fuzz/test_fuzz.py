@@ -10,10 +10,13 @@ program's source, input seed and draw key: make it a Case beside its rule in jax
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+import jaxpr2sofie as j2s
+
 from families import FAMILIES, Drawer
-from runner import check_batch
+from runner import _batch_function, _compare, _differs, check_batch
 
 BATCH = 24   # programs per build: one g++ build (~3 s fixed cost) and one XLA compile for all of them
 # batches per family: (default, --fuzz-long)
@@ -43,3 +46,32 @@ def test_random_programs_match_jax(family, request):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_random_programs_at_a_run_time_batch_match_jax(family, request):
     _run(family, request, BUDGET_DYNAMIC, dynamic=True)
+
+
+# ------------------------------------------------------------------ the verdicts, without a C++ build
+def _one_program(source, shape):
+    from fuzz_programs import Arg, Program
+    prog = Program("sort", source, [Arg("a0", shape, "float32", ("f",))], ["v0"])
+    return prog, j2s.convert(_batch_function([prog]), {"p0": {}}, (np.zeros(shape, np.float32),), name="Fuzz")
+
+
+def test_verdicts_tell_ties_and_xla_miscompiles_from_mismatches():
+    """A discrete result that flips under a 1e-6 move of the input is a tie; one that does not is a
+    mismatch; a result that matches op-by-op JAX where jax.jit differs is xla_jit_differs."""
+    prog, model = _one_program("def p(w, a0):\n    v0 = jnp.argmax(a0)\n    return (v0,)\n", (2,))
+    flip = lambda *xs: np.int32(1 - int(np.argmax(xs[0])))   # noqa: E731 - a C++ that picks the other index
+    assert _compare([prog], flip, model, [np.array([0.5, 0.5 + 3e-8], np.float32)], 0) == [("tie", None)]
+    assert _compare([prog], flip, model, [np.array([0.1, 0.9], np.float32)], 0)[0][0] == "mismatch"
+    # issue 21's first reproducer: XLA folds the two dynamic slices without clamping the outer start
+    src = ("def p(w, a0):\n    z = a0 * 1.3\n    i = jnp.argmax(jnp.sum(z.reshape(6, -1), axis=1))\n"
+           "    a = lax.dynamic_slice_in_dim(z, i, 4, axis=0)\n    j = jnp.argmax(jnp.sum(a.reshape(4, -1), axis=1))\n"
+           "    v0 = lax.dynamic_slice_in_dim(a, j, 2, axis=0)\n    return (v0,)\n")
+    prog, model = _one_program(src, (6, 6, 1, 3))
+    for s in range(12):   # the first input whose first start is clamped
+        x = np.random.default_rng(s).standard_normal((6, 6, 1, 3)).astype(np.float32)
+        if np.argmax(np.sum(x.reshape(6, -1), axis=1)) > 2:
+            break
+    by_op = model.traced.reference_op_by_op(x)
+    verdict = _compare([prog], lambda *xs: by_op[0], model, [x], 0)
+    assert verdict == [("xla_jit_differs" if _differs([prog], model.traced.reference(x), by_op)[0] else "compared",
+                        None)]
