@@ -1,8 +1,10 @@
-"""Random well-typed JAX programs for differential fuzzing, as hypothesis strategies.
+"""Random well-typed JAX programs for differential fuzzing: generators from a numpy Generator to a
+Program (families.py lists them and what each must contain).
 
 A program is Python source (`def p(w, a0, a1, ...)`) built one equation at a time by a `Builder`:
 each step is a JAX expression over earlier values, checked with `jax.eval_shape` (a step JAX
-rejects is simply not taken), so shapes and dtypes are JAX's own. The source is the reproducer:
+rejects as ill-typed is not taken; any other error, a typo in a template, propagates), so shapes
+and dtypes are JAX's own. The source is the reproducer:
 a failing program prints it with its input specs and seed.
 
 Keeping comparisons meaningful (no false alarms):
