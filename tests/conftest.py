@@ -13,6 +13,13 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run model-zoo sized cases")
     parser.addoption("--fuzz-long", action="store_true", default=False,
                      help="tests/fuzz: thousands of random programs instead of the short fixed-seed run")
+    parser.addoption("--fuzz-seed", type=int, default=0,
+                     help="tests/fuzz: the seed every program is drawn from (default 0: the same programs each run)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "jaxpr_only: traces with JAX only; runs no converter and no C++ "
+                                       "(counted apart in the summary)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -31,10 +38,29 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter):
-    # the differential fuzzer's figures (programs run, builds, mismatches, documented skips)
+    # tests that never run the converter are not conversion tests: say how many of the passes they are
+    passed = terminalreporter.stats.get("passed", [])
+    jaxpr_only = sum("jaxpr_only" in getattr(r, "keywords", {}) for r in passed)
+    if jaxpr_only:
+        terminalreporter.write_line(f"{jaxpr_only} of the {len(passed)} passed tests are jaxpr-only checks "
+                                    "(marked jaxpr_only): they run no converter and no C++")
+    # the differential fuzzer's figures: distinct programs per family and verdict (tests/fuzz/runner.py)
     runner = __import__("sys").modules.get("runner")
-    stats = getattr(runner, "STATS", None)
-    if stats:
-        terminalreporter.write_line("fuzz: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
-        for reason, n in runner.SKIPS.most_common():
-            terminalreporter.write_line(f"fuzz skip x{n}: {reason}")
+    stats = getattr(runner, "FAMILY_STATS", None)
+    if not stats:
+        return
+    cols = ("compared", "xla_jit_differs", "tie", "refused", "skipped", "mismatch")
+    write = terminalreporter.write_line
+    write(f"fuzz: distinct programs per family ({runner.STATS['builds']} builds)")
+    write(f"  {'family':<12} {'mode':<15}" + "".join(f"{c:>16}" for c in cols))
+    total = {c: 0 for c in cols}
+    for (family, mode), c in sorted(stats.items()):
+        write(f"  {family:<12} {mode:<15}" + "".join(f"{c[k]:>16}" for k in cols))
+        for k in cols:
+            total[k] += c[k]
+    write(f"  {'all':<12} {'':<15}" + "".join(f"{total[k]:>16}" for k in cols))
+    write("  (xla_jit_differs: jax.jit and op-by-op JAX disagree, the C++ matches op by op; counted in compared too)")
+    for family, prims in sorted(runner.COVERED.items()):
+        write(f"fuzz primitives applied [{family}]: " + ", ".join(f"{p} {n}" for p, n in sorted(prims.items())))
+    for reason, n in runner.SKIPS.most_common():
+        write(f"fuzz refused x{n}: {reason}")

@@ -5,7 +5,6 @@ unit, moving sessions, and (where installed) clang++ and ROOT's cling."""
 from __future__ import annotations
 
 import ctypes.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from jax import lax
 import jaxpr2sofie as j2s
 from jaxpr2sofie.cpp.build import find_blas
 
-from helpers import assert_close
+from helpers import assert_close, require_tool
 
 STRICT = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
 
@@ -65,10 +64,7 @@ X_TWO = np.zeros((3, 5), np.float32)
 
 # ------------------------------------------------------------------------------------ helpers
 def _cxx():
-    cxx = shutil.which("g++")
-    if not cxx:
-        pytest.skip("g++ is not on PATH")
-    return cxx
+    return require_tool("g++")
 
 
 def _build(cxx, sources, exe: Path, include_dir: Path, uses_blas=True):
@@ -406,9 +402,7 @@ def test_weight_file_with_data_after_the_last_tensor(single_exe, gen, tmp_path):
 
 # ------------------------------------------------------------------------ other compilers / cling
 def test_header_compiles_with_clang(gen, tagger_inputs, tmp_path):
-    clang = shutil.which("clang++")
-    if not clang:
-        pytest.skip("clang++ is not on PATH: only g++ was checked for warning-free compilation")
+    clang = require_tool("clang++", "only g++ was checked for warning-free compilation")
     d, _ = gen
     src, other = tmp_path / "multi.cpp", tmp_path / "other_tu.cpp"
     src.write_text(MULTI_MAIN)

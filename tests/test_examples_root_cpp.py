@@ -14,7 +14,7 @@ import jaxpr2sofie as j2s
 from jaxpr2sofie.cpp.build import find_blas, shared_blas_library
 from jaxpr2sofie.examples import example_input, function, params
 
-from helpers import assert_close
+from helpers import assert_close, require_tool
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT_DIR / "examples"
@@ -37,8 +37,7 @@ def _events(n=4):
 
 
 def test_cmake_example_builds_and_scores(jet_tagger, tmp_path):
-    if not shutil.which("cmake"):
-        pytest.skip("cmake is not installed (Debian: apt-get install cmake)")
+    require_tool("cmake", "Debian: apt-get install cmake")
     b = find_blas()
     build = tmp_path / "build"
     cfg = ["cmake", "-S", str(EXAMPLES / "cpp"), "-B", str(build), f"-DMODEL_DIR={jet_tagger}",
@@ -51,7 +50,7 @@ def test_cmake_example_builds_and_scores(jet_tagger, tmp_path):
                          input="\n".join(" ".join(f"{v:.9g}" for v in row) for row in x) + "\n")
     assert res.returncode == 0, res.stderr
     got = np.array([[float(v) for v in l.split()] for l in res.stdout.splitlines()], np.float32)
-    assert_close(got, np.asarray(function(params, x)), atol=1e-5, what="CMake example")
+    assert_close(got, np.asarray(function(params, x)), rtol=1e-5, what="CMake example")
 
 
 def test_root_macro_runs_with_root_b_q(jet_tagger, tmp_path):
@@ -66,7 +65,7 @@ def test_root_macro_runs_with_root_b_q(jet_tagger, tmp_path):
     assert res.returncode == 0 and len(lines) == 3, res.stdout[-3000:] + res.stderr[-3000:]
     got = np.array([[float(v) for v in l.split(":")[1].split()] for l in lines], np.float32)
     x = np.array([[0.1 * (k - 8) + 0.5 * e for k in range(16)] for e in range(3)], np.float32)
-    assert_close(got, np.asarray(function(params, x)), atol=1e-5, what="ROOT macro")
+    assert_close(got, np.asarray(function(params, x)), rtol=1e-5, what="ROOT macro")
 
 
 def _run_tutorial(script: str, tmp_path: Path, *args) -> str:

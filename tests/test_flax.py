@@ -36,9 +36,7 @@ def check(model, want, x, atol=ATOL):
     want_paths = jax.tree_util.tree_flatten_with_path(want)[0]
     assert len(got) == len(want_paths)
     for g, (path, w) in zip(got, want_paths):
-        w = np.asarray(w)
-        scale = float(np.nanmax(np.abs(w), initial=0.0)) if w.dtype.kind == "f" else 1.0
-        assert_close(g, w, atol * max(1.0, scale), what=f"{model.name} output {jax.tree_util.keystr(path)}")
+        assert_close(g, np.asarray(w), atol, what=f"{model.name} output {jax.tree_util.keystr(path)}")
     return model
 
 

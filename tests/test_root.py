@@ -113,7 +113,7 @@ def test_define_scores_every_event_multithreaded(work, folder):
     assert sorted(ids.tolist()) == list(range(N_EVENTS)), "every event scored exactly once"
     assert out["slots"] == 2 and out["type"] == "float"
     want = _scores(p, _as_root_sees(np.load(d / "events.npz")["x"]))
-    assert_close(np.array(out["score"], np.float32), want[ids], atol=1e-5, what="RDataFrame MT")
+    assert_close(np.array(out["score"], np.float32), want[ids], rtol=1e-5, what="RDataFrame MT")
 
 
 def test_define_with_one_rvec_column_per_input(work):
@@ -134,7 +134,7 @@ def test_define_with_one_rvec_column_per_input(work):
     jets = np.array(out["jets"], np.float32).reshape(-1, 4, 2)
     lep = np.array(out["lep"], np.float32)
     want = jax.vmap(lambda j, l: _two_inputs(q, (j, l[None])))(jets, lep)
-    assert_close(np.array(out["probs"], np.float32), np.asarray(want).reshape(-1, 3), atol=1e-5, what="RVec inputs")
+    assert_close(np.array(out["probs"], np.float32), np.asarray(want).reshape(-1, 3), rtol=1e-5, what="RVec inputs")
 
 
 def test_errors_before_the_event_loop(work):
@@ -190,4 +190,4 @@ def test_distributed_dask_scores_every_event_once(work):
     assert out["workers"] == 2
     assert len(ids) == N_EVENTS and sorted(ids.tolist()) == list(range(N_EVENTS)), "every event scored exactly once"
     want = _scores(p, _as_root_sees(np.load(d / "events.npz")["x"]))
-    assert_close(np.array(out["score"], np.float32), want[ids], atol=1e-5, what="distributed")
+    assert_close(np.array(out["score"], np.float32), want[ids], rtol=1e-5, what="distributed")

@@ -194,7 +194,7 @@ def test_readme_cpp_build_line_builds_and_runs(tmp_path):
     assert res.returncode == 0, f"{build}\n{res.stderr[-4000:]}"
     got = np.array([float(v) for v in res.stdout.split()], np.float32)
     want = np.asarray(net(params, np.full((1, 16), 0.5, np.float32))).ravel()
-    assert_close(got, want, atol=1e-5, what="README C++ program")
+    assert_close(got, want, rtol=1e-5, what="README C++ program")
 
 
 def test_header_without_blas_links_at_O0_without_a_blas_library(tmp_path):

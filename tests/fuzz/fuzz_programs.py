@@ -1,8 +1,10 @@
-"""Random well-typed JAX programs for differential fuzzing, as hypothesis strategies.
+"""Random well-typed JAX programs for differential fuzzing: generators from a numpy Generator to a
+Program (families.py lists them and what each must contain).
 
 A program is Python source (`def p(w, a0, a1, ...)`) built one equation at a time by a `Builder`:
 each step is a JAX expression over earlier values, checked with `jax.eval_shape` (a step JAX
-rejects is simply not taken), so shapes and dtypes are JAX's own. The source is the reproducer:
+rejects as ill-typed is not taken; any other error, a typo in a template, propagates), so shapes
+and dtypes are JAX's own. The source is the reproducer:
 a failing program prints it with its input specs and seed.
 
 Keeping comparisons meaningful (no false alarms):
@@ -18,9 +20,9 @@ Keeping comparisons meaningful (no false alarms):
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
-import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,14 @@ ENV = {"jax": jax, "jnp": jnp, "lax": lax, "np": np}
 DIMS = (1, 1, 2, 3, 4, 5)
 MAX_SIZE = 150
 INT_LIMIT = 1 << 20          # bound on |int| values: products stay far below 2**31
+# What JAX raises for an ill-typed step (shapes that do not match, an axis out of range). Anything
+# else -- a NameError or AttributeError from a typo in a template -- propagates and fails the run.
+REJECTED = (TypeError, ValueError, IndexError)
+
+
+class NoProgram(Exception):
+    """This draw gave no program (every step was ill-typed); counted, and the run fails when it
+    happens for more than a few draws of a family."""
 
 
 @dataclass
@@ -57,6 +67,8 @@ class Program:
     args: list
     outputs: list = field(default_factory=list)
     atol: float = 1e-5
+    key: tuple = ()           # families.draw(family, key) gives this program again
+    applied: set = field(default_factory=set)   # the family's primitives it applies (families.py)
 
     def function(self):
         env = dict(ENV)
@@ -75,7 +87,7 @@ class Program:
     def describe(self) -> str:
         specs = ", ".join(f"{a.name}{'(weight)' if a.weight else ''}: {a.dtype}{list(a.shape)} {a.kind}"
                           for a in self.args)
-        return f"[{self.family}] inputs {specs}\n{self.source}"
+        return f"[{self.family}] families.draw({self.family!r}, {self.key}); inputs {specs}\n{self.source}"
 
 
 def make_array(a: Arg, rng) -> np.ndarray:
@@ -96,10 +108,12 @@ def size(shape) -> int:
 
 
 class Builder:
-    """Accumulates one program. `draw` is hypothesis' draw function."""
+    """Accumulates one program, drawing every choice from `rng` (a numpy Generator): the same
+    seed gives the same program, and the first program of a run is as random as the thousandth
+    (no "simplest example first" phase, unlike hypothesis)."""
 
-    def __init__(self, draw, family):
-        self.draw = draw
+    def __init__(self, rng, family):
+        self.rng = rng
         self.family = family
         self.args: list[Arg] = []
         self.pool: list[Val] = []
@@ -107,16 +121,26 @@ class Builder:
         self.structs: dict = {}
         self.atol = 1e-5
         self.allow_empty = False   # zero-size intermediates (empty slices, pads that crop everything)
+        self.rejected_steps = Counter()
 
     # -- drawing helpers ---------------------------------------------------------------
     def choice(self, seq):
-        return self.draw(st.sampled_from(list(seq)))
+        seq = list(seq)
+        return seq[int(self.rng.integers(len(seq)))]
 
     def integer(self, lo, hi):
-        return self.draw(st.integers(lo, hi))
+        return int(self.rng.integers(lo, hi + 1))
 
     def coin(self, p=0.5):
-        return self.draw(st.floats(0, 1)) < p
+        return bool(self.rng.random() < p)
+
+    def permutation(self, seq):
+        seq = list(seq)
+        return [seq[int(i)] for i in self.rng.permutation(len(seq))]
+
+    def subset(self, r):
+        """A sorted non-empty set of axes out of range(r)."""
+        return tuple(sorted({self.integer(0, r - 1) for _ in range(self.integer(1, r))}))
 
     def shape(self, min_rank=0, max_rank=4, max_size=MAX_SIZE):
         rank = self.integer(min_rank, max_rank)
@@ -139,7 +163,7 @@ class Builder:
         layout = self.choice(["plain", "plain", "transposed", "strided"]) if viewable else "plain"
         stored, expr = shape, None
         if layout == "transposed" and len(shape) >= 2:
-            perm = list(self.draw(st.permutations(range(len(shape)))))
+            perm = list(self.permutation(range(len(shape))))
             stored = tuple(shape[p] for p in perm)
             inv = tuple(int(i) for i in np.argsort(perm))
             expr = f"jnp.transpose({{a}}, {inv})"
@@ -164,7 +188,8 @@ class Builder:
         try:
             out = jax.eval_shape(lambda *vs: eval(expr, {**ENV, **dict(zip(names, vs))}),  # noqa: S307
                                  *self.structs.values())
-        except Exception:   # an ill-typed step is not taken
+        except REJECTED as e:   # an ill-typed step is not taken (JAX's own shape and type checks)
+            self.rejected_steps[type(e).__name__] += 1
             return None
         if not hasattr(out, "shape") or (size(out.shape) == 0 and not self.allow_empty) or size(out.shape) > max_size:
             return None
@@ -194,10 +219,13 @@ class Builder:
         return self.emit(f"{v.name} * {2.0 ** -k!r}", bound=v.bound * 2.0 ** -k, exact=v.exact, max_size=1 << 20) or v
 
     def program(self, outputs, atol=None) -> Program:
+        args = {a.name for a in self.args}
         outs = []
         for o in outputs:
-            if o is not None and o.name not in outs:
+            if o is not None and o.name not in outs and o.name not in args:
                 outs.append(o.name)
+        if not outs or not self.lines:   # JAX rejected every step drawn: nothing to compare
+            raise NoProgram(f"[{self.family}] no equation was accepted ({dict(self.rejected_steps)} rejected)")
         params = ", ".join(["w"] + [a.name for a in self.args if not a.weight])
         body = [f'{a.name} = w["{a.name}"]' for a in self.args if a.weight] + self.lines
         body.append(f"return ({', '.join(outs)},)")
@@ -368,7 +396,7 @@ def apply_movement(b: Builder, x: Val) -> Val | None:
                      "dynamic_slice", "split_stack"])
     keep = dict(bound=x.bound, exact=x.exact)
     if kind == "transpose" and r >= 2:
-        perm = tuple(b.draw(st.permutations(range(r))))
+        perm = tuple(b.permutation(range(r)))
         return b.emit(f"jnp.transpose({x.name}, {perm})", **keep)
     if kind == "reshape":
         n, dims = size(shape), []
@@ -402,7 +430,7 @@ def apply_movement(b: Builder, x: Val) -> Val | None:
             starts.append(s), limits.append(e), steps.append(b.choice([1, 1, 2, 3]))
         return b.emit(f"lax.slice({x.name}, {tuple(starts)}, {tuple(limits)}, {tuple(steps)})", **keep)
     if kind == "rev" and r:
-        dims = tuple(sorted(set(b.draw(st.lists(st.integers(0, r - 1), min_size=1, max_size=r)))))
+        dims = tuple(sorted(set(b.subset(r))))
         return b.emit(f"lax.rev({x.name}, {dims})", **keep)
     if kind == "pad" and r:
         cfg = []
@@ -441,7 +469,7 @@ def apply_reduction(b: Builder, x: Val) -> Val | None:
     r = len(x.shape)
     if r == 0:
         return None
-    axes = tuple(sorted(set(b.draw(st.lists(st.integers(0, r - 1), min_size=1, max_size=r)))))
+    axes = tuple(sorted(set(b.subset(r))))
     n = size([x.shape[a] for a in axes])
     ax = b.integer(0, r - 1)
     kind = b.choice(["sum", "max", "min", "prod", "mean", "var", "argmax", "argmin", "cumsum", "cumprod",
@@ -491,14 +519,14 @@ def apply_reduction(b: Builder, x: Val) -> Val | None:
 def dot_dimension_numbers(b: Builder, lhs_shape):
     """Random batch / contracting dims for a lhs of this shape; the rhs shape in a random order."""
     r = len(lhs_shape)
-    dims = list(b.draw(st.permutations(range(r))))
+    dims = list(b.permutation(range(r)))
     nb = b.integer(0, min(2, r - 1))
     nc = b.integer(1 if r - nb >= 1 else 0, min(2, r - nb))
     lb, lc = dims[:nb], dims[nb:nb + nc]
     rfree = [b.choice([1, 2, 3, 4]) for _ in range(b.integer(0, 2))]
     # rhs axes: ("b", i) batch i, ("c", i) contracting i, ("f", n) free of size n, in random order
     items = [("b", i) for i in range(nb)] + [("c", i) for i in range(nc)] + [("f", n) for n in rfree]
-    order = list(b.draw(st.permutations(items)))
+    order = list(b.permutation(items))
     rshape, rb, rc = [], [None] * nb, [None] * nc
     for pos, (k, i) in enumerate(order):
         if k == "b":
@@ -523,8 +551,12 @@ def apply_dot(b: Builder, x: Val) -> Val | None:
 
 
 # --- program strategies ---------------------------------------------------------------------------
-def _start(b: Builder, dtype="float32", min_rank=0):
-    return b.fresh(b.shape(min_rank=min_rank), dtype, weight=False, view=True)
+def _start(b: Builder, dtype="float32", min_rank=1):
+    """The first run-time input: at least two elements, so the program's operations see more than one."""
+    shape = b.shape(min_rank=min_rank)
+    while size(shape) < 2:
+        shape = b.shape(min_rank=min_rank)
+    return b.fresh(shape, dtype, weight=False, view=True)
 
 
 def _outputs(b: Builder, last):
@@ -538,9 +570,8 @@ def _outputs(b: Builder, last):
 
 def chain(family, ops, dtype="float32", min_steps=2, max_steps=15, atol=1e-5):
     """A composition of `ops` (each f(builder, value) -> value or None) applied to earlier values."""
-    @st.composite
-    def strategy(draw):
-        b = Builder(draw, family)
+    def strategy(rng):
+        b = Builder(rng, family)
         b.atol = atol
         b.allow_empty = b.coin(0.1)
         x = _start(b, dtype)
@@ -554,10 +585,8 @@ def chain(family, ops, dtype="float32", min_steps=2, max_steps=15, atol=1e-5):
             v = op(b, src) if size(src.shape) else consume_empty(b, src)
             if v is not None:
                 last = v
-        if not b.lines:   # a program of no equations tests nothing: one certain equation
-            last = b.emit(f"lax.neg({x.name})", bound=x.bound, exact=True)
         return b.program(_outputs(b, last))
-    return strategy()
+    return strategy
 
 
 def consume_empty(b: Builder, x: Val) -> Val | None:
@@ -632,9 +661,8 @@ def apply_int_binary(b: Builder, x: Val) -> Val | None:
 
 
 def _int_start_chain(family, ops, max_steps=12):
-    @st.composite
-    def strategy(draw):
-        b = Builder(draw, family)
+    def strategy(rng):
+        b = Builder(rng, family)
         x = _start(b, b.choice(["int32", "int32", "float32"]))
         if x.dtype == "float32":   # grid floats cast to int: exact values
             x = b.emit(f"lax.floor({x.name} * 4.0).astype(jnp.int32)", bound=8, exact=True)
@@ -647,7 +675,7 @@ def _int_start_chain(family, ops, max_steps=12):
             if v is not None:
                 last = v
         return b.program(_outputs(b, last))
-    return strategy()
+    return strategy
 
 
 def elementwise_programs():
@@ -711,16 +739,11 @@ def apply_control(b: Builder, x: Val) -> Val | None:
     return b.emit(f"lax.switch({k.name}, [{branches}], {x.name})", bound=max(x.bound, 1.0))
 
 
-def control_programs():
-    return chain("control", [apply_control, apply_control, _unary_op, _binary_op, apply_movement], max_steps=10)
-
-
 # --- dot_general -----------------------------------------------------------------------------------
-@st.composite
-def dense_program(draw):
+def dense_program(rng):
     """x @ W + b (the Gemm-with-bias fusion) and jnp.matmul with broadcast batch dimensions, at sizes
     up to a few hundred thousand multiply-adds: products beyond 8 rows and 4096 multiply-adds go to BLAS."""
-    b = Builder(draw, "dot_general")
+    b = Builder(rng, "dot_general")
     m, k, n = b.choice([1, 2, 9, 17, 40]), b.choice([1, 3, 8, 33, 64]), b.choice([1, 4, 16, 31])
     form = b.choice(["dense", "dense", "matmul_bcast", "matmul_rank3_by_2"])
     if form == "dense":
@@ -748,13 +771,12 @@ def dense_program(draw):
     return b.program([v], atol=1e-4 if k >= 33 else None)
 
 
-def dot_programs():
-    return st.one_of(_dot_general_program(), dense_program())
+def dot_programs(rng):
+    return dense_program(rng) if rng.random() < 0.5 else _dot_general_program(rng)
 
 
-@st.composite
-def _dot_general_program(draw):
-    b = Builder(draw, "dot_general")
+def _dot_general_program(rng):
+    b = Builder(rng, "dot_general")
     x = b.fresh(b.shape(min_rank=1, max_rank=4, max_size=60), "float32", weight=False)
     v = apply_dot(b, x)
     if v is None:
@@ -766,9 +788,8 @@ def _dot_general_program(draw):
 
 
 # --- convolution ----------------------------------------------------------------------------------
-@st.composite
-def conv_programs(draw):
-    b = Builder(draw, "conv")
+def conv_programs(rng):
+    b = Builder(rng, "conv")
     nsp = b.choice([1, 2, 2, 2, 3])
     groups = b.choice([1, 1, 2, 3])
     cg = b.choice([1, 1, 2, 3])
@@ -797,9 +818,9 @@ def conv_programs(draw):
         padding = repr(tuple(pads))
     else:
         padding = repr(pad_kind)
-    lhs_spec = tuple(b.draw(st.permutations(range(nsp + 2))))
-    rhs_spec = tuple(b.draw(st.permutations(range(nsp + 2))))
-    out_spec = tuple(b.draw(st.permutations(range(nsp + 2))))
+    lhs_spec = tuple(b.permutation(range(nsp + 2)))
+    rhs_spec = tuple(b.permutation(range(nsp + 2)))
+    out_spec = tuple(b.permutation(range(nsp + 2)))
     # spec = (batch/out-feature axis, feature/in-feature axis, spatial axes...) positions
     lshape = [0] * (nsp + 2)
     lshape[lhs_spec[0]], lshape[lhs_spec[1]] = batch, cin
@@ -835,9 +856,8 @@ def conv_programs(draw):
 
 
 # --- pooling ------------------------------------------------------------------------------------
-@st.composite
-def pool_programs(draw):
-    b = Builder(draw, "pool")
+def pool_programs(rng):
+    b = Builder(rng, "pool")
     dtype = "float32" if b.coin(0.85) else "int32"
     x = b.fresh(b.shape(min_rank=1, max_rank=4, max_size=120), dtype, weight=False)
     r = len(x.shape)
@@ -874,15 +894,12 @@ def pool_programs(draw):
                    bound=x.bound * nwin, exact=dtype == "int32")
     if v is not None and op == "avg" and dtype == "float32":
         v = b.emit(f"{v.name} / {float(nwin)!r}", bound=v.bound / nwin)
-    if v is None:
-        v = b.emit(f"lax.neg({x.name})", bound=x.bound)
-    return b.program([b.rescale(v)])
+    return b.program([b.rescale(v) if v is not None else None])
 
 
 # --- gather-style indexing ------------------------------------------------------------------------
-@st.composite
-def gather_programs(draw):
-    b = Builder(draw, "gather")
+def gather_programs(rng):
+    b = Builder(rng, "gather")
     dtype = b.choice(["float32", "float32", "int32"])
     x = b.fresh(b.shape(min_rank=1, max_rank=3), dtype, weight=b.coin(0.2))
     if b.args[-1].weight:   # a weight table read at run-time indices (an embedding lookup)
@@ -933,17 +950,3 @@ def _runtime_fresh(fresh):
         k["weight"] = False
         return fresh(*a, **k)
     return f
-
-
-FAMILIES = {
-    "elementwise": elementwise_programs,
-    "int": int_programs,
-    "movement": movement_programs,
-    "reduce": reduce_programs,
-    "mixed": mixed_programs,
-    "dot_general": dot_programs,
-    "conv": conv_programs,
-    "pool": pool_programs,
-    "gather": gather_programs,
-    "control": control_programs,
-}

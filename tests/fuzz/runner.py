@@ -1,8 +1,19 @@
-"""Run a batch of random programs as ONE converted function (one g++ build for many programs)."""
+"""Run a batch of random programs as ONE converted function (one g++ build for many programs).
+
+Each program gets one verdict, counted once per family and mode (a run-time-batch program is
+checked at two batch sizes but counted once):
+- compared: C++ matches JAX (jax.jit, or op-by-op JAX where the two disagree);
+- xla_jit_differs: jax.jit and op-by-op JAX disagree and the C++ matches op-by-op JAX (an XLA
+  miscompile, openxla/xla#49121; counted, not a failure -- also counted in `compared`);
+- tie: the C++ differs, but so does JAX itself when the continuous inputs move by ~1e-6 (a
+  discrete result -- an argmax, a sort order, a comparison -- sitting on a tie); not a failure;
+- refused: the converter refuses it with a documented limitation;
+- skipped: a run-time-batch program without a run-time input (nothing to batch);
+- mismatch: anything else -- the test fails, printing each program's source and draw key.
+"""
 from __future__ import annotations
 
-import inspect
-from collections import Counter
+from collections import Counter, defaultdict
 
 import jax
 import numpy as np
@@ -12,21 +23,23 @@ from jaxpr2sofie.errors import UnsupportedPrimitiveError
 
 from helpers import assert_close
 
-# Random programs legitimately compute all-zero outputs (a sum over an empty axis, relu of a
-# negative input): where the shared helper refuses a vanishing reference, the fuzzer opts out.
-# That the comparison can fail is shown by the many non-vanishing programs of every batch.
-_CLOSE = {"allow_vanishing": True} if "allow_vanishing" in inspect.signature(assert_close).parameters else {}
-
 # Refusals the converter documents (the generator avoids them; the few it makes are counted).
 DOCUMENTED = ("data-dependent offset", "computed at run time", "run-time size")
-# ... and, with a batch chosen at run time, an operator that needs a fixed one (a clear error)
-DOCUMENTED_DYNAMIC = DOCUMENTED + ("batch size chosen at run time",)
+# ... and, with a batch chosen at run time, an operator that needs a fixed one (a clear error), and
+# the reshape-with-`dimensions` that jax.vmap makes of a convolution whose dimension numbers put
+# the batch and feature axes apart (seen only since the fuzzer draws such layouts: a clear
+# refusal, not a wrong answer; a gap for the conv rules to close)
+DOCUMENTED_DYNAMIC = DOCUMENTED + ("batch size chosen at run time", "reshape with a `dimensions` permutation")
 # Open bugs with a skipped reproducer case (see `known_bug` in jaxpr2sofie/primitives/*.py CASES): none now.
 KNOWN_BUGS = ()
+PERTURBATION = 1e-6   # relative move of the continuous inputs that must not change a discrete result
 
-# Figures of the whole run, printed by the terminal summary hook in tests/conftest.py.
-STATS = Counter()
+# Figures of the whole run, printed by the terminal summary hook in tests/conftest.py:
+# FAMILY_STATS[(family, mode)] counts verdicts of distinct programs; COVERED the primitives applied.
+FAMILY_STATS = defaultdict(Counter)
+COVERED = defaultdict(Counter)
 SKIPS = Counter()        # documented limitations met (UnsupportedPrimitiveError), by reason
+STATS = Counter()        # builds
 
 
 def _batch_function(progs, events=None):
@@ -75,12 +88,17 @@ def _culprit(progs, seed):
     return "none alone (only the batch fails)"
 
 
-def check_batch(progs, seed, dynamic=False):
+def check_batch(family, progs, seed, dynamic=False):
     """Convert, compile and compare every program of the batch; raise listing every mismatch.
     `dynamic`: each program vmapped over events, converted with batch="dynamic" (3 events),
     compared at 3 events and at 5."""
+    stats = FAMILY_STATS[(family, "run-time batch" if dynamic else "static")]
+    for p in progs:
+        assert p.family == family and p.applied, f"not a {family} program: {p.describe()}"
+        COVERED[family].update(p.applied)
     events = 3 if dynamic else None
     if dynamic:   # a program without run-time inputs has no event axis to vmap over
+        stats["skipped"] += sum(not any(not a.weight for a in p.args) for p in progs)
         progs = [p for p in progs if any(not a.weight for a in p.args)]
         if not progs:
             return
@@ -100,7 +118,7 @@ def check_batch(progs, seed, dynamic=False):
                     assert known or any(d in reason for d in documented), \
                         f"undocumented refusal {prim}: {reason}\nseed {seed + k} {p.describe()}"
                     SKIPS[f"{'open bug' if known else 'limitation'} {prim}: {reason}"] += 1
-                STATS["skipped"] += 1
+                stats["refused"] += 1
         if not kept:
             return
         # seeds follow the position in the batch: keep each program's own inputs
@@ -111,26 +129,77 @@ def check_batch(progs, seed, dynamic=False):
     except Exception as e:
         raise AssertionError(f"{type(e).__name__} building the batch; the culprit: {_culprit(progs, seed)}") from e
     STATS["builds"] += 1
-    _compare(progs, compiled, model, [np.asarray(v) for v in xs], seed)
-    if dynamic:   # the same programs at another batch size
-        _compare(progs, compiled, model, [np.asarray(v) for v in _inputs(progs, seed + 1, 5)[1]], seed + 1)
+    verdicts = _compare(progs, compiled, model, [np.asarray(v) for v in xs], seed)
+    if dynamic:   # the same programs at another batch size; the worse verdict of the two counts
+        again = _compare(progs, compiled, model, [np.asarray(v) for v in _inputs(progs, seed + 1, 5)[1]], seed + 1)
+        order = ("compared", "xla_jit_differs", "tie", "mismatch")
+        verdicts = [max(a, b, key=lambda v: order.index(v[0])) for a, b in zip(verdicts, again)]
+    failures = []
+    for kind, message in verdicts:
+        stats[kind] += 1
+        stats["compared"] += kind == "xla_jit_differs"
+        if kind == "mismatch":
+            failures.append(message)
+    assert not failures, f"{len(failures)} of {len(progs)} programs differ from JAX:\n\n" + "\n\n".join(failures)
+
+
+def _split(progs, flat):
+    """Per program, its slice of a flat list of outputs."""
+    at, out = 0, []
+    for p in progs:
+        out.append(flat[at:at + len(p.outputs)])
+        at += len(p.outputs)
+    return out
+
+
+def _differs(progs, got, want, allow_vanishing=True):
+    """Per program, the first assert_close message between two flat output lists (None: close)."""
+    res = []
+    for p, gs, ws in zip(progs, _split(progs, got), _split(progs, want)):
+        msg = None
+        for name, g, w in zip(p.outputs, gs, ws):
+            try:
+                assert_close(g, w, p.atol, what=f"output {name}", allow_vanishing=allow_vanishing)
+            except AssertionError as e:
+                msg = str(e)
+                break
+        res.append(msg)
+    return res
+
+
+def _perturbed(progs, flat, rng):
+    """The run-time inputs with every continuous ("f") input moved by ~PERTURBATION (relative);
+    grid, int and bool inputs, whose ties are exact and must match, stay as they are."""
+    kinds = [a.kind[0] for p in progs for a in p.args if not a.weight]
+    return [x * (1 + PERTURBATION * rng.uniform(-1, 1, x.shape)).astype(x.dtype) if k == "f" else x
+            for k, x in zip(kinds, flat)]
 
 
 def _compare(progs, compiled, model, flat, seed):
+    """A (verdict, message) per program: compared, xla_jit_differs, tie or mismatch."""
     got = compiled(*flat)
     got = list(got) if isinstance(got, tuple) else [got]
     want = model.traced.reference(*flat)
-    failures, at = [], 0
+    vs_jit = _differs(progs, got, want)
+    if not any(vs_jit):
+        return [("compared", None)] * len(progs)
+    by_op = model.traced.reference_op_by_op(*flat)
+    jit_vs_op = _differs(progs, want, by_op)
+    vs_op = _differs(progs, got, by_op)
+    rng = np.random.default_rng(seed)
+    moved = [_differs(progs, model.traced.reference_op_by_op(*_perturbed(progs, flat, rng)), by_op)
+             for _ in range(2)]
+    verdicts = []
     for k, p in enumerate(progs):
-        STATS["programs"] += 1
-        STATS[f"programs[{p.family}]"] += 1
-        for j in range(len(p.outputs)):
-            g, wnt = got[at + j], want[at + j]
-            try:
-                assert_close(g, wnt, p.atol, what=f"output {p.outputs[j]}", **_CLOSE)
-            except AssertionError as e:
-                failures.append(f"{e}\nseed {seed + k} (np.random.default_rng) {p.describe()}")
-                STATS["mismatches"] += 1
-                break
-        at += len(p.outputs)
-    assert not failures, f"{len(failures)} of {len(progs)} programs differ from JAX:\n\n" + "\n\n".join(failures)
+        if vs_jit[k] is None:
+            verdicts.append(("compared", None))
+        elif jit_vs_op[k] is not None and vs_op[k] is None:
+            verdicts.append(("xla_jit_differs", None))
+        elif any(m[k] is not None for m in moved):
+            verdicts.append(("tie", None))
+        else:
+            why = vs_op[k] if jit_vs_op[k] is not None else vs_jit[k]
+            ref = "op-by-op JAX (jax.jit differs from it too)" if jit_vs_op[k] is not None else "jax.jit"
+            verdicts.append(("mismatch", f"vs {ref}: {why}\ninput seed {seed + k} (np.random.default_rng) "
+                                         f"{p.describe()}"))
+    return verdicts
