@@ -246,6 +246,7 @@ def test_dense_with_every_activation():
 
 # -- (c) realistic models ------------------------------------------------------------------------
 
+@pytest.mark.slow   # model zoo: in .ci/run's slow set
 def test_mobilenet_v2():
     """keras.applications.MobileNetV2 (random weights, non-trivial BatchNorm statistics), logits."""
     model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classifier_activation=None)

@@ -74,6 +74,7 @@ def test_sanitized_model_matches_jax(monkeypatch):
     assert type(m._compiled).__name__ == "SanitizedModel" and v.max_rel < 1e-5, v
 
 
+@pytest.mark.slow   # every primitive case built under ASan+UBSan: about 90 s, in .ci/run's slow set
 @needs_asan
 def test_primitive_cases_and_models_under_sanitizers(request):
     """Zero reports: the tests run in a child pytest with the sanitized build mode on."""
