@@ -16,13 +16,18 @@ SETUP_DEMO = 'pip install -e . && jaxpr2sofie demo'
 SETUP_TESTS = 'pip install -e ".[test]" && python -m pytest tests'
 
 
+SLOW_SET = "python -m pytest tests --runslow -m slow"
+
+
 def test_ci_runs_the_readme_test_command_in_a_fresh_venv():
     lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
              if l.strip() and not l.lstrip().startswith("#")]
-    assert lines[-1] == SETUP_TESTS, "the last command of .ci/run must be the README's test command, as written"
+    # the README's test command as written, then the slow set (model-zoo cases) and nothing else
+    assert lines[-2:] == [SETUP_TESTS, SLOW_SET], \
+        "the last commands of .ci/run must be the README's test command, as written, then the slow set"
     venv = next(k for k, l in enumerate(lines) if "-m venv" in l)
     activate = next(k for k, l in enumerate(lines) if "bin/activate" in l)
-    assert venv < activate < len(lines) - 1, "CI must install into a brand-new venv, as a newcomer does"
+    assert venv < activate < len(lines) - 2, "CI must install into a brand-new venv, as a newcomer does"
     assert any(l.startswith("rm -rf") and "VENV" in l for l in lines[:venv]), "the venv must be new on every run"
 
 

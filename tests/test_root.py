@@ -170,6 +170,7 @@ def test_missing_root_names_the_extra(tmp_path):
     assert "pip install 'jaxpr2sofie[root]'" in res.stdout, res.stdout + res.stderr
 
 
+@pytest.mark.slow   # a local Dask cluster: about 25 s, in .ci/run's slow set
 def test_distributed_dask_scores_every_event_once(work):
     pytest.importorskip("distributed", reason="dask.distributed is not installed: pip install 'jaxpr2sofie[root]'")
     d, p, _ = work
