@@ -50,6 +50,11 @@ class UseDef:
         """`name` is read by exactly `n` operators and is not a graph output."""
         return len(self.consumers(name)) == n and name not in self.g.outputs
 
+    def sole_reader(self, name: str):
+        """The one operator reading `name`, or None (several readers, none, or a graph output)."""
+        readers = self.consumers(name)
+        return readers[0] if len(readers) == 1 and name not in self.g.outputs else None
+
     # -- edits ----------------------------------------------------------------------------------
     def replace(self, old: list, new) -> None:
         """Operators `old` become the one operator `new`, placed where the last of them was: every
@@ -62,6 +67,17 @@ class UseDef:
             if op in self.g.ops:
                 self.g.ops.remove(op)
         self._add(new)
+
+    def set_input(self, op, k: int, name: str) -> None:
+        """`op` reads tensor `name` as its input `k` (a Conv reading past a Pad it absorbed)."""
+        self._drop(op)
+        op.inputs[k] = name
+        self._add(op)
+
+    def remove(self, op) -> None:
+        """`op` goes (its readers were rewired first)."""
+        self._drop(op)
+        self.g.ops.remove(op)
 
     def absorb(self, op, into, extra_inputs=()) -> None:
         """`into` takes over `op`'s outputs (and reads `extra_inputs` too) and `op` goes: a product

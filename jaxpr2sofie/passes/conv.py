@@ -9,18 +9,18 @@ import numpy as np
 from ..ir.ops.base import Scalar
 from ..ir.ops.conv import Conv
 from ..ir.ops.epilogue import as_stage, operand_kind
-from ..ir.usedef import sole_reader
+from ..ir.usedef import fixed_point
 from ..ir.ops.movement import Pad
 
 
-def _available_before(g, name, index) -> bool:
+def _available_before(g, ud, name, index) -> bool:
     """Whether tensor `name` exists before operator `index` runs (a Conv reading a residual must
     not move ahead of the operator producing it)."""
-    p = g.producer(name)
+    p = ud.producer(name)
     return p is None or g.ops.index(p) < index
 
 
-def _fold_scale(g, conv, stage) -> bool:
+def _fold_scale(g, ud, conv, stage) -> bool:
     """conv(x, k) * s == conv(x, k * s) for a weight kernel and a weight (or literal) s per output
     channel: the BatchNorm scale of inference costs nothing at run time."""
     kernel = g.tensors[conv.inputs[1]]
@@ -39,45 +39,61 @@ def _fold_scale(g, conv, stage) -> bool:
     k = np.asarray(kernel.data, np.float32)
     if conv.grouped_kernel(g):   # [G, K..., Cg, Og]: output channel = group * Og + j
         scale = np.broadcast_to(scale, (k.shape[0] * k.shape[-1],)).reshape((k.shape[0],) + (1,) * (k.ndim - 2) + (k.shape[-1],))
-    conv.inputs[1] = g.add_weight(f"{kernel.label or kernel.name}_scaled", (k * scale).astype(np.float32))
+    ud.set_input(conv, 1, g.add_weight(f"{kernel.label or kernel.name}_scaled", (k * scale).astype(np.float32)))
     return True
+
+
+def _epilogue(g, ud, conv) -> bool:
+    """Rule: a Conv takes every elementwise stage that only consumes its output, one after the
+    other (each folded into the kernel when it is a scale, else added to the epilogue)."""
+    if not isinstance(conv, Conv):
+        return False
+    changed = False
+    while True:
+        acc = conv.outputs[0]
+        op = ud.sole_reader(acc)
+        stage = op and as_stage(g, op, acc, g.tensors[acc].shape)
+        if stage is None:
+            return changed
+        index = g.ops.index(conv)
+        if not all(_available_before(g, ud, a, index) for a in stage.inputs):
+            return changed
+        extra = []
+        if not _fold_scale(g, ud, conv, stage):
+            conv.epilogue = conv.epilogue + (stage,)
+            extra = [a for a in stage.inputs if a not in conv.inputs]
+        ud.absorb(op, into=conv, extra_inputs=extra)
+        changed = True
 
 
 def fuse_conv_epilogue(g) -> None:
     """Elementwise operators that only consume a Conv's output (bias add, BatchNorm, relu, relu6's
     max/min, a residual add, ...) become stages of its epilogue: one operator, one pass over memory."""
-    for conv in [op for op in g.ops if isinstance(op, Conv)]:
-        while True:
-            acc = conv.outputs[0]
-            op = sole_reader(g, acc)
-            stage = op and as_stage(g, op, acc, g.tensors[acc].shape)
-            if stage is None:
-                break
-            index = g.ops.index(conv)
-            if not all(_available_before(g, a, index) for a in stage.inputs):
-                break
-            if not _fold_scale(g, conv, stage):
-                conv.epilogue = conv.epilogue + (stage,)
-                conv.inputs += [a for a in stage.inputs if a not in conv.inputs]
-            conv.outputs = [op.outputs[0]]
-            g.ops.remove(op)
+    fixed_point(g, _epilogue)
+
+
+def _absorb_padding(g, ud, pad) -> bool:
+    """Rule: a zero Pad of the spatial axes read only by a Conv is the Conv's own padding (no copy)."""
+    if not isinstance(pad, Pad):
+        return False
+    conv = ud.sole_reader(pad.outputs[0])
+    if not (isinstance(conv, Conv) and conv.inputs[0] == pad.outputs[0] and isinstance(pad.value, Scalar)
+            and pad.value.value == 0 and not math.copysign(1.0, float(pad.value.value)) < 0
+            and all(d == 1 for d in conv.lhs_dilation)):
+        return False
+    cfg = pad.config
+    if cfg[0] != (0, 0, 0) or cfg[-1] != (0, 0, 0) or any(it or lo < 0 or hi < 0 for lo, hi, it in cfg):
+        return False
+    conv.padding = tuple((lo + plo, hi + phi) for (lo, hi), (plo, phi, _) in zip(conv.padding, cfg[1:-1]))
+    ud.set_input(conv, 0, pad.inputs[0])
+    ud.remove(pad)
+    _refresh_scratch(g, conv)
+    return True
 
 
 def fold_conv_padding(g) -> None:
     """A zero Pad of the spatial axes read only by a Conv is the Conv's own padding (no copy)."""
-    for pad in [op for op in g.ops if isinstance(op, Pad)]:
-        conv = sole_reader(g, pad.outputs[0])
-        if not (isinstance(conv, Conv) and conv.inputs[0] == pad.outputs[0] and isinstance(pad.value, Scalar)
-                and pad.value.value == 0 and not math.copysign(1.0, float(pad.value.value)) < 0
-                and all(d == 1 for d in conv.lhs_dilation)):
-            continue
-        cfg = pad.config
-        if cfg[0] != (0, 0, 0) or cfg[-1] != (0, 0, 0) or any(it or lo < 0 or hi < 0 for lo, hi, it in cfg):
-            continue
-        conv.padding = tuple((lo + plo, hi + phi) for (lo, hi), (plo, phi, _) in zip(conv.padding, cfg[1:-1]))
-        conv.inputs[0] = pad.inputs[0]
-        g.ops.remove(pad)
-        _refresh_scratch(g, conv)
+    fixed_point(g, _absorb_padding)
 
 
 def _refresh_scratch(g, op) -> None:
