@@ -35,6 +35,7 @@ INT_LIMIT = 1 << 20          # bound on |int| values: products stay far below 2*
 # What JAX raises for an ill-typed step (shapes that do not match, an axis out of range). Anything
 # else -- a NameError or AttributeError from a typo in a template -- propagates and fails the run.
 REJECTED = (TypeError, ValueError, IndexError)
+SIGNATURE_ERRORS = ("unexpected keyword argument", "positional argument", "required keyword-only argument")
 
 
 class NoProgram(Exception):
@@ -189,6 +190,8 @@ class Builder:
             out = jax.eval_shape(lambda *vs: eval(expr, {**ENV, **dict(zip(names, vs))}),  # noqa: S307
                                  *self.structs.values())
         except REJECTED as e:   # an ill-typed step is not taken (JAX's own shape and type checks)
+            if isinstance(e, TypeError) and any(m in str(e) for m in SIGNATURE_ERRORS):
+                raise   # a call that does not match the function's signature: a typo in the template
             self.rejected_steps[type(e).__name__] += 1
             return None
         if not hasattr(out, "shape") or (size(out.shape) == 0 and not self.allow_empty) or size(out.shape) > max_size:

@@ -80,3 +80,16 @@ def test_verdicts_tell_ties_and_xla_miscompiles_from_mismatches():
     verdict = _compare([prog], lambda *xs: by_op[0], model, [x], 0)
     assert verdict == [("xla_jit_differs" if _differs([prog], model.traced.reference(x), by_op)[0] else "compared",
                         None)]
+
+
+def test_a_typo_in_a_generator_fails_loudly():
+    """Only JAX's own type and shape checks reject a step; a misspelt function or keyword raises."""
+    from fuzz_programs import Builder
+    b = Builder(np.random.default_rng(0), "pool")
+    x = b.fresh((3, 4), "float32", weight=False, view=False)
+    assert b.emit(f"lax.add({x.name}, jnp.zeros(7))") is None   # ill-typed: not taken
+    with pytest.raises(AttributeError):
+        b.emit(f"lax.reduce_windw({x.name}, 0.0, lax.add, (1, 2), (1, 1), 'VALID')")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        b.emit(f"lax.reduce_window({x.name}, 0.0, lax.add, (1, 2), (1, 1), 'VALID', window_dilaton=(1, 1))")
+    assert b.emit(f"lax.reduce_window({x.name}, 0.0, lax.add, (1, 2), (1, 1), 'VALID')").shape == (3, 3)
