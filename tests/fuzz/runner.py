@@ -30,7 +30,7 @@ DOCUMENTED = ("data-dependent offset", "computed at run time", "run-time size")
 # the batch and feature axes apart (seen only since the fuzzer draws such layouts: a clear
 # refusal, not a wrong answer; a gap for the conv rules to close)
 DOCUMENTED_DYNAMIC = DOCUMENTED + ("batch size chosen at run time", "reshape with a `dimensions` permutation")
-# Open bugs with a skipped reproducer case (see `known_bug` in jaxpr2sofie/primitives/*.py CASES): none now.
+# Open bugs with a skipped reproducer case (see `known_bug` in the cases of tests/primitive_cases/): none now.
 KNOWN_BUGS = ()
 PERTURBATION = 1e-6   # relative move of the continuous inputs that must not change a discrete result
 

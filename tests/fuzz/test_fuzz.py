@@ -6,7 +6,7 @@ g++ build checks many programs. Every program is drawn from a numpy Generator ke
 as random as any other -- there is no "simplest example first"); `--fuzz-seed N` draws others and
 `--fuzz-long` runs thousands. Each program applies its family's primitive to more than one element
 and is distinct from every other program of the run (families.py). A failure prints each differing
-program's source, input seed and draw key: make it a Case beside its rule in jaxpr2sofie/primitives/.
+program's source, input seed and draw key: make it a Case in its family's module of tests/primitive_cases/.
 """
 from __future__ import annotations
 
