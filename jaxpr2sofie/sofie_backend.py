@@ -126,7 +126,10 @@ def generate_with_sofie(model, directory: Path, weights: str = "text", session: 
     rm = to_rmodel(model)
     directory.mkdir(parents=True, exist_ok=True)
     import sofie
-    rm.generate(sofie.Options(SOFIE_WEIGHTS[weights] | (0 if session else _NO_SESSION)))
+    try:
+        rm.generate(sofie.Options(SOFIE_WEIGHTS[weights] | (0 if session else _NO_SESSION)))
+    except Exception as e:   # an operator SOFIE reads but cannot generate (a 3-D ConvTranspose)
+        raise BuildError(f"SOFIE could not generate {model.name}: {e}") from e
     hxx = directory / f"{model.name}.hxx"
     rm.output_generated(str(hxx))
     data = {"text": ".dat", "safetensors": ".safetensors", "none": None}[weights]
