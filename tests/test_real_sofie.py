@@ -229,3 +229,57 @@ def test_trap_conv_transpose_3d_is_refused_by_sofie(tmp_path):
     assert "ConvTranspose" in [n.op_type for n in _nodes(m, "sofie")]
     with pytest.raises(BuildError, match="SOFIE could not generate ConvT3d: .*3D Conv Transpose not yet supported"):
         m.generate(tmp_path, backend="sofie")
+
+
+# -- Keras and channels-first models through real SOFIE ------------------------------------------------
+
+_LAYERS = {name: factory for name, factory, _ in tk.LAYERS}
+
+
+def _recurrent_model():
+    """Keras LSTM, GRU (sequences), SimpleRNN and Bidirectional GRU and LSTM side by side."""
+    L = keras.layers
+    return _keras_model(*[_LAYERS[n]() for n in ("lstm", "gru_sequences", "simple_rnn", "bidirectional_gru")],
+                        L.Bidirectional(L.LSTM(3)), shape=(6, 3), seed=1)
+
+
+def test_keras_recurrent_layers_through_real_sofie():
+    x = _f32(2, 6, 3)
+    _check_with_sofie(j2s.from_keras(_recurrent_model(), example_input=x, name="Recurrent"), x)
+
+
+@pytest.mark.xfail(strict=True, raises=BuildError, reason="SOFIE's LSTM, GRU and RNN read their input's shape "
+                   "with GetTensorShape, which refuses a run-time (Dim) batch: 'is a dynamic tensor'; the "
+                   "operators' input layout (batch-major, layout=1) does not change it")
+def test_trap_recurrent_layers_at_a_run_time_batch():
+    m = j2s.from_keras(_recurrent_model(), example_input=_f32(2, 6, 3), name="RecurrentN", batch="dynamic",
+                       max_batch=16)
+    _check_with_sofie(m, *[_f32(n, 6, 3) for n in (1, 7, 16)])
+
+
+def test_keras_attention_block_through_real_sofie():
+    """Self-attention with a residual, LayerNormalization and a feed-forward Dense: a transformer block."""
+    L = keras.layers
+    inp = keras.Input((4, 6))
+    y = L.LayerNormalization()(inp + _LAYERS["multi_head_self_attention"]()(inp))
+    y = L.LayerNormalization()(y + L.Dense(6)(L.Dense(12, activation="gelu")(y)))
+    x = _f32(3, 4, 6)
+    m = j2s.from_keras(tk.randomise(keras.Model(inp, y), seed=2), example_input=x, name="AttentionBlock")
+    _check_with_sofie(m, x)
+
+
+def test_keras_normalisation_layers_through_real_sofie():
+    """BatchNormalization (last axis and channels-first) and LayerNormalization (one and two axes)."""
+    L = keras.layers
+    model = _keras_model(*[_LAYERS[n]() for n in ("batch_norm_conv_channels_first", "layer_norm_two_axes")],
+                         L.BatchNormalization(), L.LayerNormalization(), shape=(3, 4, 5), seed=3)
+    x = _f32(2, 3, 4, 5)
+    _check_with_sofie(j2s.from_keras(model, example_input=x, name="Norms"), x)
+
+
+@pytest.mark.parametrize("batch", [None, "dynamic"])
+def test_nchw_cnn_through_real_sofie(batch):
+    """Channels-first convolutions, pooling and a dense head; at a run-time batch at 1, 7 and max."""
+    m = j2s.convert(tl.nchw_cnn, tl.PARAMS, tl.X, name="NchwCnn", batch=batch,
+                    max_batch=batch and 16, progress=False)
+    _check_with_sofie(m, *([tl.X] if batch is None else [_f32(n, *tl.X.shape[1:]) for n in (1, 7, 16)]))
