@@ -69,8 +69,9 @@ SOFIE_TRAPS = {
     "* LSTM/GRU/RNN direction reverse": "rejected (LSTM, RNN): a forward node over the sequence reversed by Slice",
     "* Where on int32": "refused (\"input type 6\"): the choice is made in int64 between two Casts",
     "* GRU linear_before_reset=0": "wrong: SOFIE multiplies (r*h) by R in place (an sgemm with the same "
-                                   "buffer in and out): the cell's equations step by step (gru_unrolled.py)",
-    "LSTM/GRU/RNN at a run-time batch": "refused (\"is a dynamic tensor\"): no form avoids it",
+                                   "buffer in and out): the cell's equations step by step (unrolled.py)",
+    "* LSTM/GRU/RNN at a run-time batch": "refused (\"is a dynamic tensor\"): the cell's equations step by "
+                                          "step (unrolled.py)",
     "3-D ConvTranspose": "not in SOFIE: refused by its parser",
 }
 

@@ -33,7 +33,7 @@ from ..ir.ops.fused import expand
 from ..ir.ops.linalg import MatMul
 from ..ir.ops.movement import Slice, Transpose
 from .builder import BEFORE_START
-from .gru_unrolled import gru_reset_before
+from . import unrolled
 
 RECOGNISE_CELLS = True
 
@@ -362,9 +362,9 @@ def export(b, op, cell):
         init = b.reshape(_val(b, op.inputs[k]), g.tensors[op.body.inputs[k]].shape)
         ins.append(b.reshape(init, (1, batch, hid)))
     n_out = 3 if cell.op_type == "LSTM" else 2
-    if b.target == "sofie" and cell.op_type == "GRU" and not cell.attrs.get("linear_before_reset"):
-        # SOFIE's GRU gets this case wrong (gru_unrolled.py): for it, the same maths step by step
-        outs = gru_reset_before(b, x, w, r, bias, ins[5], op.length, batch, hid)
+    if unrolled.needed(b, cell.op_type, cell.attrs, batch):
+        # a case SOFIE's node gets wrong or refuses (unrolled.py): for it, the same maths step by step
+        outs = unrolled.unrolled(b, cell.op_type, cell.attrs, x, w, r, bias, ins[5:], op.length, batch, hid)
     else:
         outs = b.node(cell.op_type, ins, hint=cell.op_type.lower(), n_out=n_out, hidden_size=hid,
                       direction="reverse" if op.reverse and not backward else "forward", **cell.attrs)
