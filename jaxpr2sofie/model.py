@@ -134,9 +134,11 @@ class SofieModel:
         from .sofie_oracle import compile_sofie
         return compile_sofie(self, cxx=cxx, blas=blas, flags=flags, sanitize=sanitize)
 
-    def to_onnx(self, path=None, opset: int | None = None):
+    def to_onnx(self, path=None, opset: int | None = None, target: str = "onnx"):
         """The model as standard ONNX (for ROOT's SOFIE parser, onnxruntime, Netron): returns the
         onnx.ModelProto and writes it to `path` when given. Needs `pip install onnx`, no compiler.
+        `target="sofie"` is still standard ONNX, in the forms SOFIE's parser reads correctly
+        (`jaxpr2sofie.onnx.SOFIE_TRAPS`): what `to_rmodel()` and `generate(backend="sofie")` read.
 
         >>> import jax.numpy as jnp, numpy as np, jaxpr2sofie as j2s
         >>> m = j2s.convert(lambda p, x: jnp.tanh(x @ p), np.ones((3, 2), np.float32), np.ones((1, 3), np.float32))
@@ -144,7 +146,8 @@ class SofieModel:
         ['MatMul', 'Tanh']
         """
         from .onnx import DEFAULT_OPSET, to_onnx
-        model = to_onnx(self.graph, DEFAULT_OPSET if opset is None else opset, doc=f"{self.name}, converted by jaxpr2sofie")
+        model = to_onnx(self.graph, DEFAULT_OPSET if opset is None else opset, doc=f"{self.name}, converted by jaxpr2sofie",
+                        target=target)
         if path is not None:
             import onnx
             Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,8 @@ print("generated")
 
 def to_rmodel(model, route: str = "auto"):
     """SOFIE's own model (`sofie.RModel`) of a converted model. `route="onnx"` (and "auto", the only
-    route built so far) parses the project's ONNX export with SOFIE's `RModelParser_ONNX`; an
+    route built so far) parses the project's ONNX export for SOFIE (`to_onnx(target="sofie")`: SOFIE's
+    traps avoided) with SOFIE's `RModelParser_ONNX`; an
     operator SOFIE's parser does not read is reported by SOFIE with its ONNX node."""
     if route not in ROUTES:
         raise ValueError(f"route={route!r}: choose one of {', '.join(ROUTES)}")
@@ -102,7 +103,7 @@ def to_rmodel(model, route: str = "auto"):
     import sofie
     with tempfile.TemporaryDirectory(prefix="j2s-sofie-") as d:
         path = Path(d) / f"{model.name}.onnx"
-        model.to_onnx(path)
+        model.to_onnx(path, target="sofie")
         try:
             return sofie.onnx.parse(str(path))
         except Exception as e:
@@ -125,7 +126,10 @@ def generate_with_sofie(model, directory: Path, weights: str = "text", session: 
     rm = to_rmodel(model)
     directory.mkdir(parents=True, exist_ok=True)
     import sofie
-    rm.generate(sofie.Options(SOFIE_WEIGHTS[weights] | (0 if session else _NO_SESSION)))
+    try:
+        rm.generate(sofie.Options(SOFIE_WEIGHTS[weights] | (0 if session else _NO_SESSION)))
+    except Exception as e:   # an operator SOFIE reads but cannot generate (a 3-D ConvTranspose)
+        raise BuildError(f"SOFIE could not generate {model.name}: {e}") from e
     hxx = directory / f"{model.name}.hxx"
     rm.output_generated(str(hxx))
     data = {"text": ".dat", "safetensors": ".safetensors", "none": None}[weights]
@@ -191,7 +195,7 @@ def generate_with_root(model, directory: Path) -> tuple:
                          "the same Session/infer interface")
     directory.mkdir(parents=True, exist_ok=True)
     onnx_path = directory / f"{model.name}.onnx"
-    model.to_onnx(onnx_path)
+    model.to_onnx(onnx_path, target="sofie")
     res = subprocess.run([sys.executable, "-c", textwrap.dedent(_GENERATE), str(onnx_path), str(directory),
                           model.name], capture_output=True, text=True, timeout=900)
     if "generated" not in res.stdout:
@@ -203,6 +207,6 @@ def sofie_can_parse(model) -> bool:
     """Whether every operator of the model's ONNX export is one SOFIE's parser reads."""
     from .onnx import SOFIE_OPS, model_op_types
     try:
-        return model_op_types(model.to_onnx()) <= SOFIE_OPS
+        return model_op_types(model.to_onnx(target="sofie")) <= SOFIE_OPS
     except Exception:   # an operator without an export rule: SOFIE cannot have it either
         return False

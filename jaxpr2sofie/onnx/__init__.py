@@ -13,8 +13,10 @@ A dimension that is the run-time batch (a dims.Sym) becomes a `dim_param` ("N", 
 
 The operators SOFIE's ONNX parser registers are listed in `SOFIE_OPS`; rules prefer them and fall
 back to other standard ONNX operators only where none fits (`model_op_types` tells which a model
-uses). Two traps of that parser are avoided on purpose: asymmetric convolution padding is an
-explicit Pad node (the parser would average it), and a Gemm without bias has no C input.
+uses). Two traps of that parser are avoided in every export: asymmetric convolution padding is an
+explicit Pad node (the parser would average it), and a Gemm without bias has no C input. Others
+cost something in other runtimes, so only `to_onnx(..., target="sofie")` (what `to_rmodel` and
+`generate(backend="sofie")` read) avoids them: `SOFIE_TRAPS` lists them all.
 
 Run-time control flow: an operator that owns sub-graphs exports them as ONNX graph attributes
 through a child Builder (`Builder.child`: names unique model-wide, outer values captured by name;
@@ -38,7 +40,7 @@ import numpy as np
 
 from ..ir.ops.fused import expand
 from ..errors import OnnxExportError
-from .builder import RULES, Builder, NotExportable, dim_param, exports, onnx_dtype, symbolic
+from .builder import RULES, TARGETS, Builder, NotExportable, dim_param, exports, onnx_dtype, symbolic
 from . import control, conv, dynamic, elementwise, gather, linalg, movement, reduce, sort   # noqa: F401  (registers the rules)
 
 DEFAULT_OPSET = 18
@@ -56,7 +58,24 @@ SOFIE_OPS = frozenset({
     "Range", "LSTM", "GRU", "RNN", "If", "Identity", "Shape",
 })
 
-__all__ = ["to_onnx", "build_graph", "model_op_types", "OnnxExportError", "SOFIE_OPS", "DEFAULT_OPSET", "OPSETS", "RULES",
+# SOFIE's misreadings of standard ONNX (sofie 0.1.0) and the form the export takes instead; "*" marks
+# those avoided only with target="sofie". Each has a test in tests/test_real_sofie.py.
+SOFIE_TRAPS = {
+    "asymmetric conv padding": "averaged by SOFIE's Conv: an explicit Pad node, the symmetric rest in Conv",
+    "Gemm with a zero scalar bias": "refused: a Gemm without bias has no C input",
+    "Gemm 1-D bias at a run-time batch": "the parser broadcasts a bias it reads from ONNX: none needed",
+    "* dilated Conv": "SOFIE dilates the kernel into a buffer whose holes it never zeroes (wrong when the "
+                      "memory pool reuses it): the kernel is dilated at export, dilations=1",
+    "* LSTM/GRU/RNN direction reverse": "rejected (LSTM, RNN): a forward node over the sequence reversed by Slice",
+    "* Where on int32": "refused (\"input type 6\"): the choice is made in int64 between two Casts",
+    "* GRU linear_before_reset=0": "wrong: SOFIE multiplies (r*h) by R in place (an sgemm with the same "
+                                   "buffer in and out): the cell's equations step by step (unrolled.py)",
+    "* LSTM/GRU/RNN at a run-time batch": "refused (\"is a dynamic tensor\"): the cell's equations step by "
+                                          "step (unrolled.py)",
+    "3-D ConvTranspose": "not in SOFIE: refused by its parser",
+}
+
+__all__ = ["to_onnx", "TARGETS", "SOFIE_TRAPS", "build_graph", "model_op_types", "OnnxExportError", "SOFIE_OPS", "DEFAULT_OPSET", "OPSETS", "RULES",
            "exports", "NotExportable"]
 
 
@@ -68,11 +87,14 @@ def _onnx():
     return onnx
 
 
-def to_onnx(graph, opset: int = DEFAULT_OPSET, doc: str = ""):
-    """The graph as an onnx.ModelProto (checked by the caller with onnx.checker if wanted)."""
+def to_onnx(graph, opset: int = DEFAULT_OPSET, doc: str = "", target: str = "onnx"):
+    """The graph as an onnx.ModelProto (checked by the caller with onnx.checker if wanted).
+    `target="sofie"` writes the forms SOFIE's parser reads correctly (SOFIE_TRAPS)."""
     _onnx()
     from onnx import helper
 
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r}: choose one of {', '.join(TARGETS)}")
     if opset not in OPSETS:
         raise ValueError(f"opset {opset} is not supported by the ONNX export; choose one of "
                          f"{OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
@@ -81,7 +103,7 @@ def to_onnx(graph, opset: int = DEFAULT_OPSET, doc: str = ""):
     if missing:
         raise OnnxExportError(missing)
     problems = []
-    g = build_graph(Builder(graph, opset), problems)
+    g = build_graph(Builder(graph, opset, target), problems)
     if problems:
         raise OnnxExportError(problems)
     opsets = [helper.make_opsetid("", opset)]

@@ -47,6 +47,10 @@ class NotExportable(Exception):
 RULES, exports = rule_registry("ONNX")
 
 
+def _narrow_int(dtype) -> bool:
+    return dtype is not None and np.dtype(dtype).kind in "iu" and np.dtype(dtype).itemsize < 8
+
+
 def _contiguous(a) -> np.ndarray:
     return np.asarray(a, order="C")   # unlike np.ascontiguousarray, keeps a 0-d array 0-d
 
@@ -56,9 +60,14 @@ def onnx_dtype(dtype) -> int:
     return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
+# Who reads the export: "onnx" (any runtime: the plainest standard form) or "sofie" (SOFIE's
+# parser: the same maths in standard forms SOFIE reads correctly; see SOFIE_TRAPS in __init__.py)
+TARGETS = ("onnx", "sofie")
+
+
 class Builder:
-    def __init__(self, graph, opset: int):
-        self.g, self.opset = graph, opset
+    def __init__(self, graph, opset: int, target: str = "onnx"):
+        self.g, self.opset, self.target = graph, opset, target
         self.nodes: list = []
         self.inits: dict = {}          # initializer name -> numpy array
         self.env: dict = {}            # graph tensor name -> ONNX value name
@@ -85,7 +94,7 @@ class Builder:
     def child(self, sub) -> "Builder":
         """A Builder for sub-graph `sub` (a Loop or If body): names are unique across the whole
         model (ONNX scoping), and values of the enclosing scope are known with their shapes."""
-        c = Builder(sub, self.opset)
+        c = Builder(sub, self.opset, self.target)
         c.batch_sources = self.batch_sources
         c.taken = self.taken
         c.meta = self.meta
@@ -300,6 +309,12 @@ class Builder:
 
     def ew(self, op_type, *xs, dtype=None, **attrs):
         """An elementwise node with numpy broadcasting; its shape is tracked when the inputs' are."""
+        if op_type == "Where" and self.target == "sofie" and _narrow_int(self.dtype(xs[1])):
+            # SOFIE's Where reads float and int64 values only ("does not yet support input type 6"
+            # for int32): the choice is made in int64, exact for every narrower integer
+            dt = self.dtype(xs[1])
+            y = self.ew("Where", xs[0], self.cast(xs[1], "int64"), self.cast(xs[2], "int64"), dtype="int64")
+            return self.cast(y, dt)
         shapes = [self.shape(x) for x in xs]
         shape = broadcast_shapes(shapes) if all(s is not None for s in shapes) else None
         return self.node(op_type, list(xs), hint=op_type.lower(), shape=shape,

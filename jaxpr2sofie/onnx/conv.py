@@ -3,7 +3,8 @@ the max-pool gradient SelectAndScatterAdd (a per-tap selection, then one Scatter
 
 Transposes go around each convolution; the builder folds back-to-back transposes, so a chain of
 convolutions keeps NCHW in between. Weights are permuted at export time. SOFIE's parser averages
-asymmetric convolution padding, so asymmetric padding becomes an explicit Pad node.
+asymmetric convolution padding, so asymmetric padding becomes an explicit Pad node; for SOFIE
+(target="sofie") a dilated kernel is written out with its zeros (`_dilated_kernel`).
 """
 from __future__ import annotations
 
@@ -39,6 +40,20 @@ def _oihw(b, op, d):
     return b.view(k, perm=(d + 1, d, *range(d)))
 
 
+def _dilated_kernel(b, w, dilation):
+    """An OIHW kernel with its dilation written out as zeros between the taps. For SOFIE: its Conv
+    dilates the kernel into a work buffer whose holes it never zeroes, so a dilated Conv is wrong
+    whenever SOFIE's memory pool hands it a buffer an earlier operator wrote."""
+    if w in b.inits:   # a weight: dilated now
+        arr = b.inits[w]
+        k = np.zeros(arr.shape[:2] + tuple((n - 1) * r + 1 for n, r in zip(arr.shape[2:], dilation)), arr.dtype)
+        k[(slice(None), slice(None), *(slice(None, None, r) for r in dilation))] = arr
+        return b.const(k, "dilated_kernel")
+    for axis, r in enumerate(dilation):
+        w = b.dilate(w, axis + 2, r)
+    return w
+
+
 def _spatial_padding(b, x, d, lo, hi):
     """Pad/crop the spatial axes of an NC... tensor; returns it and the symmetric part left for Conv."""
     lo, hi = list(lo), list(hi)
@@ -57,8 +72,11 @@ def _conv(b, op):
     else:
         x, sym = _spatial_padding(b, x, d, [p[0] for p in op.padding], [p[1] for p in op.padding])
         out = b.g.tensors[op.outputs[0]].shape
-        y = b.node("Conv", [x, _oihw(b, op, d)], hint="conv", shape=(n, cout, *out[1:-1]), dtype="float32",
-                   kernel_shape=list(ksizes), strides=list(op.strides), dilations=list(op.rhs_dilation),
+        w, dil = _oihw(b, op, d), list(op.rhs_dilation)
+        if b.target == "sofie" and set(dil) != {1}:
+            w, ksizes, dil = _dilated_kernel(b, w, dil), [(k - 1) * r + 1 for k, r in zip(ksizes, dil)], [1] * d
+        y = b.node("Conv", [x, w], hint="conv", shape=(n, cout, *out[1:-1]), dtype="float32",
+                   kernel_shape=list(ksizes), strides=list(op.strides), dilations=dil,
                    group=op.groups, pads=sym + sym)
         b.biasable[y] = b.nodes[-1]
     return [b.transpose(_epilogue(b, op, y, d), _to_last(d))]

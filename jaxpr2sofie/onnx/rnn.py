@@ -32,6 +32,8 @@ from ..ir.ops.elementwise import Elementwise
 from ..ir.ops.fused import expand
 from ..ir.ops.linalg import MatMul
 from ..ir.ops.movement import Slice, Transpose
+from .builder import BEFORE_START
+from . import unrolled
 
 RECOGNISE_CELLS = True
 
@@ -346,6 +348,10 @@ def export(b, op, cell):
     else:
         x = b.transpose(b.value(seq_in), (1, 0, 2))
         cell = Cell(cell.op_type, hid, cell.x, gates, cell.carries, cell.attrs)
+    # SOFIE rejects direction="reverse" (LSTM, RNN): for it, a forward node over the reversed sequence
+    backward = op.reverse and b.target == "sofie"
+    if backward:
+        x = b.slice(x, {0: (-1, BEFORE_START, -1)})
     width = g.tensors[seq_in].shape[-1]
     h_state = op.body.inputs[cell.carries.index("h")]
     w, r, bias = _weights(cell, cell.x, width, h_state)
@@ -356,8 +362,12 @@ def export(b, op, cell):
         init = b.reshape(_val(b, op.inputs[k]), g.tensors[op.body.inputs[k]].shape)
         ins.append(b.reshape(init, (1, batch, hid)))
     n_out = 3 if cell.op_type == "LSTM" else 2
-    outs = b.node(cell.op_type, ins, hint=cell.op_type.lower(), n_out=n_out, hidden_size=hid,
-                  direction="reverse" if op.reverse else "forward", **cell.attrs)
+    if unrolled.needed(b, cell.op_type, cell.attrs, batch):
+        # a case SOFIE's node gets wrong or refuses (unrolled.py): for it, the same maths step by step
+        outs = unrolled.unrolled(b, cell.op_type, cell.attrs, x, w, r, bias, ins[5:], op.length, batch, hid)
+    else:
+        outs = b.node(cell.op_type, ins, hint=cell.op_type.lower(), n_out=n_out, hidden_size=hid,
+                      direction="reverse" if op.reverse and not backward else "forward", **cell.attrs)
     length = op.length
     b.meta[outs[0]] = ((length, 1, batch, hid), "float32")
     for v in outs[1:]:
@@ -365,6 +375,8 @@ def export(b, op, cell):
     finals = {"h": outs[1], "c": outs[2] if n_out == 3 else None}
     result = [b.reshape(finals[kind], (batch, hid)) for kind in cell.carries]
     ys = b.reshape(outs[0], (length, batch, hid))
+    if backward and op.outputs[nc:]:
+        ys = b.slice(ys, {0: (-1, BEFORE_START, -1)})
     # each further y needs a value of its own: the driver renames a value to its first tensor
     extra = [b.node("Identity", [ys], hint="ys", shape=b.shape(ys), dtype="float32") for _ in op.outputs[nc + 1:]]
     return result + ([ys] + extra if op.outputs[nc:] else [])
