@@ -3,8 +3,8 @@ ML4EP), or ROOT's TMVA SOFIE where that is what is installed.
 
 `SofieModel.to_rmodel()` hands the model to SOFIE as SOFIE's own `RModel`; `generate(dir,
 backend="sofie")` has SOFIE write `<Name>.hxx` and its weight file (SOFIE's header, unmodified:
-`namespace SOFIE_<Name>`); `c_api_source` wraps that header in the project's C entry points, so
-`SofieModel.compile_sofie()` (sofie_oracle.py) builds and calls SOFIE's code exactly as ours. The route today is SOFIE's own ONNX parser (`RModelParser_ONNX`) on
+`namespace SOFIE_<Name>`); `SofieModel.compile_sofie()` (sofie_oracle.py) wraps that header in the
+project's C entry points, builds it and calls SOFIE's code exactly as ours. The route today is SOFIE's own ONNX parser (`RModelParser_ONNX`) on
 the project's ONNX export, in-process (the `sofie` package is plain C++ with pybind11, no LLVM).
 ROOT's TMVA runs in a separate Python process: PyROOT's LLVM and jaxlib's do not share a process well.
 """
@@ -134,56 +134,6 @@ def generate_with_sofie(model, directory: Path, weights: str = "text", session: 
     rm.output_generated(str(hxx))
     data = {"text": ".dat", "safetensors": ".safetensors", "none": None}[weights]
     return hxx, (directory / f"{model.name}{data}" if data else None)
-
-
-_C_API = """\
-#include "{header}"
-#include <cstring>
-#include <exception>
-
-// The project's C entry points (see emit_cpp.c_api_source) around SOFIE's own Session and doInfer.
-extern "C" {{
-void* j2s_create_threads(const char* weight_file, size_t max_batch, size_t n_threads, char* err, int errlen) {{
-   (void)max_batch;
-   (void)n_threads;
-   try {{
-      return new {ns}::Session({create});
-   }} catch (const std::exception& e) {{
-      std::strncpy(err, e.what(), errlen - 1);
-      err[errlen - 1] = 0;
-      return nullptr;
-   }}
-}}
-void* j2s_create(const char* weight_file, size_t max_batch, char* err, int errlen) {{
-   return j2s_create_threads(weight_file, max_batch, 1, err, errlen);
-}}
-size_t j2s_threads_used(void* s) {{
-   (void)s;
-   return 1;
-}}
-void j2s_set_min_rows_per_thread(void* s, size_t rows) {{
-   (void)s;
-   (void)rows;
-}}
-void j2s_run(void* s, size_t batch, void** in, void** out) {{
-   (void)batch;
-   {ns}::doInfer(*static_cast<{ns}::Session*>(s){args});
-}}
-void j2s_destroy(void* s) {{ delete static_cast<{ns}::Session*>(s); }}
-}}
-"""
-
-
-def c_api_source(model) -> str:
-    """The project's C entry points (cpp/abi.py) around SOFIE's own Session and doInfer of `model`'s
-    header: SOFIE's header is then built and called exactly as ours is (see sofie_oracle.py)."""
-    from .ir.tensor import ctype
-    g = model.graph
-    args = (["batch"] if g.dynamic else []) + \
-        [f"static_cast<const {ctype(g.tensors[n].dtype)}*>(in[{k}])" for k, n in enumerate(g.inputs)] + \
-        [f"static_cast<{ctype(g.tensors[n].dtype)}*>(out[{k}])" for k, n in enumerate(g.outputs)]
-    return _C_API.format(header=f"{model.name}.hxx", ns=f"SOFIE_{model.name}", args="".join(", " + a for a in args),
-                         create="weight_file, max_batch" if g.dynamic else "weight_file")
 
 
 def generate_with_root(model, directory: Path) -> tuple:

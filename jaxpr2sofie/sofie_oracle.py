@@ -13,7 +13,23 @@ from pathlib import Path
 
 from . import sofie_backend
 from .cpp import sanitize as san
+from .cpp.abi import c_entry_points
 from .cpp.build import DEFAULT_FLAGS, CompiledModel, compile_cached, find_blas, find_compiler
+from .ir.tensor import ctype
+
+
+def c_api_source(model) -> str:
+    """The project's C entry points (cpp/abi.py) around SOFIE's own Session and doInfer for
+    `model`'s header (`SOFIE_<Name>`): a Session per call of j2s_create, one thread."""
+    g = model.graph
+    ns = f"SOFIE_{model.name}"
+    args = (["batch"] if g.dynamic else []) + \
+        [f"static_cast<const {ctype(g.tensors[n].dtype)}*>(in[{k}])" for k, n in enumerate(g.inputs)] + \
+        [f"static_cast<{ctype(g.tensors[n].dtype)}*>(out[{k}])" for k, n in enumerate(g.outputs)]
+    create = (f"(void)max_batch;\n      (void)n_threads;\n      "
+              f"return new {ns}::Session(weight_file{', max_batch' if g.dynamic else ''});")
+    run = f"(void)batch;\n   {ns}::doInfer(*static_cast<{ns}::Session*>(s){''.join(', ' + a for a in args)});"
+    return c_entry_points(f"{model.name}.hxx", f"{ns}::Session", create, run)
 
 
 def sofie_build(model, extra_sources: dict, target: str, flags=None, cxx=None, blas=None, shared=False) -> tuple:
@@ -41,7 +57,7 @@ def compile_sofie(model, cxx=None, blas=None, flags=None, sanitize: bool = False
     """SOFIE's header for `model`, compiled and loaded behind the project's C entry points: a
     callable like `SofieModel.compile()`'s. `sanitize` builds it as a program under AddressSanitizer
     and UndefinedBehaviorSanitizer (as SOFIE's own tests do), run once per call."""
-    capi = sofie_backend.c_api_source(model)
+    capi = c_api_source(model)
     if sanitize:
         exe, dat = sofie_build(model, {"capi.cpp": capi, "main.cpp": san.runner_source()}, "runner", cxx=cxx, blas=blas,
                                flags=[f for f in san.FLAGS if f not in ("-Wall", "-Wextra")])

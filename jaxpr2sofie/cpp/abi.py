@@ -31,6 +31,43 @@ void j2s_destroy(void* s);
 """
 
 
+def c_entry_points(header: str, session: str, create: str, run: str, threads_used: str = "(void)s;\n   return 1;",
+                   min_rows: str = "(void)s;\n   (void)rows;") -> str:
+    """The C entry points `C_API` declares, defined around one C++ Session type `session` (ours, or
+    SOFIE's own): `create` makes it from weight_file, max_batch and n_threads (statements ending in
+    `return new ...`), `run` runs it on s, batch, in and out; `threads_used` and `min_rows` are the
+    bodies of those two entry points (by default: one thread, nothing to set)."""
+    return f"""#include "{header}"
+#include <cstring>
+#include <exception>
+
+extern "C" {{
+void* j2s_create_threads(const char* weight_file, size_t max_batch, size_t n_threads, char* err, int errlen) {{
+   try {{
+      {create}
+   }} catch (const std::exception& e) {{
+      std::strncpy(err, e.what(), errlen - 1);
+      err[errlen - 1] = 0;
+      return nullptr;
+   }}
+}}
+void* j2s_create(const char* weight_file, size_t max_batch, char* err, int errlen) {{
+   return j2s_create_threads(weight_file, max_batch, 1, err, errlen);
+}}
+size_t j2s_threads_used(void* s) {{
+   {threads_used}
+}}
+void j2s_set_min_rows_per_thread(void* s, size_t rows) {{
+   {min_rows}
+}}
+void j2s_run(void* s, size_t batch, void** in, void** out) {{
+   {run}
+}}
+void j2s_destroy(void* s) {{ delete static_cast<{session}*>(s); }}
+}}
+"""
+
+
 @dataclass(frozen=True)
 class Port:
     """One input or output: its name, shape (ints; the run-time batch as text, "N", "2*N") and dtype."""

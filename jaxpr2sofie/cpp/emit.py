@@ -8,7 +8,7 @@ from ..ir.dims import DynamicDimError
 from ..ir.tensor import ctype
 from . import conv_kernels, kernels, memory, ops, threads  # noqa: F401  (ops: registers the emission rules)
 from .kernels import BLAS_DECL, BLAS_HELPERS
-from .abi import SessionABI
+from .abi import SessionABI, c_entry_points
 from .rules import emit_op, emit_ops
 from .weights import BINARY_READER, stored_size, table_hash
 from .writer import Writer
@@ -381,38 +381,8 @@ def c_api_source(g, header: str) -> str:
     ctor = abi.constructor_args("weight_file", "max_batch", "n_threads")
     create = (f"return new {ns}::Session({ctor});" if g.dynamic
               else f"(void)max_batch;\n      (void)n_threads;\n      return new {ns}::Session({ctor});")
-    split = threads.splittable(g)
     used = f"static_cast<{ns}::Session*>(s)->threads_used()" if g.dynamic else "1"
-    min_rows = (f"static_cast<{ns}::Session*>(s)->set_min_rows_per_thread(rows);" if split
+    min_rows = (f"static_cast<{ns}::Session*>(s)->set_min_rows_per_thread(rows);" if threads.splittable(g)
                 else "(void)s;\n   (void)rows;")
-    return f"""#include "{header}"
-#include <cstring>
-#include <exception>
-
-extern "C" {{
-void* j2s_create_threads(const char* weight_file, size_t max_batch, size_t n_threads, char* err, int errlen) {{
-   try {{
-      {create}
-   }} catch (const std::exception& e) {{
-      std::strncpy(err, e.what(), errlen - 1);
-      err[errlen - 1] = 0;
-      return nullptr;
-   }}
-}}
-void* j2s_create(const char* weight_file, size_t max_batch, char* err, int errlen) {{
-   return j2s_create_threads(weight_file, max_batch, 1, err, errlen);
-}}
-size_t j2s_threads_used(void* s) {{
-   {"" if g.dynamic else "(void)s;"}
-   return {used};
-}}
-void j2s_set_min_rows_per_thread(void* s, size_t rows) {{
-   {min_rows}
-}}
-void j2s_run(void* s, size_t batch, void** in, void** out) {{
-   {"" if g.dynamic else "(void)batch;"}
-   {run};
-}}
-void j2s_destroy(void* s) {{ delete static_cast<{ns}::Session*>(s); }}
-}}
-"""
+    return c_entry_points(header, f"{ns}::Session", create, f"{'' if g.dynamic else '(void)batch;'}\n   {run};",
+                          f"{'' if g.dynamic else '(void)s;'}\n   return {used};", min_rows)
