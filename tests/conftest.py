@@ -101,7 +101,7 @@ def pytest_terminal_summary(terminalreporter):
     stats = getattr(runner, "FAMILY_STATS", None)
     if not stats:
         return
-    cols = ("compared", "xla_jit_differs", "tie", "refused", "skipped", "mismatch")
+    cols = ("compared", "xla_jit_differs", "tie", "ill_conditioned", "refused", "skipped", "mismatch")
     write = terminalreporter.write_line
     write(f"fuzz: distinct programs per family ({runner.STATS['builds']} builds)")
     write(f"  {'family':<12} {'mode':<15}" + "".join(f"{c:>16}" for c in cols))

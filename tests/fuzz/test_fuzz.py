@@ -82,6 +82,22 @@ def test_verdicts_tell_ties_and_xla_miscompiles_from_mismatches():
                         None)]
 
 
+def test_an_ill_conditioned_program_is_told_from_a_wrong_answer():
+    """sin of the product of many numbers: any float32 evaluation order moves it by ~1e-4. A C++
+    result no farther than twice JAX's float32 distance from the float64 value is ill_conditioned;
+    one farther than that is still a mismatch."""
+    src = "def p(w, a0):\n    v0 = lax.sin(jnp.prod(jnp.tanh(a0) * 0.5 + 1.0)) + 0.5\n    return (v0,)\n"
+    prog, model = _one_program(src, (24,))
+    x = np.random.default_rng(3).uniform(1, 3, 24).astype(np.float32)
+    exact = np.sin(np.prod(np.tanh(x.astype(np.float64)) * 0.5 + 1.0)) + 0.5
+    jax_err = abs(float(model.traced.reference(x)[0]) - exact)
+    near = np.float32(exact + 1.5 * max(jax_err, 1e-6))    # as far off as float32 rounding makes it
+    far = np.float32(exact + 0.05)                          # a wrong answer
+    assert abs(float(near) - exact) <= 2 * max(jax_err, 1e-6)
+    assert _compare([prog], lambda *xs: near, model, [x], 0)[0][0] in ("compared", "tie", "ill_conditioned")
+    assert _compare([prog], lambda *xs: far, model, [x], 0)[0][0] == "mismatch"
+
+
 def test_a_typo_in_a_generator_fails_loudly():
     """Only JAX's own type and shape checks reject a step; a misspelt function or keyword raises."""
     from fuzz_programs import Builder
