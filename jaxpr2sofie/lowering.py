@@ -309,8 +309,9 @@ class Lowering:
         scope = ()
         if self.eqn is not None:
             scope = self.scope_of(self.eqn)
-            if not op.origin:
-                op.origin = f"{self.eqn.primitive.name} @ {self.where(self.eqn)}"
+            if not op.origin:   # without a line (inside a Keras layer) the scope alone says where
+                line = self.where(self.eqn)
+                op.origin = self.eqn.primitive.name + (f" @ {line}" if line != UNKNOWN else "")
             if not op.scope:
                 op.scope = "/".join(scope)
             hint = hint or self.eqn.primitive.name

@@ -50,10 +50,11 @@ def _label(w, start: int, op) -> None:
     what = first.strip()[3:] if first.strip().startswith("// ") else op.op_type
     if op.scope:
         what = f"{op.scope}: {what}"
-    source = f" ({op.origin})" if op.origin else ""
+    origin = op.origin
+    source = f" ({origin})" if origin else ""
     lines = [f"{indent}// {what}{source}"]
     if len(lines[0]) > _LABEL_WIDTH and source:
-        lines = [f"{indent}// {what}", f"{indent}//   from {op.origin}"]
+        lines = [f"{indent}// {what}", f"{indent}//   from {origin}"]
     if first.strip().startswith("// "):
         w.lines[start:start + 1] = lines
     else:
