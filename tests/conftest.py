@@ -90,6 +90,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter):
+    from collections import Counter
     # tests that never run the converter are not conversion tests: say how many of the passes they are
     passed = terminalreporter.stats.get("passed", [])
     jaxpr_only = sum("jaxpr_only" in getattr(r, "keywords", {}) for r in passed)
@@ -105,12 +106,13 @@ def pytest_terminal_summary(terminalreporter):
     write = terminalreporter.write_line
     write(f"fuzz: distinct programs per family ({runner.STATS['builds']} builds)")
     write(f"  {'family':<12} {'mode':<15}" + "".join(f"{c:>16}" for c in cols))
-    total = {c: 0 for c in cols}
+    totals = {}   # ours, and the same programs through real SOFIE (tests/fuzz/sofie_leg.py), apart
     for (family, mode), c in sorted(stats.items()):
         write(f"  {family:<12} {mode:<15}" + "".join(f"{c[k]:>16}" for k in cols))
-        for k in cols:
-            total[k] += c[k]
-    write(f"  {'all':<12} {'':<15}" + "".join(f"{total[k]:>16}" for k in cols))
+        total = totals.setdefault("all, SOFIE" if "SOFIE" in mode else "all", Counter())
+        total.update({k: c[k] for k in cols})
+    for label, total in totals.items():
+        write(f"  {label:<28}" + "".join(f"{total[k]:>16}" for k in cols))
     write("  (xla_jit_differs: jax.jit and op-by-op JAX disagree, the C++ matches op by op; counted in compared too)")
     for family, prims in sorted(runner.COVERED.items()):
         write(f"fuzz primitives applied [{family}]: " + ", ".join(f"{p} {n}" for p, n in sorted(prims.items())))

@@ -73,6 +73,18 @@ SOFIE_TRAPS = {
     "* LSTM/GRU/RNN at a run-time batch": "refused (\"is a dynamic tensor\"): the cell's equations step by "
                                           "step (unrolled.py)",
     "3-D ConvTranspose": "not in SOFIE: refused by its parser",
+    "* dilated ConvTranspose": "SOFIE's ConvTranspose writes past its buffer when dilations > 1 (a heap overflow "
+                               "under ASan): the kernel is dilated at export, dilations=1",
+    "Pad with -inf": "SOFIE writes the fill value as `-inf`, which does not compile: an asymmetrically padded "
+                     "max/min pool pads with copies of its edge (exact: each window holds the edge element); "
+                     "other -inf fills (input-dilated max pooling) still meet it",
+    "* broadcasting Bitwise* at a run-time batch": "wrong values past the first event (BitwiseAnd/Or/Xor of "
+                                                    "[N,1,1,4] with a [1,1,4] weight): the operands are Expanded "
+                                                    "to the output's shape first",
+    "* Expand at a run-time batch": "wrong values when the target keeps a size-1 axis ([N,1,3,1] to [N,2,3,1]): "
+                                    "those axes are reshaped away around the Expand",
+    "* strided Slice": "wrong shape: SOFIE's Slice counts floor((end - start) / step) elements where ONNX has the "
+                       "ceiling (x[0:9:2] gives 4, not 5): an axis with a step is a Gather of its indices",
 }
 
 __all__ = ["to_onnx", "TARGETS", "SOFIE_TRAPS", "build_graph", "model_op_types", "OnnxExportError", "SOFIE_OPS", "DEFAULT_OPSET", "OPSETS", "RULES",

@@ -228,11 +228,22 @@ class Builder:
         spec = {a: s for a, s in spec.items()}
         if not spec:
             return v
+        shape = shape or self.shape(v)
+        stepped = [a for a in sorted(spec) if spec[a][2] != 1 and isinstance(shape[a], int)] if self.target == "sofie" and shape is not None else []
+        if stepped:   # SOFIE_TRAPS "strided Slice": the stepped axes as Gathers of their indices
+            v = self.slice(v, {a: s for a, s in spec.items() if a not in stepped}, shape=shape)
+            out_shape = list(self.shape(v))
+            for a in stepped:
+                start, end, step = (None if x == BEFORE_START else x for x in spec[a])
+                picks = list(range(*slice(start, end, step).indices(shape[a])))
+                out_shape[a] = len(picks)
+                v = self.node("Gather", [v, self.ints(picks)], hint="slice", shape=tuple(out_shape),
+                              dtype=self.dtype(v), axis=a)
+            return v
         axes = sorted(spec)
         ins = [v, self.ints(spec[a][0] for a in axes), self.ints(spec[a][1] for a in axes), self.ints(axes),
                self.ints(spec[a][2] for a in axes)]
         out_shape = None
-        shape = shape or self.shape(v)
         if shape is not None:
             out_shape = list(shape)
             for a in axes:
@@ -256,6 +267,20 @@ class Builder:
         v = self.slice(v, crop, shape=s)
         return self.pad(v, [max(0, l) for l in lo], [max(0, h) for h in hi], value)
 
+    def edge_pad(self, v, lo, hi):
+        """Padding by non-negative (lo, hi) per axis with copies of the edge elements, as Slices and
+        one Concat per axis (for SOFIE, whose Pad has only the constant mode)."""
+        for axis, (a, c) in enumerate(zip(lo, hi)):
+            if not a and not c:
+                continue
+            s = self.shape(v)
+            first = self.slice(v, {axis: (0, 1, 1)}, shape=s)
+            last = self.slice(v, {axis: (s[axis] - 1, s[axis], 1)}, shape=s)
+            out = tuple(n + (a + c if k == axis else 0) for k, n in enumerate(s))
+            v = self.node("Concat", [first] * a + [v] + [last] * c, hint="edge_pad", shape=out, dtype=self.dtype(v),
+                          axis=axis)
+        return v
+
     def dilate(self, v, axis, step, value=None):
         """Insert `step - 1` copies of `value` between neighbours along `axis` (XLA interior padding)."""
         s = self.shape(v)
@@ -275,7 +300,15 @@ class Builder:
         shape = tuple(shape)
         if self.shape(v) == shape:
             return v
-        target = self.shape_value(shape) if any(symbolic(d) for d in shape) else self.ints(shape)
+        dynamic = any(symbolic(d) for d in shape)
+        src = self.shape(v)
+        if self.target == "sofie" and dynamic and src is not None and len(src) == len(shape):
+            kept = [k for k, (a, b) in enumerate(zip(src, shape)) if not (a == 1 and b == 1)]
+            if len(kept) < len(shape):   # SOFIE_TRAPS "Expand at a run-time batch": without the axes of size 1
+                v = self.reshape(v, tuple(src[k] for k in kept))
+                v = self.expand(v, tuple(shape[k] for k in kept))
+                return self.reshape(v, shape)
+        target = self.shape_value(shape) if dynamic else self.ints(shape)
         return self.node("Expand", [v, target], hint="expand", shape=shape, dtype=self.dtype(v))
 
     def shape_value(self, shape) -> str:
@@ -317,6 +350,11 @@ class Builder:
             return self.cast(y, dt)
         shapes = [self.shape(x) for x in xs]
         shape = broadcast_shapes(shapes) if all(s is not None for s in shapes) else None
+        if (self.target == "sofie" and op_type.startswith("Bitwise") and shape is not None
+                and any(symbolic(d) for d in shape) and len(set(shapes)) > 1):
+            # SOFIE_TRAPS "broadcasting Bitwise* at a run-time batch": the operands expanded first
+            xs = tuple(self.expand(self.reshape(x, (1,) * (len(shape) - len(s)) + tuple(s)) if len(s) < len(shape)
+                                   else x, shape) for x, s in zip(xs, shapes))
         return self.node(op_type, list(xs), hint=op_type.lower(), shape=shape,
                          dtype=dtype or self.dtype(xs[0]), **attrs)
 

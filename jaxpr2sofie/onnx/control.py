@@ -22,12 +22,12 @@ import numpy as np
 
 from ..ir.ops.control import Branch, Loop
 from . import rnn
-from .builder import BEFORE_START, NotExportable, exports, onnx_dtype
+from .builder import BEFORE_START, NotExportable, dim_param, exports, onnx_dtype
 
 
 def _vi(name, shape, dtype):
     from onnx import helper
-    return helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape))
+    return helper.make_tensor_value_info(name, onnx_dtype(dtype), [dim_param(d) for d in shape])
 
 
 def _walk(c, ops, problems):

@@ -128,9 +128,11 @@ def _conv_transpose(b, op, x, d, ksizes):
     end = [r - hi for r, (_, hi) in zip(reach, op.padding)]
     sym = [max(0, min(a, c)) for a, c in zip(begin, end)]
     full = [s * (i - 1) + r + 1 - 2 * p for s, i, r, p in zip(op.lhs_dilation, spatial, reach, sym)]
+    dil = list(op.rhs_dilation)
+    if b.target == "sofie" and set(dil) != {1}:   # SOFIE_TRAPS "dilated ConvTranspose"
+        w, ksizes, dil = _dilated_kernel(b, w, dil), [r + 1 for r in reach], [1] * d
     y = b.node("ConvTranspose", [x, w], hint="conv_transpose", shape=(n, cout, *full), dtype="float32",
-               kernel_shape=list(ksizes), strides=list(op.lhs_dilation), dilations=list(op.rhs_dilation),
-               pads=sym + sym)
+               kernel_shape=list(ksizes), strides=list(op.lhs_dilation), dilations=dil, pads=sym + sym)
     y = b.pad_or_crop(y, [0, 0] + [p - a for a, p in zip(begin, sym)], [0, 0] + [p - c for c, p in zip(end, sym)])
     steps = {k + 2: (0, b.shape(y)[k + 2], s) for k, s in enumerate(op.strides) if s != 1}
     return b.slice(y, steps)
@@ -181,7 +183,15 @@ def _native_pool(b, op, x):
     hi = [0, 0] + [op.padding[k][1] for k in pooled]
     sym = [a if a == c and a >= 0 else 0 for a, c in zip(lo, hi)]
     fill = b.scalar(_identity("max" if op.kind != "sum" else "sum", x.dtype), x.dtype)
-    v = b.pad_or_crop(v, [a - s for a, s in zip(lo, sym)], [c - s for c, s in zip(hi, sym)], fill)
+    inside = all(max(op.padding[k]) < op.window[k] for k in pooled)   # every window holds a real element
+    lo, hi = [a - s for a, s in zip(lo, sym)], [c - s for c, s in zip(hi, sym)]
+    if b.target == "sofie" and op.kind != "sum" and set(op.window_dilation) == {1} and inside:
+        # SOFIE_TRAPS "Pad with -inf": a window reaching into the padding then holds the edge element
+        # too, so copies of the edge change no maximum: the edge is padded with copies of itself
+        v = b.pad_or_crop(v, [min(a, 0) for a in lo], [min(c, 0) for c in hi])
+        v = b.edge_pad(v, [max(a, 0) for a in lo], [max(c, 0) for c in hi])
+    else:
+        v = b.pad_or_crop(v, lo, hi, fill)
     out = b.g.tensors[op.outputs[0]].shape
     attrs = dict(kernel_shape=[op.window[k] for k in pooled], strides=[op.strides[k] for k in pooled],
                  pads=sym[2:] + sym[2:])

@@ -17,6 +17,7 @@ import jaxpr2sofie as j2s
 
 from families import FAMILIES, Drawer
 from runner import _batch_function, _compare, _differs, check_batch
+from sofie_leg import check_batch_through_sofie
 
 # Programs per build: one g++ build (~3 s fixed cost) and one XLA compile for all of them. The
 # default run makes one build per family and mode: 24 programs each at a fixed batch, 12 at a
@@ -51,6 +52,19 @@ def test_random_programs_match_jax(family, request):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_random_programs_at_a_run_time_batch_match_jax(family, request):
     _run(family, request, BUDGET_DYNAMIC, dynamic=True)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "run-time batch"])
+def test_random_programs_through_real_sofie(family, dynamic, request):
+    """The same programs through real SOFIE (sofie_leg.py): those it takes match JAX."""
+    long = request.config.getoption("--fuzz-long")
+    seed = request.config.getoption("--fuzz-seed")
+    drawer = Drawer(family, seed, stream=int(dynamic))
+    budget = (BUDGET_DYNAMIC if dynamic else BUDGET)[family][1 if long else 0]
+    for b in range(budget):
+        check_batch_through_sofie(family, drawer.batch(BATCH_DYNAMIC[long] if dynamic else BATCH),
+                                  seed * 7919 + 1000 * b, dynamic=dynamic)
 
 
 # ------------------------------------------------------------------ the verdicts, without a C++ build
