@@ -212,13 +212,21 @@ def cmd_inspect(args) -> int:
     from .trace import primitive_inventory, trace
     fn, params, x, default_name = load_model(args)
     inv = primitive_inventory(trace(fn, params, x).closed_jaxpr)
-    print(f"{'primitive':28s} {'uses':>5s}  rule")
-    for name in sorted(inv):
-        print(f"{name:28s} {inv[name]:5d}  {HANDLERS[name].family if name in HANDLERS else 'MISSING'}")
     try:
         convert(fn, params, x, name=model_name(args.name, default_name))
+        problems = None
     except UnsupportedPrimitiveError as e:
-        print("\n" + str(e))
+        problems = e
+    lines = {}   # where each primitive without a rule is used, so the table says where to look
+    for prim, _, where in (problems.problems if problems else ()):
+        lines.setdefault(prim, []).append(where)
+    print(f"{'primitive':28s} {'uses':>5s}  rule")
+    for name in sorted(inv):
+        rule = HANDLERS[name].family if name in HANDLERS else "MISSING"
+        at = f"  at {', '.join(dict.fromkeys(lines[name]))}" if rule == "MISSING" and name in lines else ""
+        print(f"{name:28s} {inv[name]:5d}  {rule}{at}")
+    if problems:
+        print("\n" + str(problems))
         return 1
     print("\nall primitives convert.")
     return 0

@@ -4,10 +4,16 @@ model that returns that dict, not a tuple in sorted-key order named after the la
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
 from .ir.ops.movement import Identity
 from .ir.tensor import c_identifier
+
+
+# sequence attributes that hold no tensor names (or are filled only by later passes)
+_NOT_NAMES = frozenset({"inputs", "outputs", "epilogue", "packed", "branches", "steps"})
 
 
 def _rename(g, old: str, new: str) -> None:
@@ -25,6 +31,12 @@ def _rename(g, old: str, new: str) -> None:
         for op in graph.ops:
             op.inputs, op.outputs = swap(op.inputs), swap(op.outputs)
             op.scratch_names = {k: new if v == old else v for k, v in op.scratch_names.items()}
+            # operators also name tensors in sequence attributes (Elementwise.args, DynamicSlice.starts:
+            # names among Scalars and ints); single strings are kinds and modes, never tensors
+            for f in dataclasses.fields(op):
+                value = getattr(op, f.name)
+                if f.name not in _NOT_NAMES and isinstance(value, (tuple, list)) and old in value:
+                    setattr(op, f.name, type(value)(swap(value)))
             for sub in op.subgraphs():
                 visit(sub)
     visit(g)

@@ -111,12 +111,16 @@ def _wrong_shape(exc, paths, tracers, where) -> str | None:
     refused it (`x @ p['w']` stops in jax.Array's `_operator_matmul` with `other` the kernel)."""
     ids = {id(t): k for k, t in enumerate(tracers)}
     for frame in reversed(list(_frames(exc))):
+        if not frame.f_globals.get("__name__", "").startswith("jax."):
+            continue   # the user's own frames hold params too (w = p["w"]) without being the operation
         local = frame.f_locals
         hit = [(name, ids[id(v)]) for name, v in local.items() if id(v) in ids]
         if not hit:
             continue
         name, k = hit[0]
         others = [(n, _shape(v)) for n, v in local.items() if n != name and _is_array(v)]
+        if any(not isinstance(d, int) for _, s in others for d in s):
+            return None   # a run-time batch in the other operand: the batch is the trouble, not the param
         op = frame.f_code.co_name.removeprefix("_operator_")
         given = _shape(tracers[k])
         expected = _expected(op, name, given, others)
