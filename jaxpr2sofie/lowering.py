@@ -235,7 +235,8 @@ class Lowering:
                 eqn = _SymEqn(eqn)
             out = handler.fn(self, eqn, *ins)
         except DynamicDimError as e:
-            self.report(eqn, f"cannot take a batch size chosen at run time: {e}{_DYNAMIC_HINT}")
+            why = str(e).removesuffix(": convert with a fixed batch")   # the hint below says it in full
+            self.report(eqn, f"cannot take a batch size chosen at run time: {why}{_DYNAMIC_HINT}")
             return _poisons(eqn)
         except Unsupported as e:
             self.report(eqn, e.reason)
@@ -307,12 +308,12 @@ class Lowering:
         except Jaxpr2SofieError as e:   # e.g. MatMul of int tensors: the message says what to do
             raise Unsupported(str(e)) from e
         except (ValueError, AssertionError, IndexError, KeyError) as e:
-            if self.dynamic and any(is_symbolic(d) for n in op.inputs if n in self.g.tensors
-                                    for d in self.g.tensors[n].shape):
+            shapes = [self.g.tensors[n].shape for n in op.inputs if n in self.g.tensors]
+            if self.dynamic and any(is_symbolic(d) for s in shapes for d in s):
                 # shapes that only work out for one batch size: the function fixes the batch
                 raise DynamicDimError(f"this function fixes the batch: {op.op_type} cannot take its inputs "
-                                      f"({', '.join(show_shape(self.g.tensors[n].shape) for n in op.inputs if n in self.g.tensors)}) "
-                                      f"for every batch N ({type(e).__name__}: {e})") from e
+                                      f"({', '.join(map(show_shape, shapes))}) for every batch N "
+                                      f"({type(e).__name__}: {e})") from e
             raise Unsupported(f"{op.op_type}: {type(e).__name__}: {e}") from e
         return outs[0] if len(outs) == 1 else outs
 
