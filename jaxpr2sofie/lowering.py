@@ -143,6 +143,20 @@ class _SymEqn:
         return getattr(self._eqn, name)
 
 
+def _refusal(eqn, handler) -> str:
+    """Why an equation cannot be converted whatever its inputs are ("" when nothing says so yet)."""
+    if handler is None:
+        return "no conversion rule for this primitive"
+    unrepresentable = _unrepresentable(eqn)
+    if unrepresentable:
+        return unrepresentable
+    bad = handler.unexpected(eqn.params)
+    if bad:
+        return (f"unexpected parameter(s) {sorted(bad)}: this JAX version lowers the primitive differently "
+                "than the rule expects")
+    return ""
+
+
 def _poisons(eqn) -> list:
     return [Poison(v.aval) for v in eqn.outvars]
 
@@ -217,17 +231,9 @@ class Lowering:
             # a view of a weight keeps its name; anything that computes new values says how
             suffix = "" if name in _SAME_VALUES else "_" + name
             return [Const(v, hint + suffix if hint != name else name) for v in vals]
-        if handler is None:
-            self.report(eqn, "no conversion rule for this primitive")
-            return _poisons(eqn)
-        unrepresentable = _unrepresentable(eqn)
-        if unrepresentable:
-            self.report(eqn, unrepresentable)
-            return _poisons(eqn)
-        bad = handler.unexpected(eqn.params)
-        if bad:
-            self.report(eqn, f"unexpected parameter(s) {sorted(bad)}: this JAX version lowers the primitive "
-                             "differently than the rule expects")
+        refusal = _refusal(eqn, handler)
+        if refusal:
+            self.report(eqn, refusal)
             return _poisons(eqn)
         outer, self.eqn = self.eqn, eqn
         try:
@@ -261,12 +267,9 @@ class Lowering:
         calls (a jitted `jnp.fft.fft` fed by `jnp.linalg.inv`), which are walked with the unknown
         values standing in by their avals. A refusal by the rule itself is not reported: it may be
         about the unknown value, which the first problem already accounts for."""
-        if handler is None:
-            self.report(eqn, "no conversion rule for this primitive")
-            return _poisons(eqn)
-        reason = _unrepresentable(eqn)
-        if reason:
-            self.report(eqn, reason)
+        refusal = _refusal(eqn, handler)
+        if refusal:
+            self.report(eqn, refusal)
             return _poisons(eqn)
         if any(isinstance(p, (jex_core.Jaxpr, jex_core.ClosedJaxpr)) for p in eqn.params.values()):
             outer, self.eqn = self.eqn, eqn
