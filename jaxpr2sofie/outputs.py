@@ -62,10 +62,11 @@ def name_outputs(g, labels) -> None:
             _rename(g, want, moved)   # an intermediate already called `logits` steps aside
             if want in producer:
                 producer[moved] = producer.pop(want)
-        if own and want not in g.tensors:
-            _rename(g, old, want)
-            producer[want] = producer.pop(old)
-            g.outputs[k] = want
+        if own:   # `want` may still be taken (an input called `x` for an output `x`): the nearest free name
+            new = want if want not in g.tensors else g.unique(want)
+            _rename(g, old, new)
+            producer[new] = producer.pop(old)
+            g.outputs[k] = new
         else:
             (g.outputs[k],) = g.add_op(Identity([old]), hint=want)
         taken.add(g.outputs[k])
