@@ -136,8 +136,8 @@ def from_flax(module, variables, example_input, name: str | None = None, batch: 
         return module.apply(variables, x, mutable=False, **kwargs)
 
     label = model_name(name, type(module).__name__)
-    with _flax_errors(f"linen module {type(module).__name__}"), _variables_checked(module, variables, example_input,
-                                                                                     kwargs):
+    checked = _variables_checked(module, variables, example_input, kwargs)
+    with _flax_errors(f"linen module {type(module).__name__}"), checked:
         return convert(fn, _to_dict(variables), example_input, name=label, **forwarded(locals()))
 
 
