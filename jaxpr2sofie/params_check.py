@@ -106,31 +106,61 @@ def _frames(exc):
         tb = tb.tb_next
 
 
-def _wrong_shape(exc, paths, tracers, where) -> str | None:
-    """The innermost frame holding a param leaf as the function received it is the operation that
-    refused it (`x @ p['w']` stops in jax.Array's `_operator_matmul` with `other` the kernel)."""
+def _jax_frames(exc) -> list:
+    """The traceback's frames inside JAX, innermost first: the user's own frames hold params too
+    (`w = p["w"]`) without being the operation that refused one."""
+    return [f for f in reversed(list(_frames(exc))) if f.f_globals.get("__name__", "").startswith("jax.")]
+
+
+def _culprit(exc, tracers):
+    """(frame, local name, param index, sure) of the operand that is a param. Sure: the innermost
+    frame holding a param leaf as the function received it (`x @ p['w']` stops in jax.Array's
+    `_operator_matmul`, `other` the kernel). Not sure: inside a jitted jnp function (`jnp.dot`)
+    the leaf is a new tracer, so an operand is matched by shape and dtype to the one param that has them."""
+    frames = _jax_frames(exc)
     ids = {id(t): k for k, t in enumerate(tracers)}
-    for frame in reversed(list(_frames(exc))):
-        if not frame.f_globals.get("__name__", "").startswith("jax."):
-            continue   # the user's own frames hold params too (w = p["w"]) without being the operation
-        local = frame.f_locals
-        hit = [(name, ids[id(v)]) for name, v in local.items() if id(v) in ids]
-        if not hit:
+    for frame in frames:
+        hit = [(name, ids[id(v)]) for name, v in list(frame.f_locals.items()) if id(v) in ids]
+        if hit:
+            return frame, *hit[0], True
+    kinds = {}
+    for k, t in enumerate(tracers):
+        kinds.setdefault((_shape(t), str(t.dtype)), []).append(k)
+    for frame in reversed(frames):   # the outermost operation with operands: jnp.dot's (a, b)
+        arrays = {n: v for n, v in list(frame.f_locals.items()) if _is_array(v)}
+        if len(arrays) < 2:
             continue
-        name, k = hit[0]
-        others = [(n, _shape(v)) for n, v in local.items() if n != name and _is_array(v)]
-        if any(not isinstance(d, int) for _, s in others for d in s):
-            return None   # a run-time batch in the other operand: the batch is the trouble, not the param
-        op = frame.f_code.co_name.removeprefix("_operator_")
-        given = _shape(tracers[k])
-        expected = _expected(op, name, given, others)
-        with_ = ", ".join(f"{s}" for _, s in others)
-        want = f"expected {expected}, " if expected else ""
-        return (f"parameter {paths[k]} has the wrong shape: {want}given {given}. At {where} the operation "
-                f"{op!r} meets it with an operand of shape {with_ or '?'} (JAX: {_first(exc)}). Give "
-                f"{paths[k]} the shape the function expects" + (f", {expected}" if expected else "") +
-                ", e.g. the shape it had at training time.")
+        unique = [(n, kinds[(_shape(v), str(v.dtype))][0]) for n, v in arrays.items()
+                  if len(kinds.get((_shape(v), str(v.dtype)), ())) == 1]
+        # a rebinding inside the function (matmul's `b` and `x`) may name one operand twice
+        return (frame, *unique[0], False) if len({k for _, k in unique}) == 1 else None
     return None
+
+
+def _wrong_shape(exc, paths, tracers, where) -> str | None:
+    found = _culprit(exc, tracers)
+    if found is None:
+        return None
+    frame, name, k, sure = found
+    local = dict(frame.f_locals)
+    # the operation's operands are its arguments (matmul's `a`, `b`), not locals it computes on the way
+    arguments = frame.f_code.co_varnames[:frame.f_code.co_argcount + frame.f_code.co_kwonlyargcount]
+    others = [(n, _shape(local[n])) for n in arguments if n != name and n in local and _is_array(local[n])]
+    if any(not isinstance(d, int) for _, s in others for d in s):
+        return None   # a run-time batch in the other operand: the batch is the trouble, not the param
+    op = frame.f_code.co_name.removeprefix("_operator_")
+    given = _shape(tracers[k])
+    expected = _expected(op, name, given, others)
+    with_ = ", ".join(f"{s}" for _, s in others) or "?"
+    want = f"expected {expected}, " if expected else ""
+    fix = (f"give {paths[k]} the shape the function expects" + (f", {expected}" if expected else "") +
+           ", e.g. the shape it had at training time.")
+    if sure:
+        return (f"parameter {paths[k]} has the wrong shape: {want}given {given}. At {where} the operation "
+                f"{op!r} meets it with an operand of shape {with_} (JAX: {_first(exc)}). {fix[0].upper() + fix[1:]}")
+    return (f"parameter {paths[k]} probably has the wrong shape ({want}given {given}): at {where} the operation "
+            f"{op!r} meets an operand of its shape and dtype, {given}, with one of shape {with_} (JAX: "
+            f"{_first(exc)}). If that operand is {paths[k]}: {fix}")
 
 
 def _expected(op, name, given, others):
@@ -138,8 +168,9 @@ def _expected(op, name, given, others):
     if len(others) != 1 or not given:
         return None
     other = others[0][1]
-    if op in ("matmul", "rmatmul") and other:
-        param_is_rhs = (op == "matmul") == (name in ("other", "b", "rhs"))
+    if op in ("matmul", "rmatmul", "dot") and other:
+        # x.__rmatmul__(w) computes w @ x: there `self` is the right-hand side
+        param_is_rhs = name == "self" if op == "rmatmul" else name in ("other", "b", "rhs")
         g = list(given)
         if param_is_rhs:
             g[-2 if len(g) >= 2 else 0] = other[-1]

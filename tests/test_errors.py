@@ -296,3 +296,17 @@ def test_a_parameter_held_in_a_local_is_not_blamed_for_another_operation():
         return (x @ w) @ np.ones((3, 3), np.float32)
     with pytest.raises(TypeError, match="dot_general"):
         j2s.convert(f, P, X)
+
+
+def test_a_parameter_of_the_wrong_shape_inside_a_jitted_jnp_function_is_named_as_probable():
+    """jnp.dot and jnp.matmul are jitted: the kernel reaches the failing product as a new tracer, so
+    the one param of that shape and dtype is named, with the hedge it deserves."""
+    for product in (jnp.dot, jnp.matmul):
+        with pytest.raises(j2s.TraceError) as e:
+            j2s.convert(lambda p, x: product(x, p["w"]), {"w": np.ones((5, 2), np.float32)}, X)
+        msg = str(e.value)
+        assert "params['w'] probably has the wrong shape (expected (4, 2), given (5, 2))" in msg, msg
+        assert "test_errors.py:" in msg, msg
+    with pytest.raises(TypeError, match="dot_general"):   # two params of that shape: no guess
+        j2s.convert(lambda p, x: jnp.dot(x, p["w"]) + jnp.dot(x, p["v"]),
+                    {"w": np.ones((5, 2), np.float32), "v": np.ones((5, 2), np.float32)}, X)
