@@ -36,6 +36,7 @@ class LoadedModel(NamedTuple):
     params: Any
     example_input: Any
     name: str              # the model name used when --name is not given
+    output_names: Any = None   # a Keras model's names for a list of outputs (o1, o2)
 
 
 def _raised_where(e: BaseException, spec: str) -> str:
@@ -101,7 +102,7 @@ def load_keras_file(spec: str) -> LoadedModel:
         # the bridge's file errors name the file already; others (e.g. a free input dimension) do not
         msg = str(e) if str(Path(spec)) in str(e) else f"{spec}: {e}"
         raise SystemExit(f"error: {msg}") from None
-    return LoadedModel(kf.fn, kf.params, kf.example_input, kf.name)
+    return LoadedModel(kf.fn, kf.params, kf.example_input, kf.name, kf.output_names)
 
 
 def load_model(args) -> LoadedModel:
@@ -184,7 +185,7 @@ def _convert(args):
     loaded = load_model(args)
     batch = {"dynamic": "dynamic"}.get(getattr(args, "batch", None))
     return loaded, convert(loaded.fn, loaded.params, loaded.example_input, name=model_name(args.name, loaded.name),
-                           batch=batch, max_batch=getattr(args, "max_batch", None))
+                           batch=batch, max_batch=getattr(args, "max_batch", None), output_names=loaded.output_names)
 
 
 def cmd_convert(args) -> int:
@@ -210,15 +211,23 @@ def cmd_inspect(args) -> int:
     from .model import convert, model_name
     from .primitives import HANDLERS
     from .trace import primitive_inventory, trace
-    fn, params, x, default_name = load_model(args)
+    fn, params, x, default_name, _ = load_model(args)
     inv = primitive_inventory(trace(fn, params, x).closed_jaxpr)
-    print(f"{'primitive':28s} {'uses':>5s}  rule")
-    for name in sorted(inv):
-        print(f"{name:28s} {inv[name]:5d}  {HANDLERS[name].family if name in HANDLERS else 'MISSING'}")
     try:
         convert(fn, params, x, name=model_name(args.name, default_name))
+        problems = None
     except UnsupportedPrimitiveError as e:
-        print("\n" + str(e))
+        problems = e
+    lines = {}   # where each primitive without a rule is used, so the table says where to look
+    for prim, _, where in (problems.problems if problems else ()):
+        lines.setdefault(prim, []).append(where)
+    print(f"{'primitive':28s} {'uses':>5s}  rule")
+    for name in sorted(inv):
+        rule = HANDLERS[name].family if name in HANDLERS else "MISSING"
+        at = f"  at {', '.join(dict.fromkeys(lines[name]))}" if rule == "MISSING" and name in lines else ""
+        print(f"{name:28s} {inv[name]:5d}  {rule}{at}")
+    if problems:
+        print("\n" + str(problems))
         return 1
     print("\nall primitives convert.")
     return 0

@@ -11,6 +11,15 @@ def _listing(head: str, items, tail: str) -> str:
     return "\n".join([head, *(f"  - {item}" for item in items), tail])
 
 
+def _what_to_do(problems) -> str:
+    """The advice under a problem list: an issue is worth opening only for a primitive without a rule."""
+    advice = ("Run `jaxpr2sofie inspect` on the function for the full primitive inventory; rewrite the listed "
+              "lines with supported operations")
+    if any(reason.startswith("no conversion rule") for _, reason, _ in problems):
+        return advice + " or open an issue for a primitive without a conversion rule."
+    return advice + "."
+
+
 class UnsupportedPrimitiveError(Jaxpr2SofieError):
     """The function uses primitives (or primitive parameters) the converter cannot map.
 
@@ -23,8 +32,7 @@ class UnsupportedPrimitiveError(Jaxpr2SofieError):
         super().__init__(_listing(
             f"{len(self.problems)} unsupported primitive use(s) in the traced function:",
             (f"{prim}: {reason}  [at {where}]" for prim, reason, where in self.problems),
-            "Run `jaxpr2sofie inspect` on the function for the full primitive inventory; "
-            "rewrite the listed lines with supported operations or open an issue for the primitive."))
+            _what_to_do(self.problems)))
 
     @property
     def primitives(self) -> list[str]:

@@ -193,9 +193,22 @@ class KerasFunction(NamedTuple):
     params: dict          # Keras variable path -> array
     example_input: Any
     name: str             # the file's stem, or the model's own name
+    output_names: list | None = None   # Keras' names of a list of outputs (a dict's keys name themselves)
 
 
-def keras_function(model_or_path, example_input=None, custom_objects=None, safe_mode: bool = True) -> KerasFunction:
+def _output_names(model) -> list | None:
+    """The layer names of a Functional model's outputs when it returns a list of several (`o1`,
+    `o2`): the header's outputs keep them. A dict of outputs is named by its keys already."""
+    outputs, names = getattr(model, "outputs", None), getattr(model, "output_names", None)
+    if isinstance(getattr(model, "output", None), dict) or not outputs or len(outputs) < 2:
+        return None
+    if not names or len(names) != len(outputs) or len(set(names)) != len(names):
+        return None
+    return list(names)
+
+
+def keras_function(model_or_path, example_input=None, custom_objects=None, safe_mode: bool = True,
+                   call_kwargs=None) -> KerasFunction:
     """The pure function, params and example input `from_keras` converts, without converting them.
 
     For callers that need the function itself, e.g. `jaxpr2sofie inspect` listing the primitives of
@@ -228,30 +241,35 @@ def keras_function(model_or_path, example_input=None, custom_objects=None, safe_
     call_params = inspect.signature(model.call).parameters
     kwargs = {"training": False} if "training" in call_params or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in call_params.values()) else {}
+    kwargs.update(call_kwargs or {})
 
     def keras_model(p, x):
         trainable_values, non_trainable_values = [p[k] for k in t_paths], [p[k] for k in n_paths]
         outputs, _ = model.stateless_call(trainable_values, non_trainable_values, arrange(x), **kwargs)
         return outputs
 
-    return KerasFunction(keras_model, params, example_input, default_name or "KerasModel")
+    return KerasFunction(keras_model, params, example_input, default_name or "KerasModel", _output_names(model))
 
 
 def from_keras(model_or_path, example_input=None, name: str | None = None, custom_objects=None,
                safe_mode: bool = True, batch: str | None = None, max_batch: int | None = None,
-               blas: str = "auto"):
+               blas: str = "auto", *, disable_passes=(), progress: bool | None = None, output_names=None,
+               call_kwargs: dict | None = None, **unknown):
     """Convert a Keras 3 model (an in-memory model, or a `.keras` / legacy `.h5` file) on the JAX backend.
 
     Sequential, Functional and subclassed models; several inputs (list or dict) and outputs.
     `example_input` fixes the input shapes and dtypes; by default it is built from `model.inputs`
     with batch size 1 (subclassed models have no declared inputs and need it), and the compiled
     model then takes its inputs in the order of `model.inputs`, named after each `keras.Input`
-    in the C++. Outputs come back in the flattened order of the model's outputs (a dict: sorted
-    keys). `custom_objects` is handed to `keras.models.load_model` for files; `safe_mode=True` (Keras'
-    default, kept) refuses files that carry Python code such as Lambda layers. Inference mode:
-    Dropout is the identity, BatchNormalization uses its moving statistics. Weights are named by
-    their Keras variable path. `batch="dynamic"` (and `max_batch`) as in `convert`: the batch is
-    chosen at run time; `blas="none"` as in `convert`: no BLAS. Returns a `SofieModel` (see `convert`).
+    in the C++. Outputs keep their Keras names: a dict of outputs by its keys (the compiled model
+    returns that dict), a list by its output layers' names (`o1`, `o2`; returned as a tuple), unless
+    `output_names` says otherwise. `custom_objects` is handed to `keras.models.load_model` for files;
+    `safe_mode=True` (Keras' default, kept) refuses files that carry Python code such as Lambda layers.
+    Inference mode: Dropout is the identity, BatchNormalization uses its moving statistics
+    (`training=False`); `call_kwargs` adds arguments for the model's own `call`. Weights are named by
+    their Keras variable path. Every other keyword is an option of `convert` with the same meaning
+    (`batch="dynamic"`, `max_batch`, `blas`, `progress`, `disable_passes`); an unknown one is a
+    `TypeError` naming it. Returns a `SofieModel` (see `convert`).
 
     A file that does not exist raises FileNotFoundError; one Keras cannot read (empty, truncated,
     not a zip archive or not HDF5, a .keras/.h5 name on the other format) raises `ModelFileError`
@@ -271,6 +289,10 @@ def from_keras(model_or_path, example_input=None, name: str | None = None, custo
     """
     from .model import convert, model_name
 
-    kf = keras_function(model_or_path, example_input, custom_objects, safe_mode)
-    return convert(kf.fn, kf.params, kf.example_input, name=model_name(name, kf.name), batch=batch,
-                   max_batch=max_batch, blas=blas)
+    from .options import forwarded, reject_unknown
+    reject_unknown("from_keras", unknown, own=("custom_objects", "safe_mode", "call_kwargs"))
+    kf = keras_function(model_or_path, example_input, custom_objects, safe_mode, call_kwargs)
+    options = forwarded(locals())
+    if options["output_names"] is None:
+        options["output_names"] = kf.output_names
+    return convert(kf.fn, kf.params, kf.example_input, name=model_name(name, kf.name), **options)

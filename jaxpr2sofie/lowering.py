@@ -12,7 +12,7 @@ import jax.extend.core as jex_core
 import numpy as np
 
 from .errors import Jaxpr2SofieError, UnsupportedDtypeError, UnsupportedPrimitiveError
-from .ir.dims import DynamicDimError, canon_param, canon_shape, is_symbolic
+from .ir.dims import DynamicDimError, canon_param, canon_shape, is_symbolic, show_shape
 from .ir.graph import Graph
 from .ir.tensor import CTYPES
 from .source import UNKNOWN, user_line
@@ -169,6 +169,24 @@ class _SymEqn:
         return getattr(self._eqn, name)
 
 
+def _refusal(eqn, handler) -> str:
+    """Why an equation cannot be converted whatever its inputs are ("" when nothing says so yet)."""
+    if handler is None:
+        return "no conversion rule for this primitive"
+    unrepresentable = _unrepresentable(eqn)
+    if unrepresentable:
+        return unrepresentable
+    bad = handler.unexpected(eqn.params)
+    if bad:
+        return (f"unexpected parameter(s) {sorted(bad)}: this JAX version lowers the primitive differently "
+                "than the rule expects")
+    return ""
+
+
+def _poisons(eqn) -> list:
+    return [Poison(v.aval) for v in eqn.outvars]
+
+
 def _symbolic(eqn) -> bool:
     """Whether an equation's results depend on the run-time batch (a symbolic output shape, or a
     symbolic parameter such as dim_as_value's `dim`): it cannot be folded at conversion time."""
@@ -228,55 +246,71 @@ class Lowering:
         n_out = len(eqn.outvars)
         handler = self.handlers.get(name)
         if any(isinstance(v, Poison) for v in ins):
-            if handler is None:
-                self.report(eqn, "no conversion rule for this primitive")
-            return [Poison() for _ in range(n_out)]
+            return self._downstream(eqn, handler, ins)
         symbolic = _symbolic(eqn)
         if all(isinstance(v, Const) for v in ins) and not (symbolic and handler is not None):
             if symbolic:   # e.g. jnp.arange(x.shape[0]): a batch-sized value with no rule to build it
                 self.report(eqn, "builds a value whose size is the run-time batch from constants, which has no "
                                  "conversion rule" + _DYNAMIC_HINT)
-                return [Poison() for _ in range(n_out)]
+                return _poisons(eqn)
             try:
                 vals = _fold(eqn, [c.array for c in ins])
             except Exception as e:  # e.g. a primitive JAX itself cannot run eagerly here
                 self.report(eqn, f"could not be evaluated at conversion time ({type(e).__name__}: {e})")
-                return [Poison() for _ in range(n_out)]
+                return _poisons(eqn)
             hint = next((c.hint for c in ins if c.hint not in ("literal", "const")), name)
             # a view of a weight keeps its name; anything that computes new values says how
             suffix = "" if name in _SAME_VALUES else "_" + name
             return [Const(v, hint + suffix if hint != name else name) for v in vals]
-        if handler is None:
-            self.report(eqn, "no conversion rule for this primitive")
-            return [Poison() for _ in range(n_out)]
-        unrepresentable = _unrepresentable(eqn)
-        if unrepresentable:
-            self.report(eqn, unrepresentable)
-            return [Poison() for _ in range(n_out)]
-        bad = handler.unexpected(eqn.params)
-        if bad:
-            self.report(eqn, f"unexpected parameter(s) {sorted(bad)}: this JAX version lowers the primitive "
-                             "differently than the rule expects")
-            return [Poison() for _ in range(n_out)]
+        refusal = _refusal(eqn, handler)
+        if refusal:
+            self.report(eqn, refusal)
+            return _poisons(eqn)
         outer, self.eqn = self.eqn, eqn
         try:
             if self.dynamic:
                 eqn = _SymEqn(eqn)
             out = handler.fn(self, eqn, *ins)
         except DynamicDimError as e:
-            self.report(eqn, f"cannot take a batch size chosen at run time: {e}{_DYNAMIC_HINT}")
-            return [Poison() for _ in range(n_out)]
+            why = str(e).removesuffix(": convert with a fixed batch")   # the hint below says it in full
+            self.report(eqn, f"cannot take a batch size chosen at run time: {why}{_DYNAMIC_HINT}")
+            return _poisons(eqn)
         except Unsupported as e:
             self.report(eqn, e.reason)
-            return [Poison() for _ in range(n_out)]
+            return _poisons(eqn)
         except UnsupportedDtypeError as e:   # e.g. a weight of a dtype the C++ cannot hold
             self.report(eqn, str(e))
-            return [Poison() for _ in range(n_out)]
+            return _poisons(eqn)
         finally:
             self.eqn = outer
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        assert len(outs) == n_out, (name, len(outs), n_out)
+        if len(outs) != n_out:   # a rule's own bug, reported as such rather than as a crash
+            self.report(eqn, f"internal error: the rule made {len(outs)} results for {n_out}; please open an issue")
+            return _poisons(eqn)
+        for o, v in zip(outs, eqn.outvars):
+            if isinstance(o, Poison) and o.aval is None:
+                o.aval = v.aval
         return outs
+
+    def _downstream(self, eqn, handler, ins) -> list:
+        """An equation reading the result of one that could not be converted. Its own problems are
+        still reported: no rule, a dtype the C++ cannot hold, and every problem inside the jaxprs it
+        calls (a jitted `jnp.fft.fft` fed by `jnp.linalg.inv`), which are walked with the unknown
+        values standing in by their avals. A refusal by the rule itself is not reported: it may be
+        about the unknown value, which the first problem already accounts for."""
+        refusal = _refusal(eqn, handler)
+        if refusal:
+            self.report(eqn, refusal)
+            return _poisons(eqn)
+        if any(isinstance(p, (jex_core.Jaxpr, jex_core.ClosedJaxpr)) for p in eqn.params.values()):
+            outer, self.eqn = self.eqn, eqn
+            try:
+                handler.fn(self, _SymEqn(eqn) if self.dynamic else eqn, *ins)
+            except Exception:   # noqa: BLE001 - a rule meeting an unknown value: see the docstring
+                pass
+            finally:
+                self.eqn = outer
+        return _poisons(eqn)
 
     def where(self, eqn) -> str:
         """The user's source line of an equation; inside a jitted library function (jnp.sort...)
@@ -324,6 +358,12 @@ class Lowering:
         except Jaxpr2SofieError as e:   # e.g. MatMul of int tensors: the message says what to do
             raise Unsupported(str(e)) from e
         except (ValueError, AssertionError, IndexError, KeyError) as e:
+            shapes = [self.g.tensors[n].shape for n in op.inputs if n in self.g.tensors]
+            if self.dynamic and any(is_symbolic(d) for s in shapes for d in s):
+                # shapes that only work out for one batch size: the function fixes the batch
+                raise DynamicDimError(f"this function fixes the batch: {op.op_type} cannot take its inputs "
+                                      f"({', '.join(map(show_shape, shapes))}) for every batch N "
+                                      f"({type(e).__name__}: {e})") from e
             raise Unsupported(f"{op.op_type}: {type(e).__name__}: {e}") from e
         return outs[0] if len(outs) == 1 else outs
 
@@ -350,9 +390,13 @@ class Lowering:
         return self.g.add_weight(v.hint, arr)
 
     def shape(self, v) -> tuple:
+        if isinstance(v, Poison):   # an unconverted value still has the jaxpr's shape
+            return canon_shape(v.aval.shape)
         return tuple(v.array.shape) if isinstance(v, Const) else self.g.tensors[v].shape
 
     def dtype(self, v) -> str:
+        if isinstance(v, Poison):
+            return np.dtype(v.aval.dtype).name
         return v.array.dtype.name if isinstance(v, Const) else self.g.tensors[v].dtype
 
     def inline(self, closed_or_jaxpr, args) -> list:

@@ -16,6 +16,7 @@ from .cpp.weights import write_weights
 from .ir import dims
 from .ir.graph import Graph
 from .ir.tensor import c_identifier
+from .outputs import Structured, keeps_structure, name_outputs
 from .passes import run_passes
 from .trace import Traced, trace
 from .values import Const
@@ -119,6 +120,8 @@ class SofieModel:
             self._compiled = CompiledModel(self.graph, compile_library(self.graph, cxx=cxx, blas=blas, flags=flags),
                                            n_threads=n_threads)
         progress.done(f"compiled {self.name}")
+        if keeps_structure(self.traced.output_tree):
+            return Structured(self._compiled, self.traced.output_tree)
         return self._compiled
 
     def to_rmodel(self, route: str = "auto"):
@@ -183,8 +186,7 @@ class SofieModel:
 
     def _compare(self, flat) -> Validation:
         compiled = self._compiled or self.compile()
-        got = compiled(*flat)
-        got = list(got) if isinstance(got, tuple) else [got]
+        got = jax.tree_util.tree_leaves(compiled(*flat))
         per = _errors(got, self.traced.reference(*flat))
         reference = "jax.jit"
         if max(p[1] for p in per) > 1e-4:
@@ -257,7 +259,7 @@ class SofieModel:
 
 def convert(fn, params, example_input, name: str | None = None, disable_passes=(),
             progress: bool | None = None, batch: str | None = None, max_batch: int | None = None,
-            blas: str = "auto") -> SofieModel:
+            blas: str = "auto", output_names=None) -> SofieModel:
     """Convert a JAX function to a SOFIE-style operator graph.
 
     `fn(params, x)` may be jitted or not; with `params=None` a function of one argument is called
@@ -274,7 +276,11 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     it wins, and `blas="none"` never does, so the header needs no BLAS to link at all.
     `disable_passes` names graph passes to skip (`jaxpr2sofie.passes.PASSES`: fusions, layout; and
     the C++ backend's `jaxpr2sofie.cpp.prepare.PREPARATION`: weight packing, buffer reuse), to
-    debug a conversion or measure what a pass buys.
+    debug a conversion or measure what a pass buys. Outputs keep the names the function gives
+    them: a dict's keys (`{"logits": ..}` -> C++ `tensor_logits`), pytree paths below them
+    (`heads.0`), or `output_names=[...]` (one per flat output); `compile()(x)` then returns the
+    function's own structure (a dict with the same keys). A bare array or a tuple/list of arrays
+    comes back as an array or a tuple, its outputs named after the operations computing them.
 
     >>> import jax.numpy as jnp, numpy as np, jaxpr2sofie as j2s
     >>> params = {"w": np.ones((3, 2), np.float32), "b": np.zeros(2, np.float32)}
@@ -290,7 +296,7 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
                          "\"none\" (the generated code's own kernels for every product: no BLAS to link)")
     bar = Progress(progress)
     bar.stage("tracing")
-    traced = trace(fn, params, example_input, batch=batch)
+    traced = trace(fn, params, example_input, batch=batch, output_names=output_names)
     g = Graph(label)
     g.blas = blas
     if traced.dynamic:
@@ -308,6 +314,8 @@ def convert(fn, params, example_input, name: str | None = None, disable_passes=(
     outs = ctx.run(cj.jaxpr, cj.consts, args, on_eqn=lambda i: bar.count(f"lowering {n} equations", i, n))
     ctx.raise_problems()
     g.outputs = [ctx.tensor(o) for o in outs]
+    if traced.output_labels:
+        name_outputs(g, traced.output_labels)
     bar.stage("graph passes")
     run_passes(g, disable=disable_passes, backend_steps=PREPARATION)
     prepare(g, disable=disable_passes)

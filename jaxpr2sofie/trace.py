@@ -43,6 +43,8 @@ class Traced:
     input_avals: list                 # (shape, dtype) per input leaf; a run-time batch is a dims.Sym
     flat_fn: Callable                 # flat_fn(*param_leaves, *input_leaves) -> list of outputs
     example_batch: int | None = None  # the leading size of the example input, when the batch is dynamic
+    output_labels: list | None = None  # a name per flat output from its pytree path (dict keys); None: unnamed
+    output_tree: Any = None           # the treedef of the function's output
 
     @property
     def dynamic(self) -> bool:
@@ -167,7 +169,23 @@ def _dynamic_specs(x_labels, x_specs, batch):
     return [jax.ShapeDtypeStruct((n,) + tuple(s.shape[1:]), s.dtype) for s in x_specs], int(leads.pop())
 
 
-def trace(fn: Callable, params, example_input, batch=None) -> Traced:
+def output_labels(paths, names=None) -> list | None:
+    """A name per flat output: the user's `names`, else the pytree path when it holds a name (a dict
+    key, an attribute: `{"logits": ..}` -> logits, `{"heads": (a, b)}` -> heads.0, heads.1); None
+    for a bare array or a tuple/list of arrays, whose outputs keep the names of what computes them."""
+    if names is not None:
+        names = [names] if isinstance(names, str) else list(names)
+        if len(names) != len(paths) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"output_names={names!r}: give one non-empty string per output; the function "
+                             f"returns {len(paths)} array(s)")
+        if len({c_identifier(n) for n in names}) != len(names):
+            raise ValueError(f"output_names={names!r}: the names must stay distinct as C++ identifiers")
+        return names
+    named = any(not hasattr(k, "idx") for path in paths for k in path)
+    return [path_label(p) or "output" for p in paths] if named else None
+
+
+def trace(fn: Callable, params, example_input, batch=None, output_names=None) -> Traced:
     if batch not in BATCH_MODES:
         raise ValueError(f"batch={batch!r}: choose \"dynamic\" (the batch size is chosen at run time) or None "
                          "(fixed to the example input's)")
@@ -189,12 +207,16 @@ def trace(fn: Callable, params, example_input, batch=None) -> Traced:
         check_input_dtype(lab, s.dtype)
     x_specs, example_batch = _dynamic_specs(x_labels, x_specs, batch)
     n_p = len(p_leaves)
+    seen = {}   # what the last call saw: the param leaves it got, the output's paths and structure
 
     def flat_fn(*args):
+        seen["params"] = args[:n_p]
         p = jax.tree_util.tree_unflatten(p_tree, args[:n_p])
         x = jax.tree_util.tree_unflatten(x_tree, args[n_p:])
         y = fn(p, x) if with_params else fn(x)
-        return jax.tree_util.tree_leaves(y)
+        leaves, seen["tree"] = jax.tree_util.tree_flatten(y)
+        seen["paths"] = [p for p, _ in jax.tree_util.tree_flatten_with_path(y)[0]]
+        return leaves
 
     specs = [jax.ShapeDtypeStruct(np.shape(v), v.dtype) for v in p_values] + x_specs
     try:
@@ -207,6 +229,10 @@ def trace(fn: Callable, params, example_input, batch=None) -> Traced:
             "give data-dependent operations a static size (e.g. jnp.nonzero(x, size=N)), and keep shapes static."
         ) from e
     except Exception as e:
+        from .params_check import explain, key_paths
+        why = explain(e, params, example_input, key_paths(params), seen.get("params", ()))
+        if why:
+            raise TraceError(why) from e
         if not any(is_symbolic(d) for s in x_specs for d in s.shape):
             raise
         from .source import exception_line
@@ -224,7 +250,8 @@ def trace(fn: Callable, params, example_input, batch=None) -> Traced:
     except DynamicDimError as e:
         raise TraceError(f"example_input: {e}") from e
     return Traced(closed, p_labels, p_values, x_labels,
-                  [(s, np.dtype(a.dtype)) for s, a in zip(shapes, in_avals)], flat_fn, example_batch)
+                  [(s, np.dtype(a.dtype)) for s, a in zip(shapes, in_avals)], flat_fn, example_batch,
+                  output_labels(seen["paths"], output_names), seen["tree"])
 
 
 def check_input_dtype(label: str, dtype) -> None:
@@ -233,7 +260,8 @@ def check_input_dtype(label: str, dtype) -> None:
     except UnsupportedDtypeError:
         raise UnsupportedDtypeError(
             f"input {label!r} has dtype {np.dtype(dtype).name}, which the generated C++ cannot take; "
-            f"supported: {', '.join(CTYPES)}. Pass the input as float32 (or an integer/bool type).") from None
+            f"supported: {', '.join(CTYPES)}. Pass it as float32, or as one of the integer types "
+            f"{', '.join(t for t in CTYPES if t[0] in 'iu')} (e.g. x.astype(np.int32)), or bool.") from None
 
 
 def primitive_inventory(jaxpr, found=None) -> dict:

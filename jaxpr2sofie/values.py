@@ -27,7 +27,11 @@ class Const:
 
 
 class Poison:
-    """Stands in for the result of an equation that could not be converted."""
+    """Stands in for the result of an equation that could not be converted. It keeps the jaxpr's
+    aval (shape and dtype), so rules that walk on (calls, loops) can still ask for them."""
+
+    def __init__(self, aval=None):
+        self.aval = aval
 
 
 class Unsupported(Exception):

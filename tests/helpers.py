@@ -76,8 +76,7 @@ def convert_and_check(fn, params, inputs, atol=1e-5, name="Case", extra_inputs=(
     compiled = m.compile()
     for x in (inputs, *extra_inputs):
         flat = [np.asarray(v) for v in jax.tree_util.tree_leaves(x)]
-        got = compiled(*flat)
-        got = list(got) if isinstance(got, tuple) else [got]
+        got = jax.tree_util.tree_leaves(compiled(*flat))   # a dict output comes back as a dict
         compare_with_jax(m.traced, flat, got, atol, name, allow_vanishing)
     return m
 

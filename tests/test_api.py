@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxpr2sofie as j2s
 from jaxpr2sofie.ir.ops.movement import Transpose
@@ -51,11 +52,12 @@ def test_several_inputs_and_outputs_follow_pytree_order():
     m = convert_and_check(f, p, x)
     assert m.graph.inputs == ["jets", "leptons"]
     out = m.compile()(x["jets"], x["leptons"])
-    assert isinstance(out, tuple) and len(out) == 3
-    flat_want = jax.tree_util.tree_leaves(f(p, x))          # dict keys sorted: aux before score
-    for got, want in zip(out, flat_want):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert out[1].dtype == np.int32          # aux[1], the argmax
+    want = f(p, x)
+    assert jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(want)   # the function's own dict
+    for got, w in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+    assert out["aux"][1].dtype == np.int32          # the argmax
+    assert m.graph.outputs == ["aux_0", "aux_1", "score"]     # named by their pytree paths
 
 
 def test_params_as_lists_tuples_and_dataclasses():
@@ -149,3 +151,58 @@ def test_dense_layers_read_packed_weights_with_bias_and_relu_in_the_epilogue(tmp
     assert [op.op_type for op in plain.graph.ops] == ["Gemm", "Relu", "MatMul"]
     assert "gemm_packed" not in plain.header()
     np.testing.assert_allclose(plain.compile()(x), m.compile()(x), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ one set of options, names that survive
+def test_every_bridge_takes_every_convert_option_with_the_same_default():
+    """convert's options are the definition (jaxpr2sofie/options.py): each bridge takes all of them,
+    with convert's defaults, so an option added to convert alone fails here."""
+    import inspect
+    from jaxpr2sofie.flax_bridge import from_flax, from_nnx
+    from jaxpr2sofie.keras_bridge import from_keras
+    from jaxpr2sofie.options import convert_options
+    options = convert_options()
+    assert {"name", "batch", "max_batch", "blas", "progress", "disable_passes", "output_names"} <= set(options)
+    for bridge in (from_flax, from_nnx, from_keras):
+        params = inspect.signature(bridge).parameters
+        for k, default in options.items():
+            assert k in params, f"{bridge.__name__} does not take convert's option {k!r}"
+            assert params[k].default == default, f"{bridge.__name__}({k}=) defaults to {params[k].default!r}"
+        assert "call_kwargs" in params      # the one route for the model's own call arguments
+
+
+def test_a_dict_output_keeps_its_keys_in_the_header_and_the_compiled_model(tmp_path):
+    p = {"w": rng.standard_normal((6, 4)).astype(np.float32)}
+
+    def f(p, x):
+        logits = x @ p["w"]
+        return {"logits": logits, "prob": jax.nn.softmax(logits), "heads": {"top": jnp.max(logits, axis=1)}}
+    m = convert_and_check(f, p, X, name="Named")
+    assert m.graph.outputs == ["heads_top", "logits", "prob"]
+    out = m.compile()(X)
+    want = f(p, X)
+    assert isinstance(out, dict) and set(out) == {"logits", "prob", "heads"} and set(out["heads"]) == {"top"}
+    for k in ("logits", "prob"):
+        np.testing.assert_allclose(out[k], want[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["heads"]["top"], want["heads"]["top"], rtol=1e-5, atol=1e-6)
+    hxx, _ = m.generate(tmp_path)
+    text = hxx.read_text()
+    assert "tensor_logits" in text and "tensor_prob" in text and "tensor_heads_top" in text
+    assert "output logits" in m.summary()
+
+
+def test_output_names_option_and_outputs_that_are_weights_or_inputs():
+    p = {"w": rng.standard_normal((6, 4)).astype(np.float32)}
+    m = convert_and_check(lambda p, x: (x @ p["w"], x), p, X, name="Renamed")
+    assert m.graph.outputs[0] != "jet_score"        # a tuple keeps the operations' names by default
+    m = j2s.convert(lambda p, x: (x @ p["w"], x), p, X, output_names=["jet_score", "echo"])
+    assert m.graph.outputs == ["jet_score", "echo"]
+    a, b = m.compile()(X)                          # a tuple stays a tuple
+    np.testing.assert_allclose(a, X @ p["w"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(b, X)
+    m = j2s.convert(lambda p, x: {"w": p["w"], "x": x}, p, X)    # a weight and an input as named outputs
+    out = m.compile()(X)
+    np.testing.assert_array_equal(out["w"], p["w"])
+    np.testing.assert_array_equal(out["x"], X)
+    with pytest.raises(ValueError, match="one non-empty string per output"):
+        j2s.convert(lambda p, x: (x @ p["w"], x), p, X, output_names=["only_one"])

@@ -18,7 +18,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxpr2sofie"
 
-FRONT_END = ("trace", "lowering", "keras_bridge", "flax_bridge", "values", "source", "primitives")
+FRONT_END = ("trace", "lowering", "keras_bridge", "flax_bridge", "values", "source", "primitives", "params_check",
+             "options", "outputs")
 BACKENDS = ("cpp", "onnx")
 # sofie_backend.py, ROOT's own SOFIE generating the header, reads our ONNX export (RModelParser_ONNX):
 # the one module allowed to build on another backend, and never on the C++ one
@@ -31,8 +32,9 @@ ALLOWED = {
     "onnx": {"onnx", "ir", "errors"},
     **{f: {"ir", "errors", *FRONT_END} for f in FRONT_END},
 }
-# the bridges return a SofieModel: they call the public API module, which reaches the backends
-for _bridge in ("keras_bridge", "flax_bridge"):
+# the bridges return a SofieModel: they call the public API module, which reaches the backends;
+# `options` reads the options from convert's signature there
+for _bridge in ("keras_bridge", "flax_bridge", "options"):
     ALLOWED[_bridge] = ALLOWED[_bridge] | {"model"}
 
 

@@ -230,3 +230,26 @@ def test_convert_with_a_dynamic_batch(model_file, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["convert", str(model_file), "-o", str(out), "--max-batch", "32"])
     assert e.value.code == 2 and "--batch dynamic" in capsys.readouterr().err
+
+
+INV_THEN_FFT = textwrap.dedent("""
+    import jax.numpy as jnp, numpy as np
+    def function(x):
+        a = jnp.linalg.inv(x)
+        return jnp.fft.fft(a).real
+    params = None
+    example_input = 2 * np.eye(4, dtype=np.float32)
+""")
+
+
+def test_inspect_lists_a_missing_primitive_fed_by_another_with_its_line(tmp_path):
+    """`jnp.fft.fft` reads the result of `jnp.linalg.inv` (itself unsupported): both are listed,
+    each at its own line, in the table and in the problem list."""
+    p = tmp_path / "inv_fft.py"
+    p.write_text(INV_THEN_FFT)
+    res = run_cli("inspect", p, cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    rows = {line.split()[0]: line for line in res.stdout.splitlines() if "MISSING" in line}
+    assert {"fft", "lu"} <= set(rows), res.stdout
+    assert "inv_fft.py:5" in rows["fft"] and "inv_fft.py:4" in rows["lu"], res.stdout
+    assert "- fft: no conversion rule for this primitive  [at inv_fft.py:5" in res.stdout, res.stdout

@@ -410,3 +410,17 @@ def test_tensors_of_different_dtypes_share_arena_memory():
         for n in ((16, 3, 40) if batch else (16,)):
             xs = rng.standard_normal((n, 8)).astype(np.float32)
             assert_close(c(xs), m.reference(xs), 1e-5, what=f"batch={batch} n={n}")
+
+
+def test_a_reshape_that_fixes_the_batch_is_the_documented_error_not_an_internal_one():
+    def fn(x):
+        return x.reshape(4, 16, 1) * 2.0        # only a batch of 4 fits: JAX traces it all the same
+    with pytest.raises(UnsupportedPrimitiveError) as e:
+        j2s.convert(fn, None, np.zeros((4, 16), np.float32), batch="dynamic")
+    msg = str(e.value)
+    assert "fixes the batch" in msg and "(N, 16) to (4, 16, 1)" in msg and "fixed batch" in msg, msg
+    assert "test_dynamic_batch.py:" in msg, msg
+    assert "AssertionError" not in msg and "open an issue" not in msg, msg
+    m = j2s.convert(fn, None, np.zeros((4, 16), np.float32))          # with a fixed batch it converts
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    assert_close(m.compile()(x), m.reference(x), 1e-6)

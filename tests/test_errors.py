@@ -220,3 +220,93 @@ def test_validate_reports_error_size():
     v = m.validate(X)
     assert v.max_abs < 1e-5 and v.max_rel < 1e-6
     assert "max abs error" in str(v)
+
+
+# ------------------------------------------------------------------ errors that name the parameter
+P = {"w": np.ones((4, 2), np.float32), "b": np.zeros(2, np.float32)}
+
+
+def dense(p, x):
+    return x @ p["w"] + p["b"]
+
+
+def test_a_params_dict_missing_a_key_names_the_key_the_line_and_the_fix():
+    with pytest.raises(j2s.TraceError) as e:
+        j2s.convert(dense, {"w": P["w"]}, X)
+    msg = str(e.value)
+    assert "'b'" in msg and "params has no entry 'b' (it holds 'w')" in msg, msg
+    assert "test_errors.py:" in msg and "Add the array under 'b'" in msg, msg
+
+
+def test_a_nested_params_dict_missing_a_key_names_its_path():
+    p = {"layer1": dict(P), "layer2": {"w": np.ones((2, 2), np.float32)}}
+
+    def f(p, x):
+        h = x @ p["layer1"]["w"] + p["layer1"]["b"]
+        return h @ p["layer2"]["w"] + p["layer2"]["b"]
+    with pytest.raises(j2s.TraceError, match=r"params\['layer2'\] has no entry 'b'.*params\['layer1'\]\['b'\] exists"):
+        j2s.convert(f, p, X)
+
+
+def test_a_parameter_of_the_wrong_shape_names_its_path_and_both_shapes():
+    with pytest.raises(j2s.TraceError) as e:
+        j2s.convert(dense, {"w": np.ones((5, 2), np.float32), "b": P["b"]}, X)
+    msg = str(e.value)
+    assert "params['w']" in msg and "expected (4, 2), given (5, 2)" in msg and "test_errors.py:" in msg, msg
+    with pytest.raises(j2s.TraceError, match=r"params\['b'\].*expected \(2,\), given \(3,\)"):
+        j2s.convert(dense, {"w": P["w"], "b": np.zeros(3, np.float32)}, X)
+
+
+def test_params_and_input_in_the_wrong_order_say_so():
+    with pytest.raises(j2s.TraceError, match=r"swapped.*convert\(fn, params, example_input\)"):
+        j2s.convert(dense, X, P)
+
+
+def test_a_failure_that_is_not_about_params_passes_through_unchanged():
+    def f(p, x):
+        return x @ p["w"] @ np.ones((3, 3), np.float32)     # the constant is wrong, not the params
+    with pytest.raises(TypeError, match="dot_general"):
+        j2s.convert(f, P, X)
+
+
+# ------------------------------------------------------------------ every problem, also downstream of another
+def test_an_unsupported_primitive_fed_by_another_is_listed_with_its_line():
+    def f(x):
+        a = jnp.linalg.inv(x)        # lu, custom_linear_solve: no rules
+        return jnp.fft.fft(a).real   # fft (inside a jitted jnp function) reads their result
+    with pytest.raises(j2s.UnsupportedPrimitiveError) as e:
+        j2s.convert(f, None, np.eye(4, dtype=np.float32) * 2)
+    where = {prim: line for prim, _, line in e.value.problems}
+    assert {"lu", "fft", "real"} <= set(where), e.value
+    assert "test_errors.py:" in where["fft"] and where["fft"] != where["lu"], e.value
+    assert "open an issue for a primitive without a conversion rule" in str(e.value)
+
+
+def test_uint16_input_is_told_which_integer_types_are_supported():
+    with pytest.raises(j2s.UnsupportedDtypeError) as e:
+        j2s.convert(lambda x: x + 1, None, np.ones((2, 3), np.uint16))
+    msg = str(e.value)
+    assert "uint16" in msg and "int8, int16, int32, int64, uint8, uint32" in msg, msg
+    assert "pass an integer type" not in msg.lower()
+
+
+def test_a_parameter_held_in_a_local_is_not_blamed_for_another_operation():
+    def f(p, x):
+        w = p["w"]
+        return (x @ w) @ np.ones((3, 3), np.float32)
+    with pytest.raises(TypeError, match="dot_general"):
+        j2s.convert(f, P, X)
+
+
+def test_a_parameter_of_the_wrong_shape_inside_a_jitted_jnp_function_is_named_as_probable():
+    """jnp.dot and jnp.matmul are jitted: the kernel reaches the failing product as a new tracer, so
+    the one param of that shape and dtype is named, with the hedge it deserves."""
+    for product in (jnp.dot, jnp.matmul):
+        with pytest.raises(j2s.TraceError) as e:
+            j2s.convert(lambda p, x: product(x, p["w"]), {"w": np.ones((5, 2), np.float32)}, X)
+        msg = str(e.value)
+        assert "params['w'] probably has the wrong shape (expected (4, 2), given (5, 2))" in msg, msg
+        assert "test_errors.py:" in msg, msg
+    with pytest.raises(TypeError, match="dot_general"):   # two params of that shape: no guess
+        j2s.convert(lambda p, x: jnp.dot(x, p["w"]) + jnp.dot(x, p["v"]),
+                    {"w": np.ones((5, 2), np.float32), "v": np.ones((5, 2), np.float32)}, X)

@@ -32,7 +32,7 @@ def rand(*shape, seed=0, scale=1.0):
 def check(model, want, x, atol=ATOL):
     """Compile `model` and compare its output on `x` with `want` (Flax's output, any pytree)."""
     got = model.compile()(*[np.asarray(v) for v in jax.tree_util.tree_leaves(x)])
-    got = list(got) if isinstance(got, tuple) else [got]
+    got = jax.tree_util.tree_leaves(got)   # the model's own structure (a dict output is a dict)
     want_paths = jax.tree_util.tree_flatten_with_path(want)[0]
     assert len(got) == len(want_paths)
     for g, (path, w) in zip(got, want_paths):
@@ -254,7 +254,7 @@ def test_linen_user_given_flag_wins():
             return x * (2.0 if train else 3.0)
     x = rand(2, 3)
     check(j2s.from_flax(Scaled(), {}, x), 3 * x, x)
-    check(j2s.from_flax(Scaled(), {}, x, train=True), 2 * x, x)
+    check(j2s.from_flax(Scaled(), {}, x, call_kwargs={"train": True}), 2 * x, x)
 
 
 def test_linen_method_kwarg():
@@ -628,7 +628,7 @@ def test_hard_wired_training_batchnorm_is_a_trace_error():
         def __call__(self, x):
             return nn.Dropout(0.5, deterministic=False)(x)
     x = rand(4, 3)
-    with pytest.raises(j2s.TraceError, match="inference mode(.|\n)*train=False"):
+    with pytest.raises(j2s.TraceError, match="inference mode(.|\n)*call_kwargs={'train': False}"):
         j2s.from_flax(TrainOnly(), random_variables(TrainOnly(), x), x)
     with pytest.raises(j2s.TraceError, match="needs PRNG"):
         j2s.from_flax(DropoutOn(), {}, x)
@@ -660,3 +660,57 @@ def test_example_script(tmp_path, capsys):
               for line in out.splitlines() if "max abs error" in line]
     assert len(errors) == 2 and max(errors) < 1e-4
     assert "module still in training mode: True" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# one set of options everywhere; variables that do not fit the module
+# ---------------------------------------------------------------------------------------------
+class TwoDense(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        h = nn.relu(nn.Dense(8, name="hidden")(x))
+        return nn.Dense(3, name="out")(h) * (1.0 if train else 2.0)
+
+
+def test_linen_takes_every_convert_option_and_call_kwargs():
+    x = rand(2, 5)
+    v = random_variables(TwoDense(), x)
+    want = TwoDense().apply(v, x, train=False)
+    m = j2s.from_flax(TwoDense(), v, x, progress=False, disable_passes=("fuse_elementwise",), blas="none",
+                      output_names=["score"])
+    assert m.graph.outputs == ["score"] and m.graph.blas == "none"
+    check(m, want, x)
+    # the module's own arguments go through call_kwargs (here: the training branch, scale 1)
+    m = j2s.from_flax(TwoDense(), v, x, call_kwargs={"train": True})
+    check(m, TwoDense().apply(v, x, train=True), x)
+    # a keyword the bridge does not know is named, with where the module's arguments go
+    with pytest.raises(TypeError, match=r"from_flax\(\) got unknown keyword argument\(s\) 'train'.*call_kwargs="):
+        j2s.from_flax(TwoDense(), v, x, train=False)
+    with pytest.raises(TypeError, match="'progres' \\(did you mean 'progress'\\?\\)"):
+        j2s.from_flax(TwoDense(), v, x, progres=False)
+
+
+def test_nnx_takes_every_convert_option_and_call_kwargs():
+    class Scaled(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(5, 3, rngs=rngs)
+
+        def __call__(self, x, scale=1.0):
+            return self.lin(x) * scale
+    module, x = Scaled(nnx.Rngs(0)), rand(2, 5)
+    m = j2s.from_nnx(module, x, progress=False, disable_passes=("fuse_elementwise",), call_kwargs={"scale": 3.0})
+    check(m, module(x, scale=3.0), x)
+    with pytest.raises(TypeError, match=r"from_nnx\(\) got unknown keyword argument\(s\) 'scale'.*call_kwargs="):
+        j2s.from_nnx(module, x, scale=3.0)
+
+
+def test_linen_variables_that_do_not_fit_name_each_path_and_shape():
+    x = rand(2, 5)
+    v = random_variables(TwoDense(), x)
+    wrong = {"params": {"hidden": {"kernel": rand(6, 8), "bias": v["params"]["hidden"]["bias"]},
+                        "out": {"kernel": v["params"]["out"]["kernel"]}}}
+    with pytest.raises(j2s.TraceError) as e:
+        j2s.from_flax(TwoDense(), wrong, x)
+    msg = str(e.value)
+    assert "variables['params']['hidden']['kernel']: expected shape (5, 8), given (6, 8)" in msg, msg
+    assert "variables['params']['out']['bias']: missing (expected shape (3,))" in msg, msg

@@ -21,6 +21,7 @@ pytest.importorskip("h5py")
 if keras.backend.backend() != "jax":        # pragma: no cover - only if something imported Keras earlier
     pytest.skip("Keras was imported with another backend before this module", allow_module_level=True)
 
+import jax  # noqa: E402
 import jaxpr2sofie as j2s  # noqa: E402
 from helpers import assert_close  # noqa: E402
 
@@ -58,8 +59,7 @@ def flat(tree):
 def check(model, x, atol=ATOL, name="KerasCase", want=None):
     """from_keras -> compile -> compare with Keras on `x` (or with `want`, e.g. recorded by TensorFlow)."""
     m = j2s.from_keras(model, example_input=x, name=name)
-    got = m.compile()(*flat(x))
-    got = list(got) if isinstance(got, tuple) else [got]
+    got = jax.tree_util.tree_leaves(m.compile()(*flat(x)))   # a dict of outputs comes back as a dict
     want = flat(model(x, training=False) if want is None else want)
     assert len(got) == len(want)
     for k, (g, w) in enumerate(zip(got, want)):
@@ -107,7 +107,7 @@ def test_tensorflow_trained_file(name, ext, recorded):
     assert [s for s, _ in m.traced.input_avals] == [(1, *x.shape[1:]) for x in xs]
     for i in range(len(xs[0])):
         got = compiled(*[x[i:i + 1] for x in xs])
-        got = got if isinstance(got, tuple) else (got,)
+        got = jax.tree_util.tree_leaves(got)
         for k, (g, y) in enumerate(zip(got, ys)):
             assert_close(g, y[i:i + 1], ATOL, what=f"{name}.{ext} event {i} output {k}")
     assert tuple(int(v) for v in str(recorded["tensorflow_version"]).split(".")[:2]) >= (2, 18)
@@ -238,7 +238,7 @@ def test_dense_with_every_activation():
     model = randomise(keras.Model(x_in, outs))
     x = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32) * 2
     m = j2s.from_keras(model, example_input=x, name="Activations")
-    got = dict(zip(sorted(ACTIVATIONS), m.compile()(x)))     # dict outputs come back in sorted-key order
+    got = m.compile()(x)            # dict outputs come back as the model's dict
     want = model(x, training=False)
     for a in ACTIVATIONS:
         assert_close(got[a], np.asarray(want[a]), ATOL, what=f"Dense(activation={a!r})")
@@ -279,8 +279,10 @@ def test_functional_two_inputs_two_outputs():
     assert "const float* tensor_jets, const float* tensor_constituents" in m.header()
     got = m.compile()(x[0][:1], x[1][:1])
     want = model([x[0][:1], x[1][:1]], training=False)
-    assert_close(got[0], np.asarray(want["energy"]), ATOL)
-    assert_close(got[1], np.asarray(want["flavour"]), ATOL)
+    assert set(got) == {"energy", "flavour"}            # a dict of outputs comes back as that dict
+    assert_close(got["energy"], np.asarray(want["energy"]), ATOL)
+    assert_close(got["flavour"], np.asarray(want["flavour"]), ATOL)
+    assert m.graph.outputs == ["energy", "flavour"]
 
 
 def test_integer_input_inferred_from_spec():
@@ -452,3 +454,52 @@ def test_keras_function_is_what_from_keras_converts():
     assert m.name == "keras_mlp"
     x = np.random.default_rng(2).standard_normal(m.traced.input_avals[0][0]).astype(np.float32)
     assert_close(np.asarray(kf.fn(kf.params, {k: x for k in kf.example_input})), m.reference(x), 1e-6)
+
+
+# -- one set of options, output names, every problem listed ---------------------------------------------
+
+class FftLayer(L.Layer):
+    def call(self, x):
+        real, imag = keras.ops.fft((x, keras.ops.zeros_like(x)))
+        return real + imag
+
+
+def test_list_outputs_keep_their_keras_names_and_options_are_those_of_convert():
+    x_in = keras.Input((6,), name="x")
+    h = L.Dense(5, activation="tanh")(x_in)
+    model = randomise(keras.Model(x_in, [L.Add(name="o1")([h, h]), L.Add(name="o2")([h, L.Dense(5)(h)])]), seed=3)
+    x = np.random.default_rng(3).standard_normal((1, 6)).astype(np.float32)
+    m = j2s.from_keras(model, progress=False, disable_passes=("fuse_elementwise",), blas="none")
+    assert m.graph.outputs == ["o1", "o2"], m.graph.outputs
+    assert "tensor_o1" in m.header() and "tensor_o2" in m.header()
+    got, want = m.compile()(x), model(x, training=False)
+    for g, w in zip(got, want):
+        assert_close(g, np.asarray(w), ATOL)
+    assert j2s.from_keras(model, output_names=["a", "b"]).graph.outputs == ["a", "b"]
+    with pytest.raises(TypeError, match=r"from_keras\(\) got unknown keyword argument\(s\) 'training'.*call_kwargs="):
+        j2s.from_keras(model, training=False)
+
+
+def test_call_kwargs_reach_the_model_call():
+    class Scaled(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = L.Dense(3)
+
+        def call(self, x, training=None, scale=1.0):
+            return self.dense(x) * scale
+    model = Scaled()
+    x = np.random.default_rng(5).standard_normal((2, 4)).astype(np.float32)
+    model(x)
+    m = j2s.from_keras(model, example_input=x, call_kwargs={"scale": 3.0})
+    assert_close(m.compile()(x), np.asarray(model(x, scale=3.0)), ATOL)
+
+
+def test_a_layer_using_keras_ops_fft_lists_fft_with_its_line():
+    model = keras.Sequential([keras.Input((8,)), FftLayer()])
+    with pytest.raises(j2s.UnsupportedPrimitiveError) as err:
+        j2s.from_keras(model)
+    where = {prim: line for prim, _, line in err.value.problems}
+    assert {"complex", "fft", "real", "imag"} <= set(where), str(err.value)
+    assert "test_keras.py:" in where["fft"], where
+    assert "FftLayer.call" in where["fft"], where

@@ -228,8 +228,10 @@ def test_several_inputs_and_outputs():
     # inputs are taken in the flattened pytree order (dict keys sorted), outputs likewise
     assert [m.graph.tensors[n].shape for n in m.graph.inputs] == [(5, 4), (5, 3)]
     got = m.compile()(*jax.tree_util.tree_leaves(x))
-    want = jax.tree_util.tree_leaves(two_tower(params, x))
-    assert isinstance(got, tuple) and len(got) == len(want) == 4
+    # the function's own structure comes back: (logits, prob, {"embedding", "score"})
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(two_tower(params, x))
+    got, want = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(two_tower(params, x))
+    assert len(got) == len(want) == 4
     for k, (g, w) in enumerate(zip(got, want)):
         assert g.shape == w.shape, f"output {k}: {g.shape} != {w.shape}"
         assert_close(g, np.asarray(w), what=f"output {k}")

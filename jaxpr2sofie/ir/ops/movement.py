@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..dims import DynamicDimError, is_symbolic, show_shape
 from ..tensor import numel, strides_of
 from .base import Op
 from ..rows import same_rows, unbatched, view_rows
@@ -20,7 +21,14 @@ class Reshape(Op):
 
     def infer(self, g):
         src = g.tensors[self.inputs[0]]
-        assert numel(self.shape) == src.size, (self.shape, src.shape)
+        if numel(self.shape) != src.size:
+            if is_symbolic(src.size) and not is_symbolic(numel(self.shape)):
+                # JAX traces x.reshape(4, 16, 1) on an (N, 16) input: only N = 4 can satisfy it
+                raise DynamicDimError(f"this function fixes the batch: it reshapes {show_shape(src.shape)} to "
+                                      f"{show_shape(self.shape)}, which holds {numel(self.shape)} values whatever "
+                                      "the batch N is")
+            raise ValueError(f"cannot reshape {show_shape(src.shape)} ({src.size} values) to "
+                             f"{show_shape(self.shape)} ({numel(self.shape)} values)")
         return [(tuple(self.shape), src.dtype)]
 
     def describe(self):
