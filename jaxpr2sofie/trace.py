@@ -244,6 +244,8 @@ def primitive_inventory(jaxpr, found=None) -> dict:
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     for eqn in jaxpr.eqns:
         found[eqn.primitive.name] = found.get(eqn.primitive.name, 0) + 1
-    for sub in jex_core.subjaxprs(jaxpr):
+    # public in jax.extend.core from jax 0.10; jax.core's (deprecated there) before
+    subjaxprs = getattr(jex_core, "subjaxprs", None) or jax.core.subjaxprs
+    for sub in subjaxprs(jaxpr):
         primitive_inventory(sub, found)
     return found

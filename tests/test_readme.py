@@ -92,5 +92,24 @@ def test_readme_dynamic_batch_example_runs_as_written(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.splitlines()
     assert lines[0].strip() == "input  x: (N, 16) float32" and "over batches 1, 7, 256" in lines[1], res.stdout
-    header = (tmp_path / "out" / "Net.hxx").read_text()
-    assert 'Session(std::string weight_file = "Net.dat", size_t max_batch = 256, size_t n_threads = 1)' in header
+    # its own name: the "Using it" header out/Net.hxx, which the C++ example includes, stays as it was
+    header = (tmp_path / "out" / "DynNet.hxx").read_text()
+    assert 'Session(std::string weight_file = "DynNet.dat", size_t max_batch = 256, size_t n_threads = 1)' in header
+
+
+def test_readme_benchmark_figures_are_the_results_json():
+    """The README's and benchmarks/README.md's benchmark figures are what benchmarks/report_readme.py
+    writes from the newest results JSON: table and prose from one set of numbers."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("report_readme", ROOT / "benchmarks" / "report_readme.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    for rel, text in report.rendered(report.newest_result()).items():
+        assert (ROOT / rel).read_text() == text, f"{rel}: stale benchmark figures, run python benchmarks/report_readme.py"
+    section = (ROOT / "README.md").read_text().split("<!-- bench-report:start -->")[1].split("<!-- bench-report:end -->")[0]
+    # the provenance every figure carries: command, date, CPU, versions, wall time
+    import json
+    d = json.loads(report.newest_result().read_text())
+    for needed in ("`python benchmarks/run.py", d["date"], d["machine"]["model"], f"jax {d['versions']['jax']}",
+                   f"the run took {d['wall_s']:.0f} s"):
+        assert needed in section, needed
