@@ -244,8 +244,11 @@ def primitive_inventory(jaxpr, found=None) -> dict:
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     for eqn in jaxpr.eqns:
         found[eqn.primitive.name] = found.get(eqn.primitive.name, 0) + 1
-    # public in jax.extend.core from jax 0.10; jax.core's (deprecated there) before
-    subjaxprs = getattr(jex_core, "subjaxprs", None) or jax.core.subjaxprs
+    subjaxprs = getattr(jex_core, "subjaxprs", None)
+    if subjaxprs is None:   # public in jax.extend.core from jax 0.10; before, jax.core's (deprecated there)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            subjaxprs = jax.core.subjaxprs
     for sub in subjaxprs(jaxpr):
         primitive_inventory(sub, found)
     return found

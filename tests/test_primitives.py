@@ -29,7 +29,8 @@ def test_case_matches_jax(case):
 def _traced_primitives(case):
     inputs = case.inputs
     if case.batch == "dynamic":
-        (n,) = jax.export.symbolic_shape("N")
+        from jax import export   # imported: `import jax` alone does not load jax.export in jax 0.7
+        (n,) = export.symbolic_shape("N")
         inputs = [jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype) for a in inputs]
     if case.params is None:
         closed = jax.make_jaxpr(case.fn)(*inputs)

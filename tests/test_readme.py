@@ -19,16 +19,45 @@ SETUP_TESTS = 'pip install -e ".[test]" && python -m pytest tests'
 SLOW_SET = "python -m pytest tests --runslow -m slow"
 
 
+FLOOR_TESTS = '"$FLOOR/bin/python" -m pytest tests/test_primitives.py tests/test_models.py'
+
+
+def _ci_lines():
+    return [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
+            if l.strip() and not l.lstrip().startswith("#")]
+
+
 def test_ci_runs_the_readme_test_command_in_a_fresh_venv():
-    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
-             if l.strip() and not l.lstrip().startswith("#")]
-    # the README's test command as written, then the slow set (model-zoo cases) and nothing else
-    assert lines[-2:] == [SETUP_TESTS, SLOW_SET], \
-        "the last commands of .ci/run must be the README's test command, as written, then the slow set"
+    lines = _ci_lines()
+    # the README's test command as written, then the slow set (model-zoo cases), then the JAX floor
+    k = lines.index(SETUP_TESTS)
+    assert lines[k + 1] == SLOW_SET, "after the README's test command, as written, .ci/run runs the slow set"
+    assert all("FLOOR" in l for l in lines[k + 2:]), "after the slow set, only the JAX-floor venv"
     venv = next(k for k, l in enumerate(lines) if "-m venv" in l)
     activate = next(k for k, l in enumerate(lines) if "bin/activate" in l)
-    assert venv < activate < len(lines) - 2, "CI must install into a brand-new venv, as a newcomer does"
+    assert venv < activate < k, "CI must install into a brand-new venv, as a newcomer does"
     assert any(l.startswith("rm -rf") and "VENV" in l for l in lines[:venv]), "the venv must be new on every run"
+
+
+def test_ci_tests_the_declared_jax_floor_in_a_second_venv():
+    """The lowest JAX, jaxlib and NumPy that pyproject.toml admits run the primitive table and the
+    model tests in CI, in a brand-new venv of their own."""
+    import subprocess
+    import sys
+    import tomllib
+    lines = _ci_lines()
+    floor = lines[lines.index(SLOW_SET) + 1:]
+    assert floor[:4] == ['FLOOR=.ci/venv-floor', 'rm -rf "$FLOOR"', '"$PY" -m venv "$FLOOR"',
+                         '"$PY" .ci/floor_pins.py > "$FLOOR/pins.txt"'], floor
+    assert floor[4] == '"$FLOOR/bin/pip" install -e . pytest pytest-xdist -c "$FLOOR/pins.txt"', floor
+    assert floor[5:] == [FLOOR_TESTS], floor
+    pins = subprocess.run([sys.executable, str(ROOT / ".ci" / "floor_pins.py")], capture_output=True, text=True,
+                          check=True).stdout.split()
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for pin in pins:
+        name, version = pin.split("==")
+        assert any(d.startswith(f"{name}>={version},") or d == f"{name}>={version}" for d in deps), (pin, deps)
+    assert {p.split("==")[0] for p in pins} == {"jax", "jaxlib", "numpy"}, pins
 
 
 def test_readme_has_the_two_setup_commands():

@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,11 +119,13 @@ def test_readme_runs_top_to_bottom(tmp_path):
         if b.lang == "cpp":
             (work / b.file).write_text(b.code)
             continue
+        t0 = time.monotonic()
         cmd = [sys.executable, "-c", b.code] if b.lang == "python" else ["bash", "-e", "-o", "pipefail", "-c", b.code]
         res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900,
                              stdin=subprocess.DEVNULL)
         assert res.returncode == 0, (f"README block at line {b.line} ({b.lang}) failed, after {len(ran)} blocks ran:\n"
                                      f"{b.code}\n--- stdout\n{res.stdout[-2000:]}\n--- stderr\n{res.stderr[-4000:]}")
-        ran.append(b.line)
+        ran.append((b.line, round(time.monotonic() - t0, 1)))
+    print("README blocks run (line, seconds):", ran)   # shown with -s or -rP: where the minutes go
     assert len(ran) >= 12, ran
     assert _tree(ROOT) == before, f"the README run left files in the repository: {_tree(ROOT) ^ before}"

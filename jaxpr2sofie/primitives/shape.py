@@ -40,7 +40,7 @@ def _broadcast_in_dim(ctx, eqn, x, *dyn):
     return ctx.add(Expand([ctx.tensor(x)], shape=shape, bdims=tuple(eqn.params["broadcast_dimensions"])))
 
 
-@handles(lax.tile_p, params=("reps",))   # jnp.tile
+@handles(*if_defined(lax, "tile_p"), params=("reps",))   # jnp.tile, jax >= 0.9 (before: broadcast, reshape)
 def _tile(ctx, eqn, x):
     # repeat each dimension d_k r_k times: broadcast (d0, d1, ..) to (r0, d0, r1, d1, ..), then merge pairs
     shape, reps = ctx.shape(x), tuple(int(r) for r in eqn.params["reps"])
