@@ -5,6 +5,8 @@ it, so the rules and the walker depend only on the leaf module `values`, never o
 """
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.extend.core as jex_core
 import numpy as np
@@ -19,6 +21,30 @@ from .values import Const, Poison, Scalar, Unsupported
 
 def source_line(eqn) -> str:
     return user_line(eqn.source_info)
+
+
+_TRANSFORMED = re.compile(r"^[A-Za-z_]\w*\((.*)\)$")   # jvp(Dense_0), transpose(jvp(M)), vmap(f)
+_SCOPE_DEPTH = 3   # tensor names keep the innermost parts of a deep layer path
+
+
+def scope_parts(eqn) -> tuple:
+    """The user's names around an equation, outermost first: a Flax module path, a Keras layer, a
+    `jax.named_scope`. The transformations JAX wraps a scope in (`jvp(...)`, `transpose(...)`) are
+    peeled off: the gradient of Dense_0 is still computed in Dense_0."""
+    parts = []
+    for part in str(eqn.source_info.name_stack).split("/"):
+        while (m := _TRANSFORMED.match(part)):
+            part = m.group(1)
+        if part:
+            parts.append(part)
+    return tuple(parts)
+
+
+def _common_root(jaxpr) -> str | None:
+    """The scope every equation of the function shares (a Flax model's own class name): it says
+    nothing about where an operator comes from, so names leave it out."""
+    roots = {(scope_parts(e) or ("",))[0] for e in jaxpr.eqns}
+    return roots.pop() if len(roots) == 1 and "" not in roots else None
 
 
 def _unrepresentable(eqn) -> str:
@@ -179,9 +205,14 @@ class Lowering:
         self.problems: list = [] if problems is None else problems
         self.eqn = None
         self.sites: list = [] if sites is None else sites   # source lines of enclosing calls, innermost last
+        self.scope: tuple = ()   # scope parts of the enclosing calls (scope_parts), outermost first
+        self.root: str | None = None   # see _common_root; set by the first (outermost) run
+        self._rooted = False
 
     # -- walking --------------------------------------------------------------
     def run(self, jaxpr, consts, args, on_eqn=None) -> list:
+        if not self._rooted:
+            self.root, self._rooted = _common_root(jaxpr), True
         env = {}
 
         def read(v):
@@ -264,6 +295,13 @@ class Lowering:
             return self.sites[-1]
         return line
 
+    def scope_of(self, eqn) -> tuple:
+        """Where the user wrote an equation, as names (see scope_parts), the model's root left out."""
+        parts = self.scope + scope_parts(eqn)
+        if parts and parts[0] == self.root:
+            parts = parts[1:]
+        return parts
+
     def report(self, eqn, reason: str) -> None:
         self.problems.append((eqn.primitive.name, reason, self.where(eqn)))
 
@@ -277,10 +315,19 @@ class Lowering:
 
         An operator whose shape inference rejects its inputs becomes a problem of the current
         equation (raised as `Unsupported`), like any other unsupported case."""
-        if self.eqn is not None and not op.origin:
-            op.origin = f"{self.eqn.primitive.name} @ {self.where(self.eqn)}"
+        scope = ()
+        if self.eqn is not None:
+            scope = self.scope_of(self.eqn)
+            if not op.origin:   # without a line (inside a Keras layer) the scope alone says where
+                line = self.where(self.eqn)
+                op.origin = self.eqn.primitive.name + (f" @ {line}" if line != UNKNOWN else "")
+            if not op.scope:
+                op.scope = "/".join(scope)
+            hint = hint or self.eqn.primitive.name
+        if hint is not None and scope:   # Dense_0_dot_general: the tensor says which layer made it
+            hint = "_".join(scope[-_SCOPE_DEPTH:] + (hint,))
         try:
-            outs = self.g.add_op(op, hint or (self.eqn.primitive.name if self.eqn is not None else None))
+            outs = self.g.add_op(op, hint)
         except DynamicDimError:
             raise
         except Jaxpr2SofieError as e:   # e.g. MatMul of int tensors: the message says what to do
@@ -320,12 +367,16 @@ class Lowering:
     def inline(self, closed_or_jaxpr, args) -> list:
         """Convert a nested jaxpr in place (jit, custom_jvp/vjp, remat, closed_call)."""
         self.sites.append(self.where(self.eqn) if self.eqn is not None else UNKNOWN)
+        outer = self.scope
+        if self.eqn is not None:   # the called function's equations name their scopes relative to the call
+            self.scope = outer + scope_parts(self.eqn)
         try:
             if hasattr(closed_or_jaxpr, "consts"):
                 return self.run(closed_or_jaxpr.jaxpr, closed_or_jaxpr.consts, args)
             return self.run(closed_or_jaxpr, [], args)
         finally:
             self.sites.pop()
+            self.scope = outer
 
     def subgraph(self, closed_or_jaxpr, args, inputs=()) -> tuple:
         """Convert a nested jaxpr into a child graph (a loop body, a branch) instead of in place.
@@ -342,6 +393,7 @@ class Lowering:
         after the other, operators of a rule's own); returns (child graph, raw outputs)."""
         child = Lowering(self.g.child(inputs), self.handlers, self.problems, self.sites, self.dynamic)
         child.eqn = self.eqn
+        child.scope, child.root, child._rooted = self.scope, self.root, True
         outs = build(child)
         child.g.outputs = [None if isinstance(o, Poison) else child.tensor(o) for o in outs]
         return child.g, outs

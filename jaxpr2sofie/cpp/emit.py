@@ -170,14 +170,11 @@ def render(g) -> tuple:
         h.line()
     with h.block(f"namespace TMVA_SOFIE_{name}", tail=f" // namespace TMVA_SOFIE_{name}"):
         with h.block("namespace detail", tail=" // namespace detail"):
-            for helper in [k for k in HELPERS if k in needs]:   # in HELPERS order: later ones use earlier ones
-                h.lines.extend(h.indent + l if l else l for l in HELPERS[helper].splitlines())
-            for text, def_name in w.defs.items():
-                h.lines.extend(h.indent + l if l else l for l in text.replace("@NAME@", def_name).splitlines())
-            h.lines.extend(h.indent + l if l else l for l in _FLUSH_DENORMALS.splitlines())
-            h.lines.extend(h.indent + l if l else l for l in _READ.replace("@NAME@", name).splitlines())
-            if g.weights():
-                h.lines.extend(h.indent + l if l else l for l in BINARY_READER.splitlines())
+            texts = [HELPERS[k] for k in HELPERS if k in needs]   # in HELPERS order: later ones use earlier ones
+            texts += [text.replace("@NAME@", def_name) for text, def_name in w.defs.items()]
+            texts += [_FLUSH_DENORMALS, _READ.replace("@NAME@", name)] + ([BINARY_READER] if g.weights() else [])
+            for text in texts:
+                h.verbatim(text)
         h.line()
         h.lines.extend(w.lines)
     h.line()
@@ -208,6 +205,17 @@ def _emit_allocate(w, g, slots, assign) -> None:
         if dynamic:
             w.line("const size_t batch = max_batch;   // sizes below are for the largest batch")
             w.line("(void)batch;")
+        sizes = [[g.nbytes(n) for n in names] for names in slots]
+        if all(isinstance(b, int) for bs in sizes for b in bs):   # offsets known now: written as numbers
+            align, offsets, at = memory.ARENA_ALIGN, [], 0
+            for bs in sizes:
+                offsets.append(at)
+                at += -(-max(bs) // align) * align
+            w.line(f"fArena.assign({at // 8 + 1}, 0);   // {at} bytes, {len(slots)} buffers of {align}-byte aligned sizes")
+            w.line("unsigned char* base = reinterpret_cast<unsigned char*>(fArena.data());")
+            for tname, k in assign.items():
+                w.line(f"tensor_{tname} = reinterpret_cast<{ctype(g.tensors[tname].dtype)}*>(base + {offsets[k]});")
+            return
         w.line("size_t at = 0;")
         for k, names in enumerate(slots):
             w.line(f"const size_t off{k} = at;")

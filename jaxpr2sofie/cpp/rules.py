@@ -31,4 +31,31 @@ def emit_ops(w, g, ops) -> None:
             # the arena memory this operator writes held another type before: keep the compiler
             # from moving those reads past these writes (type-based alias analysis would allow it)
             w.line("std::atomic_signal_fence(std::memory_order_seq_cst);")
+        start = len(w.lines)
         emit_op(w, g, op)
+        _label(w, start, op)
+
+
+_LABEL_WIDTH = 110   # past this a comment's source goes on a line of its own
+
+
+def _label(w, start: int, op) -> None:
+    """Every operator's code opens with one comment saying what it computes and where the user
+    wrote it: `// Dense_0: Gemm M=1 K=128 N=16 (dot_general @ model.py:9 (Net.__call__))`. The rule
+    writes the first part as its opening comment; the layer and source line are added here, once."""
+    if start == len(w.lines):
+        return   # no code (a view)
+    first = w.lines[start]
+    indent = first[:len(first) - len(first.lstrip())]
+    what = first.strip()[3:] if first.strip().startswith("// ") else op.op_type
+    if op.scope:
+        what = f"{op.scope}: {what}"
+    origin = op.origin
+    source = f" ({origin})" if origin else ""
+    lines = [f"{indent}// {what}{source}"]
+    if len(lines[0]) > _LABEL_WIDTH and source:
+        lines = [f"{indent}// {what}", f"{indent}//   from {origin}"]
+    if first.strip().startswith("// "):
+        w.lines[start:start + 1] = lines
+    else:
+        w.lines[start:start] = lines

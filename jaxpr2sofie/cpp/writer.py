@@ -30,6 +30,13 @@ class Writer:
     def line(self, text: str = "") -> None:
         self.lines.append((self.indent * self.depth + text) if text else "")
 
+    def verbatim(self, text: str) -> None:
+        """Lines of fixed C++ (a helper function), indented to the current depth."""
+        self.lines.extend(self.line_prefix() + l if l else l for l in text.splitlines())
+
+    def line_prefix(self) -> str:
+        return self.indent * self.depth
+
     def comment(self, text: str) -> None:
         self.line("// " + text)
 

@@ -58,7 +58,11 @@ class UseDef:
     # -- edits ----------------------------------------------------------------------------------
     def replace(self, old: list, new) -> None:
         """Operators `old` become the one operator `new`, placed where the last of them was: every
-        tensor `new` reads is made before that point, since each old operator's inputs were."""
+        tensor `new` reads is made before that point, since each old operator's inputs were. `new`
+        keeps the source line and scope of the first of them that has one (a Gemm, its MatMul's)."""
+        for attr in ("origin", "scope"):
+            if not getattr(new, attr):
+                setattr(new, attr, next((getattr(op, attr) for op in old if getattr(op, attr)), ""))
         at = max(self.g.ops.index(op) for op in old)
         for op in old:
             self._drop(op)

@@ -93,7 +93,7 @@ def _softmax(g, ud, div) -> bool:
     if not (isinstance(rmax, Reduce) and rmax.kind == "max" and rmax.axes == total.axes
             and rmax.inputs == [x]):
         return False
-    ud.replace([div], Softmax([x], axis=total.axes[0], outputs=list(div.outputs), origin="softmax"))
+    ud.replace([div], Softmax([x], axis=total.axes[0], outputs=list(div.outputs)))
     return True
 
 

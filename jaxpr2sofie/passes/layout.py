@@ -86,7 +86,8 @@ def _forward(g, x, z, op) -> None:
         producer.outputs = [z if o == x else o for o in producer.outputs]
         g.ops.remove(op)
     else:
-        g.ops[g.ops.index(op)] = Reshape([x], shape=tuple(g.tensors[z].shape), outputs=[z], origin=op.origin)
+        g.ops[g.ops.index(op)] = Reshape([x], shape=tuple(g.tensors[z].shape), outputs=[z], origin=op.origin,
+                                          scope=op.scope)
 
 
 # -- sinking ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def emit_graph(w, g, sub) -> None:
 def _loop(op, w, g):
     nc = op.n_carry
     state, slices = op.body.inputs[:nc], op.body.inputs[nc:]
-    w.comment(f"Loop {op.describe()} ({op.origin})" if op.origin else f"Loop {op.describe()}")
+    w.comment(f"Loop {op.describe()}")
     if op.length == 0:   # no step: the carries pass through, the (empty) ys need nothing
         for init, out in zip(op.inputs[:nc], op.outputs[:nc]):
             copy_tensor(w, g, init, out)
@@ -69,7 +69,7 @@ def _branch(op, w, g):
     idx = g.tensors[op.inputs[0]]
     k = w.fresh("branch")
     last = len(op.branches) - 1
-    w.comment(f"{op.op_type} over {len(op.branches)} branches ({op.origin})")
+    w.comment(f"{op.op_type} over {len(op.branches)} branches")
     if idx.dtype == "bool":
         w.line(f"const int64_t {k} = {w.ref(idx.name)}[0] ? 1 : 0;")
     else:

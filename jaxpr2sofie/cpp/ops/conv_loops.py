@@ -30,21 +30,33 @@ def interior(win):
 
 def _tap_range(w, win, o, inside=False):
     """(base, first tap, end tap) C++ expressions for output index `o` along one dimension: input
-    position = base + tap * dilation, real for taps in [first, end); `inside`: all of them are."""
+    position = base + tap * dilation, real for taps in [first, end); `inside`: all of them are.
+    A constant `o` (a border pixel) gives constants, computed here rather than in the C++."""
+    d = win.window_dilation
+    if o.isdigit():
+        base = int(o) * win.stride - win.lo
+        first = 0 if base >= 0 or not win.low_check or inside else (-base + d - 1) // d
+        end = win.window
+        if win.high_check and not inside:
+            end = 0 if base > win.size - 1 else min(win.window, (win.size - 1 - base) // d + 1)
+        return str(base), str(first), str(end)
     base = w.fresh("base")
-    pos = "0" if o == "0" else f"static_cast<std::int64_t>({o})" + (f" * {win.stride}" if win.stride != 1 else "")
+    pos = f"static_cast<std::int64_t>({o})" + (f" * {win.stride}" if win.stride != 1 else "")
     w.line(f"const std::int64_t {base} = {pos} - {win.lo};" if win.lo else f"const std::int64_t {base} = {pos};")
     first, end = "0", str(win.window)
-    d = win.window_dilation
-    per = (lambda e: e) if d == 1 else (lambda e: f"({e}) / {d}")
     if win.low_check and not inside:
         first = w.fresh("tlo")
-        w.line(f"const std::int64_t {first} = {base} >= 0 ? 0 : {per(f'-{base} + {d - 1}' if d > 1 else f'-{base}')};")
+        w.line(f"const std::int64_t {first} = {base} >= 0 ? 0 : {f'(-{base} + {d - 1}) / {d}' if d > 1 else f'-{base}'};")
     if win.high_check and not inside:
         end = w.fresh("thi")
-        w.line(f"const std::int64_t {end} = {base} > {win.size - 1} ? 0 : "
-               f"std::min<std::int64_t>({win.window}, {per(f'{win.size - 1} - {base}')} + 1);")
+        # taps t with base + t * d <= size - 1
+        last = f"{win.size} - {base}" if d == 1 else f"({win.size - 1} - {base}) / {d} + 1"
+        w.line(f"const std::int64_t {end} = {base} > {win.size - 1} ? 0 : std::min<std::int64_t>({win.window}, {last});")
     return base, first, end
+
+
+def _plus(pointer: str, offset: int) -> str:
+    return f"{pointer} + {offset}" if offset else pointer
 
 
 def _tap_loops(w, ranges):
@@ -140,8 +152,9 @@ def _pixel(op, w, g, depthwise, b, row, ranges):
         # the input element of this tap: base + tap * dilation along every dimension
         terms = [f"{b} * {xst[0]}"] if b != "0" else []
         for (_, (base, _, _)), t, win, st in zip(ranges, taps, wins, xst[1:-1]):
-            pos = f"{base} + {t}" + (f" * {win.window_dilation}" if win.window_dilation != 1 else "")
-            terms.append(f"({pos}) * {st}" if st != 1 else f"({pos})")
+            tap = f"{t} * {win.window_dilation}" if win.window_dilation != 1 else t
+            pos = tap if base == "0" else f"{base} + {tap}"
+            terms.append((f"({pos}) * {st}" if pos != t else f"{t} * {st}") if st != 1 else f"({pos})")
         xp, kp = w.fresh("xp"), w.fresh("kp")
         w.line(f"const float* {xp} = {x} + {' + '.join(terms)};")
         ktap = " + ".join(f"{t} * {s * tap_cols * cout}" for t, s in zip(taps, kst))
@@ -155,14 +168,14 @@ def _pixel(op, w, g, depthwise, b, row, ranges):
                 w.line(f"detail::f8_splat({xv}, {xp}[{ci}]);")
             for v, a in enumerate(accs):
                 if depthwise:
-                    w.line(f"detail::f8_load({xv}, {xp} + {c0 + v * LANES});")
-                w.line(f"detail::f8_load({kv}, {kp} + {krow + v * LANES});")
+                    w.line(f"detail::f8_load({xv}, {_plus(xp, c0 + v * LANES)});")
+                w.line(f"detail::f8_load({kv}, {_plus(kp, krow + v * LANES)});")
                 w.line(f"{a} += {xv} * {kv};")
             for j in range(ns):
                 xe = f"{xp}[{c0 + len(accs) * LANES + j}]" if depthwise else f"{xp}[{ci}]"
                 w.line(f"{sacc}[{j}] += {xe} * {kp}[{krow + len(accs) * LANES + j}];")
         _close(w, len(taps))
         for v, a in enumerate(accs):
-            w.line(f"detail::f8_store({ypix} + {c0 + v * LANES}, {a});")
+            w.line(f"detail::f8_store({_plus(ypix, c0 + v * LANES)}, {a});")
         if ns:
-            w.line(f"std::copy_n({sacc}, {ns}, {ypix} + {c0 + len(accs) * LANES});")
+            w.line(f"std::copy_n({sacc}, {ns}, {_plus(ypix, c0 + len(accs) * LANES)});")

@@ -148,7 +148,7 @@ def _elementwise(op, w: Writer, g) -> None:
     n = numel(shape)
     flat = all(g.tensors[a].shape == shape for a in op.inputs)
     tmpl = template(op, g).replace("{T}", ctype(op.dtype))
-    w.comment(op.op_type + (f" ({op.origin})" if op.origin else ""))
+    w.comment(op.op_type)
     if flat and op.kind in VMATH_FUNCTIONS and op.dtype == "float32" and op.args == tuple(op.inputs):
         w.need("vmath")   # whole vectors, no libm call: see vmath.py
         w.line(f"detail::{VMATH_FUNCTIONS[op.kind]}({w.ref(op.inputs[0])}, {w.ref(out.name)}, {n});")

@@ -17,7 +17,7 @@ VECTOR_RELU = "detail::vm_pick(({0}) <= 0.f, detail::VmF{{}}, ({0}))"   # NaN st
 @emits(FusedElementwise)
 def _fusedelementwise(op, w, g) -> None:
     out = g.tensors[op.outputs[0]]
-    w.comment(f"Fused {op.describe()}" + (f" ({op.origin})" if op.origin else ""))
+    w.comment(f"Fused {op.describe()}")
     if any(s.kind in VECTOR_CALLS for s in op.steps):   # the pass fused them only if vector_chain holds
         w.need("vmath")
         w.line("#if defined(__GNUC__)")

@@ -42,6 +42,7 @@ class Op:
     inputs: list
     outputs: list = field(default_factory=list, kw_only=True)
     origin: str = field(default="", kw_only=True)        # primitive and source line it came from
+    scope: str = field(default="", kw_only=True)         # the user's layer path / named_scope ("Dense_0")
     scratch_names: dict = field(default_factory=dict, kw_only=True)
 
     aliases_input: ClassVar[bool] = False   # output is a view of inputs[0] (no copy)

@@ -55,7 +55,7 @@ class FusedElementwise(Op):
         internal = {s.outputs[0] for s in steps}
         inputs = [a for s in steps for a in s.inputs if a not in internal]
         return cls(list(dict.fromkeys(inputs)), steps=steps, outputs=list(second.outputs),
-                   origin=second.origin or first.origin)
+                   origin=second.origin or first.origin, scope=second.scope or first.scope)
 
     @property
     def internal(self) -> list:
