@@ -116,7 +116,7 @@ def _fold_padded(eqn, arrays):
 def bind(primitive, args, params):
     """`primitive` applied to `args` with an equation's `params`, as JAX's own evaluator does it."""
     params = primitive.get_bind_params(params)
-    if isinstance(params, tuple):   # jax < 0.10: (sub-functions, params), the sub-functions bound first
+    if isinstance(params, tuple):   # older JAX (0.9.0 and before): (sub-functions, params), those bound first
         subfuns, params = params
         return primitive.bind(*subfuns, *args, **params)
     return primitive.bind(*args, **params)

@@ -245,7 +245,7 @@ def primitive_inventory(jaxpr, found=None) -> dict:
     for eqn in jaxpr.eqns:
         found[eqn.primitive.name] = found.get(eqn.primitive.name, 0) + 1
     subjaxprs = getattr(jex_core, "subjaxprs", None)
-    if subjaxprs is None:   # public in jax.extend.core from jax 0.10; before, jax.core's (deprecated there)
+    if subjaxprs is None:   # jax.extend.core has it in 0.10.2, not in 0.9.0 and before: there, jax.core's
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             subjaxprs = jax.core.subjaxprs
