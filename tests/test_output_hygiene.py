@@ -68,3 +68,15 @@ def test_root_alpha_stage_warning_is_filtered_where_the_project_imports_root():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "alpha stage" not in res.stderr, res.stderr
+
+
+def test_readme_threads_section_names_real_things():
+    """The threads section's harness call takes the converted model's graph, and the benchmark column it
+    points at is one the table has."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("#### Threads over the batch")[1].split("\n- ")[0]
+    assert "time_in_cpp(m.graph," in section and "`m.graph` is" in section, section
+    column = re.search(r"the peer benchmark's `([^`]+)` column", section).group(1)
+    table = text.split("<!-- bench-report:start -->")[1].split("```text")[1].split("```")[0]
+    header = next(l for l in table.splitlines() if l.startswith("model "))
+    assert column in header.split(), (column, header)
