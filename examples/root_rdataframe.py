@@ -90,9 +90,8 @@ def train_and_convert(ev, out: Path):
 
 
 def score_in_root(ev, out: Path, threads: int):
+    import jaxpr2sofie.root as j2s_root   # first: it filters the PyPI ROOT's "alpha stage" warning
     import ROOT
-
-    import jaxpr2sofie.root as j2s_root
 
     ROOT.gROOT.SetBatch(True)
     ROOT.EnableImplicitMT(threads)

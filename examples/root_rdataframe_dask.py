@@ -10,6 +10,8 @@ to use a real one.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import time
 from pathlib import Path
@@ -34,10 +36,9 @@ def main(argv=None) -> int:
     ev = make_events(args.events)
     want = train_and_convert(ev, out)            # JAX first, ROOT after (see root_rdataframe.py)
 
+    import jaxpr2sofie.root as j2s_root   # first: it filters the PyPI ROOT's "alpha stage" warning
     import ROOT
     from dask.distributed import Client, LocalCluster
-
-    import jaxpr2sofie.root as j2s_root
 
     ROOT.gROOT.SetBatch(True)
     ROOT.RDF.FromNumpy({**{f: ev[f] for f in FEATURES}, "label": ev["label"],
@@ -54,7 +55,12 @@ def main(argv=None) -> int:
         df = j2s_root.define(df, "score", out, FEATURES)
         h_sig = df.Filter("label == 1").Histo1D(("sig", "signal;classifier score;events", 50, 0, 1), "score")
         h_bkg = df.Filter("label == 0").Histo1D(("bkg", "background;classifier score;events", 50, 0, 1), "score")
-        cols = df.AsNumpy(["event", "score"])
+        # ROOT's Dask backend starts Dask's text progress bar, which redraws a line every 0.1 s: on a
+        # terminal it stays one line, in a log (CI, a batch job) it is thousands; there the one
+        # line printed below says the same
+        shown = contextlib.nullcontext() if sys.stdout.isatty() else contextlib.redirect_stdout(io.StringIO())
+        with shown:
+            cols = df.AsNumpy(["event", "score"])
         print(f"\nthe cluster scored {len(cols['score'])} events in {time.time() - t0:.1f} s")
         plot(ROOT, h_sig.GetValue(), h_bkg.GetValue(), out / "score.png")
     finally:

@@ -1,4 +1,4 @@
-"""Command line: `jaxpr2sofie demo | convert | inspect | bench | primitives`.
+"""Command line: `jaxpr2sofie demo | convert | inspect | bench | flags | primitives`.
 
 A model is a Keras file (`.keras`, or legacy `.h5`/`.hdf5`, converted with `from_keras`), or a
 Python file (or an importable module name) defining, at module level:
@@ -12,11 +12,13 @@ examples:
   jaxpr2sofie inspect my_model.py
   jaxpr2sofie bench my_model.py --function predict --input x
   jaxpr2sofie bench --peers --quick --models A,D     # the peer benchmark (benchmarks/README.md)
+  g++ -O2 -I out main.cpp $(jaxpr2sofie flags) -o main   # build a program against a generated header
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import runpy
 import sys
 import time
@@ -298,7 +300,6 @@ def cmd_primitives(args) -> int:
 
 
 def _machine() -> str:
-    import os
     import platform
     cpu = platform.processor() or platform.machine()
     try:
@@ -392,10 +393,18 @@ def main(argv=None) -> int:
         parser.error("--max-batch is the largest run-time batch: it needs --batch dynamic")
     from .errors import Jaxpr2SofieError
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()   # a reader that stopped early shows up here, inside the try, not at exit
+        return code
     except Jaxpr2SofieError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # the reader closed the pipe (`jaxpr2sofie primitives | head`): it has what it wanted, so no
+        # traceback; stdout goes to /dev/null so that Python's flush at exit does not fail again, and
+        # the exit status is a shell's for a command stopped by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
 
 
 if __name__ == "__main__":

@@ -109,8 +109,17 @@ def _fold_padded(eqn, arrays):
         out = np.ones(length, a.dtype)
         out[:size] = a.reshape(-1)
         return out
-    out = eqn.primitive.bind(*map(flat, arrays), **eqn.primitive.get_bind_params(eqn.params))
+    out = bind(eqn.primitive, list(map(flat, arrays)), eqn.params)
     return [np.asarray(out)[:size].reshape(shape)]
+
+
+def bind(primitive, args, params):
+    """`primitive` applied to `args` with an equation's `params`, as JAX's own evaluator does it."""
+    params = primitive.get_bind_params(params)
+    if isinstance(params, tuple):   # older JAX (0.9.0 and before): (sub-functions, params), those bound first
+        subfuns, params = params
+        return primitive.bind(*subfuns, *args, **params)
+    return primitive.bind(*args, **params)
 
 
 def _fold(eqn, arrays):
@@ -131,7 +140,7 @@ def _fold(eqn, arrays):
         return [np.broadcast_to(expanded, shape)]
     # as JAX's own evaluator binds: call-like primitives (custom_jvp_call, ...) rebuild their
     # sub-functions from the equation's parameters
-    out = eqn.primitive.bind(*arrays, **eqn.primitive.get_bind_params(eqn.params))
+    out = bind(eqn.primitive, arrays, eqn.params)
     outs = out if eqn.primitive.multiple_results else [out]
     return [_known(o) for o in outs]
 

@@ -1,6 +1,6 @@
 """Generated models inside ROOT: declare them to cling, score RDataFrame columns with them.
 
-    import ROOT, jaxpr2sofie.root as j2s_root
+    import jaxpr2sofie.root as j2s_root, ROOT
     df = ROOT.RDataFrame("events", "events.root")
     df = j2s_root.define(df, "score", "out/", ["pt", "eta", "phi"])   # a SofieModel works too
     h = df.Histo1D(("score", "score", 50, 0, 1), "score")
@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,11 @@ from .errors import Jaxpr2SofieError
 from .cpp.abi import SessionABI
 from .cpp.emit import read_io_signature
 from .ir.tensor import numel
+
+# The PyPI `root` package warns, in seven lines, on every import of ROOT that it is an alpha-stage
+# distribution. Imported before ROOT (as the README does), this module filters exactly that warning,
+# so a script's log shows its own output; every other warning of ROOT still shows.
+warnings.filterwarnings("ignore", message=r"\s*This distribution of ROOT is in alpha stage", category=UserWarning)
 
 
 def _per_event_shape(shape) -> tuple:
@@ -143,7 +149,12 @@ def _scorer_code(name: str, ns: str, key: str, sig: dict, weights: str) -> str:
         f"      throw std::runtime_error(\"jaxpr2sofie: input {ins[k]['name']} of {name} needs {n} values, the column has \" "
         f"+ std::to_string(x{k}.size()));\n"
         f"   std::copy(x{k}.begin(), x{k}.end(), s.in{k}.begin());" for k, n in enumerate(in_sizes))
+    # guarded like the header: a process may declare one model twice (a local and a distributed
+    # RDataFrame in one script: the client declares what it distributes), and cling refuses a
+    # second definition
     return f"""
+#ifndef JAXPR2SOFIE_ROOT_{fn.upper()}
+#define JAXPR2SOFIE_ROOT_{fn.upper()}
 #include <ROOT/RVec.hxx>
 #include <array>
 #include <memory>
@@ -191,6 +202,7 @@ template <{vec_tparams}>
    return {fn}_detail::run(s);
 }}
 }} // namespace jaxpr2sofie_root
+#endif
 """
 
 

@@ -272,6 +272,11 @@ def primitive_inventory(jaxpr, found=None) -> dict:
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     for eqn in jaxpr.eqns:
         found[eqn.primitive.name] = found.get(eqn.primitive.name, 0) + 1
-    for sub in jex_core.subjaxprs(jaxpr):
+    subjaxprs = getattr(jex_core, "subjaxprs", None)
+    if subjaxprs is None:   # jax.extend.core has it in 0.10.2, not in 0.9.0 and before: there, jax.core's
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            subjaxprs = jax.core.subjaxprs
+    for sub in subjaxprs(jaxpr):
         primitive_inventory(sub, found)
     return found

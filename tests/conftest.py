@@ -14,7 +14,8 @@ os.environ["JAXPR2SOFIE_STRICT"] = "1"
 
 
 def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="also run model-zoo sized cases")
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run the slow cases (pyproject.toml's `slow` marker says which)")
     parser.addoption("--fuzz-long", action="store_true", default=False,
                      help="tests/fuzz: thousands of random programs instead of the short fixed-seed run")
     parser.addoption("--fuzz-seed", type=int, default=0,
@@ -70,7 +71,7 @@ def _fuzz_figures():
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--runslow"):
         return
-    skip = pytest.mark.skip(reason="slow model-zoo case: run with --runslow")
+    skip = pytest.mark.skip(reason="slow case: run with --runslow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)

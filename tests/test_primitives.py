@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import pytest
 
-from jaxpr2sofie.primitives import HANDLERS
+from jaxpr2sofie.primitives import ABSENT_FROM_JAX, HANDLERS
 from primitive_cases import all_cases
 from jaxpr2sofie.trace import primitive_inventory
 
@@ -29,7 +29,8 @@ def test_case_matches_jax(case):
 def _traced_primitives(case):
     inputs = case.inputs
     if case.batch == "dynamic":
-        (n,) = jax.export.symbolic_shape("N")
+        from jax import export   # imported: `import jax` alone does not load jax.export in jax 0.7
+        (n,) = export.symbolic_shape("N")
         inputs = [jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype) for a in inputs]
     if case.params is None:
         closed = jax.make_jaxpr(case.fn)(*inputs)
@@ -45,7 +46,9 @@ def test_case_jaxpr_has_claimed_primitives_no_conversion(case):
     conversion (test_case_matches_jax does). A JAX release that lowers a function differently is
     caught here, not in a user's model."""
     found = _traced_primitives(case)
-    missing = set(case.primitives) - found
+    # an older JAX (the declared floor) lowers e.g. jnp.stack to other primitives: the case still
+    # runs through the converter (test_case_matches_jax), it only cannot contain what JAX lacks
+    missing = set(case.primitives) - found - ABSENT_FROM_JAX
     assert not missing, f"case {case.name} claims {sorted(missing)} but its jaxpr has {sorted(found)}"
 
 
@@ -76,6 +79,9 @@ def _op_types(graph) -> set:
 def test_case_emits_declared_operators(case):
     """A fast path (a Loop instead of N unrolled copies, a fused Relu) that stops firing fails here."""
     import jaxpr2sofie as j2s
+    if ABSENT_FROM_JAX & set(case.primitives):
+        pytest.skip(f"this JAX ({jax.__version__}) has no {sorted(ABSENT_FROM_JAX & set(case.primitives))}: "
+                    "the declared operators are those of its rule")
     if case.params is None:
         m = j2s.convert(lambda xs: case.fn(*xs), None, tuple(case.inputs), batch=case.batch)
     else:

@@ -192,3 +192,19 @@ def test_distributed_dask_scores_every_event_once(work):
     assert len(ids) == N_EVENTS and sorted(ids.tolist()) == list(range(N_EVENTS)), "every event scored exactly once"
     want = _scores(p, _as_root_sees(np.load(d / "events.npz")["x"]))
     assert_close(np.array(out["score"], np.float32), want[ids], rtol=1e-5, what="distributed")
+
+
+def test_one_model_declared_twice_in_a_process_is_no_redefinition(work):
+    """A local and then a distributed RDataFrame in one script (the README's ROOT snippet): the client
+    declares the code it distributes, after `define` declared it for the local one. The scorer code is
+    guarded like the header, so cling sees one definition."""
+    d, p, _ = work
+    out = _run_root(_WRITE_EVENTS + """
+    from jaxpr2sofie.root import _code
+    dm, _ = _code("scorer")
+    j2s_root.declare("scorer")
+    again = bool(ROOT.gInterpreter.Declare(dm.code))    # what DistributeCppCode does on the client
+    df = j2s_root.define(ROOT.RDataFrame("events", "events.root"), "score", "scorer", ["a", "b", "c"])
+    print("RESULT", json.dumps({"again": again, "n": int(df.Count().GetValue())}))
+    """, d)
+    assert out == {"again": True, "n": N_EVENTS}, out

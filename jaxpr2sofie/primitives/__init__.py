@@ -39,6 +39,21 @@ def handles(*prims, params=()):
     return register
 
 
+# Primitives of the table that the installed JAX does not define (an older release): their rules are
+# not registered, and the functions that bind them in newer releases lower to primitives the table
+# already has (jnp.stack to broadcast_in_dim + concatenate before jax 0.10.1).
+ABSENT_FROM_JAX: set = set()
+
+
+def if_defined(module, attr: str, name: str = ""):
+    """`module.attr` as a one-element tuple for `handles(*...)`, or () where this JAX lacks it."""
+    prim = getattr(module, attr, None)
+    if prim is None:
+        ABSENT_FROM_JAX.add(name or attr.removesuffix("_p"))
+        return ()
+    return (prim,)
+
+
 def check_params(handler: Handler, params: dict) -> set:
     return handler.unexpected(params)
 

@@ -41,7 +41,8 @@ def _custom_vjp_call(ctx, eqn, *args):
     return ctx.inline(eqn.params["call_jaxpr"], args)
 
 
-@handles(P.remat_p, params=("jaxpr", "prevent_cse", "differentiated", "policy"))
+# jax.extend exports remat_p from jax 0.9; the primitive (jax.checkpoint's "remat2") is older
+@handles(getattr(P, "remat_p", "remat2"), params=("jaxpr", "prevent_cse", "differentiated", "policy"))
 def _remat(ctx, eqn, *args):
     return ctx.inline(eqn.params["jaxpr"], args)
 

@@ -9,7 +9,7 @@ from ..ir.ops.gather import DynamicSlice, DynamicUpdateSlice
 from ..ir.ops.movement import Concat, Expand, Pad, Reshape, Slice, Transpose, reverse
 from ..ir.tensor import numel
 from ..values import Const, Scalar, Unsupported
-from . import handles, out_aval
+from . import handles, if_defined, out_aval
 
 
 def reshape_to(ctx, x, shape):
@@ -40,7 +40,7 @@ def _broadcast_in_dim(ctx, eqn, x, *dyn):
     return ctx.add(Expand([ctx.tensor(x)], shape=shape, bdims=tuple(eqn.params["broadcast_dimensions"])))
 
 
-@handles(lax.tile_p, params=("reps",))   # jnp.tile
+@handles(*if_defined(lax, "tile_p"), params=("reps",))   # jnp.tile, jax >= 0.9 (before: broadcast, reshape)
 def _tile(ctx, eqn, x):
     # repeat each dimension d_k r_k times: broadcast (d0, d1, ..) to (r0, d0, r1, d1, ..), then merge pairs
     shape, reps = ctx.shape(x), tuple(int(r) for r in eqn.params["reps"])
@@ -120,7 +120,7 @@ def _rev(ctx, eqn, x):
     return ctx.add(Slice([ctx.tensor(x)], starts=starts, limits=limits, steps=steps), hint="rev")
 
 
-@handles(lax.stack_p, params=("axis",))
+@handles(*if_defined(lax, "stack_p"), params=("axis",))   # jax >= 0.10.1
 def _stack_rule(ctx, eqn, *xs):
     # jnp.stack (and Keras' ops.stack, e.g. TimeDistributed): each operand gains a size-1 axis,
     # then one Concat along it.
@@ -129,7 +129,7 @@ def _stack_rule(ctx, eqn, *xs):
     return parts[0] if len(parts) == 1 else ctx.add(Concat(parts, axis=axis), hint="stack")
 
 
-@handles(lax.unstack_p, params=("axis",))
+@handles(*if_defined(lax, "unstack_p"), params=("axis",))   # jax >= 0.10.1
 def _unstack_rule(ctx, eqn, x):
     axis, shape = int(eqn.params["axis"]), ctx.shape(x)
     return [reshape_to(ctx, slice_axis(ctx, x, axis, k, k + 1), tuple(v.aval.shape)) for k, v in enumerate(eqn.outvars)]

@@ -7,6 +7,8 @@ import jax.numpy as _jnp
 import numpy as np
 from jax import lax
 
+from jaxpr2sofie.lowering import bind
+
 from . import Case, f32, i32
 
 
@@ -20,7 +22,7 @@ _clip_grad.defvjp(lambda x: (_clip_grad(x), x), lambda x, g: (g,))
 
 def _closed_cos(x):
     # closed_call has no public wrapper; bind it the way JAX's own evaluator does
-    (out,) = P.closed_call_p.bind(x, **P.closed_call_p.get_bind_params({"call_jaxpr": jax.make_jaxpr(_jnp.cos)(x)}))
+    (out,) = bind(P.closed_call_p, (x,), {"call_jaxpr": jax.make_jaxpr(_jnp.cos)(x)})
     return out
 
 

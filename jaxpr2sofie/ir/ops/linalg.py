@@ -48,7 +48,8 @@ class MatMul(Op):
         return 2 * self.batch * self.m * self.n * self.k + epilogue * self.batch * self.m * self.n
 
     def describe(self):
-        return (f"batch={self.batch} M={self.m} K={self.k} N={self.n}"
+        # the product's sizes as shapes, not as M/K/N: in a summary N is the run-time batch alone
+        return ((f"{self.batch} products " if self.batch != 1 else "") + f"({self.m} x {self.k}) @ ({self.k} x {self.n})"
                 + (" transA" if self.trans_a else "") + (" transB" if self.trans_b else "")
                 + (f" +{self.act}" if self.act else ""))
 

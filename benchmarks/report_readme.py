@@ -1,0 +1,154 @@
+"""Write the benchmark figures of README.md and benchmarks/README.md from a results JSON.
+
+    python benchmarks/report_readme.py                  # the newest benchmarks/results/*.json
+    python benchmarks/report_readme.py results.json     # a given run
+    python benchmarks/report_readme.py --check          # exit 1 if the READMEs differ from what it writes
+
+Every figure of the "Performance" section (the table, the ranges in the prose, the wall time, the
+machine, the versions, the command) is computed here from one JSON written by `benchmarks/run.py`,
+between `<!-- bench-report:start -->` and `<!-- bench-report:end -->` (and `<!-- bench-wall:... -->`
+in benchmarks/README.md): prose and table come from the same numbers, so they cannot disagree.
+tests/test_readme.py checks that the READMEs hold exactly what this script writes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+MARKERS = {"README.md": "bench-report", "benchmarks/README.md": "bench-wall"}
+MLPS = ("A", "B", "D", "E")             # the dense models of the benchmark (bench/models.py)
+ALL_MODELS = tuple("ABCDEFGH")          # its eight models: what run.py runs without --models
+# the defaults of benchmarks/run.py, so the command shown is the one that reproduces the run
+DEFAULTS = {"batches": None, "repeats": 5, "quick": False}
+
+
+def newest_result() -> Path:
+    return max(RESULTS.glob("*.json"), key=lambda p: p.name)
+
+
+def _span(values, fmt="{:.2f}") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def command(d: dict) -> str:
+    s, args = d["settings"], []
+    models = s.get("models") or ALL_MODELS
+    if tuple(sorted(models)) != ALL_MODELS:
+        args.append("--models " + ",".join(models))
+    if s.get("batches") != DEFAULTS["batches"]:
+        args.append("--batches " + ",".join(map(str, s["batches"])))
+    if s.get("quick"):
+        args.append("--quick")
+    elif s.get("repeats") != DEFAULTS["repeats"]:
+        args.append(f"--repeats {s['repeats']}")
+    return " ".join(["python benchmarks/run.py", *args])
+
+
+def _cell(d: dict, model: str, batch: int, contender: str):
+    for c in d["cells"]:
+        if c["model"] == model and c["batch"] == batch and c["contender"] == contender and c["status"] == "ok":
+            return c["us"]
+    return None
+
+
+def provenance(d: dict, stem: str) -> str:
+    m, v = d["machine"], d["versions"]
+    versions = ", ".join(f"{k} {v[k]}" for k in ("jaxpr2sofie", "jax", "jaxlib", "numpy", "onnxruntime", "jax2onnx",
+                                                  "iree-base-runtime", "scipy-openblas32", "flax", "keras") if v.get(k))
+    return (f"`{command(d)}` on {d['date']}, {m['model']} ({' '.join(m['flags'])}), {m['cores']} cores, "
+            f"Python {m['python']}, {versions}, {v.get('c++', 'C++ compiler unknown')}; the run took "
+            f"{d['wall_s']:.0f} s. Its JSON and plot are `benchmarks/results/{stem}.json` and `.png`")
+
+
+def readme_section(d: dict, stem: str) -> str:
+    rows = d["rows"]
+    batch1 = [r for r in rows if r["batch"] == 1 and r["ours_over_best_1t"] is not None]
+    fastest = [r["model"] for r in batch1 if r["ours_over_best_1t"] < 1]
+    worst1 = max(batch1, key=lambda r: r["ours_over_best_1t"])
+    lines = [
+        f"The run below: {provenance(d, stem)} (`python benchmarks/report_readme.py` writes this part of the README "
+        "from the JSON).",
+        "",
+        f"![latency against batch per model](benchmarks/results/{stem}.png)",
+        "",
+        "```text",
+        d["table"].rstrip("\n"),
+        "```",
+        "",
+        "What it shows (ours over the fastest peer; below 1, ours is faster):",
+        "",
+        f"- Batch 1, one thread: ours is the fastest single-threaded contender on {len(fastest)} of {len(batch1)} "
+        f"models (ours/1t {_span([r['ours_over_best_1t'] for r in batch1])}; the highest, "
+        f"{worst1['model']} {worst1['ours_over_best_1t']:.2f} against {worst1['best_1t']}).",
+    ]
+    per_model = []
+    for model in d["models"]:
+        r = [x for x in rows if x["model"] == model and x["batch"] >= 16 and x["ours_over_best_1t"] is not None]
+        if r:
+            per_model.append(f"{model} {_span([x['ours_over_best_1t'] for x in r])}")
+    lines.append("- Batch 16 and above, one thread, ours/1t per model: " + "; ".join(per_model) + ".")
+    speedups, mt_all = [], []
+    for model in d["models"]:
+        s = [(_cell(d, model, b, "ours"), _cell(d, model, b, "ours-mt")) for b in d["models"][model]["batches"]]
+        s = [one / mt for one, mt in s if one and mt]
+        if s:
+            speedups.append(f"{model} {_span(s)}x")
+        m = [x["ours_mt_over_best_all"] for x in rows if x["model"] == model and x["ours_mt_over_best_all"] is not None]
+        if m:
+            mt_all.append(f"{model} {_span(m)}")
+    lines.append("- Batch split over every core (`ours:mt`, batches 256 and above): ours:mt is faster than ours by "
+                 + "; ".join(speedups) + " (about 1x: the model runs on one thread, see \"Threads over the batch\"); "
+                 "mt/all per model: " + "; ".join(mt_all) + ".")
+    peak = [x["ours_peak_fraction"] * 100 for x in rows if x["model"] in MLPS and x["batch"] >= 16
+            and x["ours_peak_fraction"] is not None]
+    lines.append(f"- The dense models ({', '.join(MLPS)}) at batch 16 and above run at {_span(peak, '{:.0f}')} % of "
+                 f"the one-core sgemm peak ({d['peak']['gflops_1core']:.1f} GFLOP/s).")
+    return "\n".join(lines)
+
+
+def bench_readme_section(d: dict, stem: str) -> str:
+    return (f"The run kept in `benchmarks/results/` ({stem}.json and .png; its table is in the top-level README's "
+            f"\"Performance\" section): {provenance(d, stem)}.")
+
+
+def _replace(text: str, marker: str, body: str, path: str) -> str:
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{path}: markers {start} ... {end} not found")
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+
+
+def rendered(result: Path) -> dict:
+    """{README path relative to the repository: its text with the benchmark sections written}."""
+    d = json.loads(result.read_text())
+    stem = result.stem
+    bodies = {"README.md": readme_section(d, stem), "benchmarks/README.md": bench_readme_section(d, stem)}
+    return {rel: _replace((REPO / rel).read_text(), MARKERS[rel], bodies[rel], rel) for rel in MARKERS}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("result", nargs="?", type=Path, help="a results JSON (default: the newest in benchmarks/results)")
+    ap.add_argument("--check", action="store_true", help="only compare; exit 1 when a README differs")
+    args = ap.parse_args(argv)
+    stale = []
+    for rel, text in rendered(args.result or newest_result()).items():
+        if (REPO / rel).read_text() != text:
+            stale.append(rel)
+            if not args.check:
+                (REPO / rel).write_text(text)
+    if args.check and stale:
+        print(f"stale benchmark figures in {', '.join(stale)}: run python benchmarks/report_readme.py", file=sys.stderr)
+        return 1
+    print(("rewrote " + ", ".join(stale)) if stale else "the READMEs hold the JSON's figures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
