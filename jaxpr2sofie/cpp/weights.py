@@ -184,8 +184,8 @@ def write_weights(g, path, fmt: str = "text", progress=None) -> WrittenWeights:
     return WrittenWeights(path, fmt, nbytes, total, time.perf_counter() - t0)
 
 
-def weights_text(g) -> str:
-    """The weight file in SOFIE's text format, as one string (for code that embeds it)."""
+def weights_binary(g) -> bytes:
+    """The weight file in the binary format, as bytes (for code that embeds it: jaxpr2sofie.root)."""
     f = io.BytesIO()
-    _write_text(g, f, lambda n: None)
-    return f.getvalue().decode("ascii")
+    _write_binary(g, f, lambda n: None)
+    return f.getvalue()
