@@ -46,7 +46,7 @@ public:
    }
 
 private:
-   static bool space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
+   static bool space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }   // as std::isspace, "C" locale
    // The next whitespace-separated token (empty at the end of the data); valid until the next call.
    std::string_view token() {
       for (;;) {
