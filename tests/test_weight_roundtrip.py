@@ -183,7 +183,7 @@ def test_text_bad_length(built, tmp_path):
     _expect_error(built, dat, r"after tensor_f: '3e5' is not a length")
 
 
-def test_compile_validate_and_timing_write_no_text(monkeypatch):
+def test_compile_validate_and_timing_write_no_text(monkeypatch, tmp_path):
     """Every internal build loads the binary format: writing text at all would fail this test."""
     def no_text(*args, **kwargs):
         raise AssertionError("a text weight file was written")
@@ -198,7 +198,7 @@ def test_compile_validate_and_timing_write_no_text(monkeypatch):
     assert [w.fmt for w in m.written] == ["binary"]
     assert "weight file" in m.summary() and "binary" in m.summary()
     with pytest.raises(AssertionError, match="text weight file"):
-        m.generate(".")       # the default of generate() is still SOFIE's text
+        m.generate(tmp_path)  # the default of generate() is still SOFIE's text
 
 
 def test_summary_reports_the_files_written(tmp_path):
