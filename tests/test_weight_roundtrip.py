@@ -131,6 +131,19 @@ def test_text_nan_payload_comes_back_as_nan_of_its_sign(built, tmp_path):
     np.testing.assert_array_equal(np.signbit(got[0][nan]), np.signbit(want[nan]))
 
 
+def test_text_digits_are_the_correctly_rounded_ones():
+    """Values with short or ordinary decimals (far from a rounding tie) as Python's own `%.8e` writes
+    them, with the mantissa's trailing zeros dropped."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([np.round(rng.standard_normal(2000) * 100, 3), rng.standard_normal(2000) * 1e-3,
+                        [1, 10, 100, 1e6, 0.5, 0.25, 0.125, 1.5, 1234.5, 12345678, 3e-5, 2.5e-41]]).astype(np.float32)
+
+    def oracle(v):
+        mantissa, exponent = f"{float(v):.8e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+    assert wf.format_chunk(x, "\n").decode().split() == [oracle(v) for v in x]
+
+
 @pytest.mark.parametrize("values", [np.array([0, 1, -1, 10, -99, 123456, np.iinfo(np.int64).min, np.iinfo(np.int64).max]),
                                     np.array([True, False, True]), np.array([0, 255], np.uint8)])
 def test_integers_are_written_in_full(values):

@@ -19,18 +19,29 @@ _P10 = 10.0 ** np.arange(-_P10_LOW, 60)
 
 def _words(texts) -> np.ndarray:
     """Four-byte texts as uint32 words: a row of the output is four words, each written by one lookup."""
-    return np.frombuffer("".join(texts).encode(), np.uint32)
+    return np.frombuffer("".join(texts).encode("latin-1"), np.uint32)
 
 
-# A float row is four words: "-d.d" (sign, leading digit, point, first decimal), four decimals,
-# three decimals + "e", the exponent's sign and two digits + the separator.
-_HEAD = _words(f"-{k // 10}.{k % 10}" for k in range(100))
+# Each value is formatted into a row of 16 bytes, 4 words: "-d.d" (sign, leading digit, point, first
+# decimal), four decimals, three decimals + "e", the exponent's sign and digits + the separator.
+# Bytes that are not part of the value's text are NUL and removed at the end in one pass.
+_HEAD = _words(f"{sign}{k // 10}.{k % 10}" for sign in "\0-" for k in range(100))   # [100 * negative + head]
 _DIGITS4 = _words(f"{k:04d}" for k in range(10000))
 _DIGITS3E = _words(f"{k:03d}e" for k in range(1000))
 _EXPONENT = _words(f"{e:+03d} " for e in range(-_P10_LOW, _P10_LOW))
-_ALL = np.frombuffer(b"\1\1\1\1", np.uint32)[0]
-_SIGNED = np.frombuffer(b"\0\1\1\1\1\1\1\1", np.uint32)   # keep word 0: [positive, negative]
 _WIDTH = 16
+# trailing zeros of a 3-digit and a 4-digit group (all of it when the group is 0)
+_ZEROS3 = np.array([3 if k == 0 else len(str(k)) - len(str(k).rstrip("0")) for k in range(1000)], np.int32)
+_ZEROS4 = np.array([4 if k == 0 else len(str(k)) - len(str(k).rstrip("0")) for k in range(10000)], np.int32)
+# [trailing zeros of the 8 decimals] -> byte masks of words 0-2 keeping the digits before them (the
+# point too, unless all 8 are zero)
+_TRIM = np.stack([_words(["\xff\xff" + ("\xff" if z < 8 else "\0") + ("\xff" if z < 8 else "\0"),
+                          "".join("\xff" if j <= 8 - z else "\0" for j in range(2, 6)),
+                          "".join("\xff" if j <= 8 - z else "\0" for j in range(6, 9)) + "\xff"])
+                  for z in range(9)])
+# zero, NaN and infinity after their sign, as whole rows: [kind, negative]
+_SPECIAL = {text: np.stack([_words([f"{sign}{text}".ljust(15, "\0") + " "]) for sign in "\0-"])
+            for text in ("0", "nan", "inf")}
 
 
 def format_chunk(values: np.ndarray, end: str = " ") -> bytes:
@@ -38,21 +49,18 @@ def format_chunk(values: np.ndarray, end: str = " ") -> bytes:
     flat = np.asarray(values).reshape(-1)
     if flat.size == 0:
         return b"" if end == " " else end.encode()
-    if flat.dtype.kind == "f":
-        cells, keep = _float_cells(flat.astype(np.float32, copy=False))
-    else:
-        cells, keep = _int_cells(flat)
+    cells = _float_cells(flat.astype(np.float32, copy=False)) if flat.dtype.kind == "f" else _int_cells(flat)
     cells[-1, -1] = ord(end)
-    return cells.reshape(-1)[keep.reshape(-1)].tobytes() if cells.flags.c_contiguous else cells[keep].tobytes()
+    return cells.tobytes().replace(b"\0", b"")
 
 
-def _float_cells(x: np.ndarray):
-    """(cells, keep): one row of _WIDTH bytes per value and which of them belong to its text."""
+def _float_cells(x: np.ndarray) -> np.ndarray:
+    """One row of _WIDTH bytes per value: its text, padded with NUL."""
     n = x.size
+    negative = (x.view(np.uint32) >> 31).astype(np.int32)
     with np.errstate(invalid="ignore"):     # a signalling NaN may raise the flag as it is widened
         a = np.abs(x).astype(np.float64)
-    regular = np.isfinite(a) & (a > 0)
-    special = np.flatnonzero(~regular)
+    special = np.flatnonzero(~(np.isfinite(a) & (a > 0)))
     a[special] = 1.0
     # decimal exponent and the 9-digit mantissa m = round(a * 10^(8 - e)); log10 may land one off
     # next to a power of ten, so m is checked to have exactly 9 digits and the exponent corrected.
@@ -73,38 +81,29 @@ def _float_cells(x: np.ndarray):
     low = rest - mid * 1000
 
     words = np.empty((n, _WIDTH // 4), np.uint32)
-    words[:, 0] = _HEAD[head]
+    words[:, 0] = _HEAD[head + 100 * negative]
     words[:, 1] = _DIGITS4[mid]
     words[:, 2] = _DIGITS3E[low]
     words[:, 3] = _EXPONENT[e + _P10_LOW]
-    keepw = np.empty((n, _WIDTH // 4), np.uint32)
-    keepw[:, 0] = _SIGNED[np.signbit(x).view(np.uint8)]
-    keepw[:, 1:] = _ALL
-    cells, keep = words.view(np.uint8), keepw.view(np.bool_)
-    # trailing zeros of the 8 decimals (a tenth of random values end in one) are dropped, and the
-    # point with them when all 8 are zero
+    # trailing zeros of the 8 decimals (a tenth of random values end in one) are dropped
     tail = np.flatnonzero(low % 10 == 0)
     if tail.size:
-        decimals = (head[tail] % 10) * 10_000_000 + rest[tail]
-        zeros = sum((decimals % 10 ** k == 0).astype(np.int32) for k in range(1, 9))
-        keep[tail, 3:11] = np.arange(1, 9) <= (8 - zeros)[:, None]
-        keep[tail, 2] = zeros < 8
-    if special.size:
-        _write_special(cells, keep, special, x[special])
-    return cells, keep
+        lo, mi = low[tail], mid[tail]
+        zeros = _ZEROS3[lo] + np.where(lo == 0, _ZEROS4[mi], 0) + ((lo == 0) & (mi == 0) & (head[tail] % 10 == 0))
+        words[tail, :3] &= _TRIM[zeros]
+    for text, rows in _special_rows(x, special):
+        words[rows] = _SPECIAL[text][negative[rows]]
+    return words.view(np.uint8)
 
 
-def _write_special(cells, keep, rows, values) -> None:
-    """Zero, NaN and infinity: `0`, `nan`, `inf`, each after its sign (`-0` is a float of its own)."""
-    keep[rows, 1:_WIDTH - 1] = False
-    for text, which in (("0", values == 0), ("nan", np.isnan(values)), ("inf", np.isinf(values))):
-        r = rows[which]
-        cells[r, 1:1 + len(text)] = np.frombuffer(text.encode(), np.uint8)
-        keep[r, 1:1 + len(text)] = True
+def _special_rows(x, special):
+    values = x[special]
+    return [(text, special[which]) for text, which in (("0", values == 0), ("nan", np.isnan(values)),
+                                                       ("inf", np.isinf(values))) if which.any()]
 
 
-def _int_cells(v: np.ndarray):
-    """(cells, keep) of integers (any integer or bool dtype, up to 64 bits): sign, digits, space."""
+def _int_cells(v: np.ndarray) -> np.ndarray:
+    """Rows of integers (any integer or bool dtype, up to 64 bits): sign, digits, space; NUL-padded."""
     v = v.astype(np.int64) if v.dtype != np.uint64 else v
     n = v.size
     neg = v < 0
@@ -126,4 +125,5 @@ def _int_cells(v: np.ndarray):
     keep[:, 0] = neg
     keep[:, 1:21] = np.arange(20, 0, -1) <= digits[:, None]
     keep[:, 21] = True
-    return cells[:, :width], keep[:, :width]
+    cells[~keep] = 0
+    return cells[:, :width]

@@ -13,7 +13,10 @@ so writing needs the weights plus a few tens of MB, whatever the model's size.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import io
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -28,8 +31,8 @@ from .weight_text import format_chunk
 FORMATS = ("text", "binary")
 MAGIC = b"J2SW"
 VERSION = 1
-# values per chunk: ~4 MB of text being formatted at a time, ~1 MB of float32 written at a time
-CHUNK = 1 << 18
+# values per chunk: ~2 MB of text formatted per thread at a time (~10 MB of temporaries), 0.5 MB of float32
+CHUNK = 1 << 17
 
 # little-endian storage type of each tensor dtype (bool is one byte, as in the Session)
 _STORAGE = {"float32": "<f4", "int8": "i1", "int16": "<i2", "int32": "<i4", "int64": "<i8", "uint8": "u1",
@@ -142,12 +145,33 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _write_text(g, f, progress) -> None:
+def _text_pieces(g):
+    """The text file in order: each tensor's header line, then its values' pieces to format."""
     for t in g.weights():
-        f.write(f"tensor_{t.name} {stored_size(t)}\n".encode())
+        yield f"tensor_{t.name} {stored_size(t)}\n".encode(), None
         for piece, last in stored_chunks(t):
-            f.write(format_chunk(piece, "\n" if last else " "))
-            progress(piece.size)
+            yield piece, "\n" if last else " "
+
+
+def _write_text(g, f, progress) -> None:
+    # NumPy releases the GIL inside its loops, so pieces are formatted on a few threads at once while
+    # this one writes them in order; at most 2 pieces per thread are in flight, so memory stays bounded
+    workers = max(1, min(4, os.cpu_count() or 1))
+    pending = collections.deque()
+
+    def flush(keep: int) -> None:
+        while len(pending) > keep:
+            job, n = pending.popleft()
+            f.write(job.result() if n else job)
+            progress(n)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for item, end in _text_pieces(g):
+            if end is None:
+                pending.append((item, 0))
+            else:
+                pending.append((pool.submit(format_chunk, item, end), item.size))
+            flush(2 * workers)
+        flush(0)
 
 
 def _write_binary(g, f, progress) -> None:
