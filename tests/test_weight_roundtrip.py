@@ -163,6 +163,44 @@ def test_packed_weights_are_streamed_in_panel_order():
         np.testing.assert_array_equal(np.concatenate([p.reshape(-1) for p, _ in pieces]), want)
 
 
+def _nearest_float32(token: str) -> np.float32:
+    """The float32 nearest the decimal `token`, ties to even, by exact rational arithmetic."""
+    from fractions import Fraction
+    exact = Fraction(token)
+    guess = np.float32(float(token))
+    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess, np.nextafter(guess, np.float32(np.inf))]
+    return min(candidates, key=lambda c: (abs(Fraction(float(c)) - exact), int(_bits(np.float32(c))) & 1))
+
+
+def _near_midpoints(rng, n: int) -> list:
+    """Decimals on, just below and just above midpoints between neighbouring float32s, with 15 or
+    fewer significant digits (the reader's fast path) and with every digit (the full parser)."""
+    from fractions import Fraction
+    out = ["16777217", "16777217.0000001", "16777216.9999999", "1.00000006e+00"]
+    for f in rng.standard_normal(n).astype(np.float32) * np.float32(10.0) ** rng.integers(-20, 20, n):
+        f = np.float32(f)
+        mid = (Fraction(float(f)) + Fraction(float(np.nextafter(f, np.float32(np.inf))))) / 2
+        out += [f"{float(mid):.14e}", f"{float(mid):.15g}", f"{mid.numerator / mid.denominator!r}",
+                f"{float(mid):.9e}"]
+    return out
+
+
+def test_text_near_float_midpoints_rounds_correctly(built, tmp_path):
+    """Hand-written decimals next to the midpoint between two floats: the C++ reader gives the
+    correctly rounded float32 (ties to even), whichever of its paths parses them."""
+    m, _ = built
+    _, dat = m.generate(tmp_path)
+    lines = dat.read_text().split("\n")
+    values = lines[1].split(" ")
+    tokens = _near_midpoints(np.random.default_rng(6), 3000)
+    values[:len(tokens)] = tokens
+    lines[1] = " ".join(values)
+    dat.write_text("\n".join(lines))
+    got = CompiledModel(m.graph, built[1], weight_file=dat)(*XS)[0][0, 1:len(tokens) + 1]
+    want = np.array([_nearest_float32(t) for t in tokens], np.float32)
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
 def _expect_error(built, dat, pattern):
     m, lib = built
     with pytest.raises(j2s.WeightFileError, match=pattern):

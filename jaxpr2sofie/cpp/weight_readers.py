@@ -30,6 +30,8 @@ public:
          fail(": " + want + " has " + std::to_string(len) + " values, the model needs " + std::to_string(n) +
               ": is it the weight file of another model?");
       for (std::size_t i = 0; i < n; ++i) {
+         if (next_float32(data[i]))
+            continue;
          const std::string_view tok = token();
          if (tok.empty())
             fail(" is truncated inside " + want + " (" + std::to_string(i) + " of " + std::to_string(n) +
@@ -84,11 +86,33 @@ private:
       eof_ = end_ + got < buf_.size();   // a short read: the stream has ended
       end_ += got;
    }
+   // A float read straight from the block, with no separate pass to find the token's end, when it
+   // is one the fast path takes and not near the block's end; else false, and nothing is consumed.
+   template <typename T>
+   bool next_float32(T& out) {
+      if constexpr (std::is_same<T, float>::value) {
+         while (pos_ < end_ && space(buf_[pos_]))
+            ++pos_;
+         if (end_ - pos_ < 64)
+            return false;
+         const char* p = buf_.data() + pos_;
+         const char* stop = fast_float32(p, p + 64, out);
+         if (!stop || !space(*stop))
+            return false;
+         pos_ += static_cast<std::size_t>(stop - p);
+         return true;
+      } else {
+         (void)out;
+         return false;
+      }
+   }
    template <typename T>
    static bool parse(std::string_view s, T& out) {
       const char* b = s.data();
       const char* e = b + s.size();
       if constexpr (std::is_floating_point<T>::value) {
+         if (sizeof(T) == sizeof(float) && fast_float32(b, e, out) == e)
+            return true;
 #if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L
          const auto r = std::from_chars(b, e, out);
          return r.ec == std::errc() && r.ptr == e;
@@ -108,6 +132,53 @@ private:
          out = static_cast<T>(v);
          return r.ec == std::errc() && r.ptr == e;
       }
+   }
+   // Clinger's fast path, for the numbers a writer of this format produces (up to 15 digits, a decimal
+   // exponent within +-22): digits and 10^|exponent| are exact doubles, so one multiplication or
+   // division gives the double nearest the decimal, and that double rounds to the float nearest the
+   // decimal unless it lies within one double ulp of a midpoint between two floats (checked on its
+   // low 29 bits) or outside the floats' normal range. Those and anything else go to the full parser.
+   // Returns where the number ends (the caller checks what follows), nullptr if it is not taken.
+   template <typename T>
+   static const char* fast_float32(const char* p, const char* e, T& out) {
+      static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+      const bool negative = p < e && *p == '-';
+      p += negative;
+      std::uint64_t digits = 0;
+      int count = 0, scale = 0;
+      for (; p < e && static_cast<unsigned>(*p - '0') < 10; ++p, ++count)
+         digits = digits * 10 + static_cast<unsigned>(*p - '0');
+      if (p < e && *p == '.')
+         for (++p; p < e && static_cast<unsigned>(*p - '0') < 10; ++p, ++count, --scale)
+            digits = digits * 10 + static_cast<unsigned>(*p - '0');
+      if (count == 0 || count > 15)
+         return nullptr;
+      if (p < e && (*p == 'e' || *p == 'E')) {
+         ++p;
+         const bool down = p < e && *p == '-';
+         p += p < e && (*p == '-' || *p == '+');
+         int x = 0;
+         const char* first = p;
+         for (; p < e && p - first < 3 && static_cast<unsigned>(*p - '0') < 10; ++p)
+            x = x * 10 + (*p - '0');
+         if (p == first)
+            return nullptr;
+         scale += down ? -x : x;
+      }
+      if (scale < -22 || scale > 22)
+         return nullptr;
+      double d = static_cast<double>(digits);
+      d = scale < 0 ? d / pow10[-scale] : d * pow10[scale];
+      if (d != 0 && (d < std::numeric_limits<float>::min() || d > std::numeric_limits<float>::max()))
+         return nullptr;
+      std::uint64_t bits = 0;
+      std::memcpy(&bits, &d, sizeof d);
+      const std::uint64_t low = bits & 0x1FFFFFFFu;   // a float midpoint's low 29 bits: 0x10000000
+      if (low + 1 >= 0x10000000u && low <= 0x10000001u)
+         return nullptr;
+      out = static_cast<T>(negative ? -d : d);
+      return p;
    }
    [[noreturn]] void fail(const std::string& what) const { throw std::runtime_error(where_ + what); }
    std::istream& f_;
