@@ -6,9 +6,11 @@ Each model is five square dense layers with ReLU (84 M: five 4096x4096 layers, t
 Every step runs in a fresh child process that first builds the model, then resets its peak-memory
 counter (/proc/self/clear_refs), so the "peak" of a step is that step's own: `+MB` is the growth of
 the resident set over what the process held when the step began (Python, JAX and the model's
-weights, already in memory). Compile runs with an empty compile cache, so it includes g++ (whose own
-peak is the `g++ MB` column) on the model's header; the one-off precompiled header of the standard
-includes is built first by a tiny model and timed apart (`PCH s`). Load times are the Session constructor timed inside a C++ program,
+weights, already in memory). Compile runs with an empty compile cache, so it includes g++ on the
+model's header; the one-off precompiled header of the standard includes is built first by a tiny
+model and timed apart (`PCH s`). `g++ MB` is the largest peak of the step's child processes (the
+compiler runs). CPU seconds stand beside wall times: on a shared machine they tell what a step
+cost apart from waiting for a core. Load times are the Session constructor timed inside a C++ program,
 best of 3, from files just written (in the page cache).
 """
 from __future__ import annotations

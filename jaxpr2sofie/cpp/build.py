@@ -198,13 +198,12 @@ def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
                           compiler, cmd_tail, list(b.link) if b else [], keep_failed=True)
 
 
-def private_weights(graph, prefix: str, progress=None) -> tuple:
-    """(temporary folder, path, WrittenWeights) of a weight file only our own builds read: always
-    the binary format (raw values, checked, no text to format or parse, loading at disk speed);
-    text stays the format of generate(), for SOFIE's users."""
+def private_weights(graph, prefix: str) -> tuple:
+    """(temporary folder, path, WrittenWeights) of a weight file only our own builds read: binary,
+    never text (nothing to format or parse); text stays generate()'s default, for SOFIE's users."""
     tmp = tempfile.TemporaryDirectory(prefix=prefix)
     path = Path(tmp.name) / f"{graph.name}.dat"
-    return tmp, path, write_weights(graph, path, "binary", progress=progress)
+    return tmp, path, write_weights(graph, path, "binary")
 
 
 class CompiledModel:
