@@ -61,8 +61,11 @@ class SofieModel:
         self.traced = traced
         self.name = graph.name
         self._compiled = None
+        self._compiled_written = None
         self._progress = progress
-        self.written = []   # WrittenWeights of every weight file generate() and compile() wrote, for summary()
+        # WrittenWeights of the weight files generate() wrote (the last one per path) and of the last
+        # compile(), for summary()
+        self.written = []
 
     # -- code -------------------------------------------------------------------
     def header(self) -> str:
@@ -106,7 +109,7 @@ class SofieModel:
         bar.stage(f"writing {Path(path).name} ({fmt})")
         written = write_weights(self.graph, path, fmt, progress=lambda i, n: bar.count(f"writing {fmt} weights", i, n))
         bar.done(f"wrote {written.path.name} ({written.fmt}, {written.size()})")
-        self.written.append(written)
+        self.written = [w for w in self.written if w.path != written.path] + [written]
         return written
 
     def compile(self, cxx=None, blas=None, flags=None, n_threads: int = 1):
@@ -131,7 +134,8 @@ class SofieModel:
             self._compiled = CompiledModel(self.graph, compile_library(self.graph, cxx=cxx, blas=blas, flags=flags),
                                            n_threads=n_threads)
         if self._compiled.written:   # the private binary weight file the compiled Session loaded
-            self.written.append(self._compiled.written)
+            self.written = [w for w in self.written if w is not self._compiled_written] + [self._compiled.written]
+            self._compiled_written = self._compiled.written
         progress.done(f"compiled {self.name}")
         return self._compiled
 

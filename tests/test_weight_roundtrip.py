@@ -254,10 +254,13 @@ def test_compile_validate_and_timing_write_no_text(monkeypatch, tmp_path):
 
 def test_summary_reports_the_files_written(tmp_path):
     m = j2s.convert(lambda p, x: x @ p, np.ones((4, 3), np.float32), np.ones((1, 4), np.float32), name="Sized")
-    m.generate(tmp_path)
     m.generate(tmp_path / "bin", weights="binary")
+    m.generate(tmp_path)
+    m.generate(tmp_path / "bin", weights="binary")    # written again: listed once, last
+    m.compile()
+    m.compile()                                       # only the last compile's file
     lines = [l for l in m.summary().splitlines() if l.startswith("weight file")]
-    assert len(lines) == 2
-    assert "Sized.dat: text" in lines[0] and "Sized.dat: binary" in lines[1]
+    assert len(lines) == 3, lines
+    assert "Sized.dat: text" in lines[0] and "bin/Sized.dat: binary" in lines[1] and ": binary" in lines[2]
     size = (tmp_path / "Sized.dat").stat().st_size
     assert f"text, {size} bytes, " in lines[0] and "values, written in" in lines[0]
