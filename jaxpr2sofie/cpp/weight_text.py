@@ -90,7 +90,10 @@ def _float_cells(x: np.ndarray) -> np.ndarray:
     if tail.size:
         lo, mi = low[tail], mid[tail]
         zeros = _ZEROS3[lo] + np.where(lo == 0, _ZEROS4[mi], 0) + ((lo == 0) & (mi == 0) & (head[tail] % 10 == 0))
-        words[tail, :3] &= _TRIM[zeros]
+        flat = words.reshape(-1)
+        for k in range(3):   # through the flat view: plain integer indexing is several times faster
+            at = tail * 4 + k
+            flat[at] &= _TRIM[zeros, k]
     for text, rows in _special_rows(x, special):
         words[rows] = _SPECIAL[text][negative[rows]]
     return words.view(np.uint8)
