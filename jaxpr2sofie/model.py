@@ -62,7 +62,11 @@ class SofieModel:
         self.traced = traced
         self.name = graph.name
         self._compiled = None
+        self._compiled_written = None
         self._progress = progress
+        # WrittenWeights of the weight files generate() wrote (the last one per path) and of the last
+        # compile(), for summary()
+        self.written = []
 
     # -- code -------------------------------------------------------------------
     def header(self) -> str:
@@ -95,8 +99,19 @@ class SofieModel:
         d.mkdir(parents=True, exist_ok=True)
         hxx, dat = d / f"{self.name}.hxx", d / f"{self.name}.dat"
         hxx.write_text(self.header())
-        write_weights(self.graph, dat, weights)
+        self._write_weights(dat, weights)
         return hxx, dat
+
+    def _write_weights(self, path, fmt: str):
+        """Write a weight file, showing its progress (a large model's text takes seconds) and
+        keeping its size and time for summary()."""
+        from .progress import Progress
+        bar = Progress(self._progress)
+        bar.stage(f"writing {Path(path).name} ({fmt})")
+        written = write_weights(self.graph, path, fmt, progress=lambda i, n: bar.count(f"writing {fmt} weights", i, n))
+        bar.done(f"wrote {written.path.name} ({written.fmt}, {written.size()})")
+        self.written = [w for w in self.written if w.path != written.path] + [written]
+        return written
 
     def compile(self, cxx=None, blas=None, flags=None, n_threads: int = 1):
         """Build the generated C++ for real and load it: returns a callable `compiled(*inputs)`.
@@ -119,6 +134,9 @@ class SofieModel:
         else:
             self._compiled = CompiledModel(self.graph, compile_library(self.graph, cxx=cxx, blas=blas, flags=flags),
                                            n_threads=n_threads)
+        if self._compiled.written:   # the private binary weight file the compiled Session loaded
+            self.written = [w for w in self.written if w is not self._compiled_written] + [self._compiled.written]
+            self._compiled_written = self._compiled.written
         progress.done(f"compiled {self.name}")
         if keeps_structure(self.traced.output_tree):
             return Structured(self._compiled, self.traced.output_tree)
@@ -228,6 +246,8 @@ class SofieModel:
         lines.append(f"weights: {len(weights)} tensors, {self.parameter_count()} values; "
                      f"FLOPs per inference: {dims.show(flops)}" + _per_event(flops, "FLOPs"))
         lines.append(self.memory_line())
+        for w in self.written:
+            lines.append(f"weight file {w}")
         return "\n".join(lines)
 
     def scratch_bytes(self, batch: int | None = None) -> int:

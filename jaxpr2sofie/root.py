@@ -87,10 +87,11 @@ class DeclaredModel:
 
 
 def _model_files(model) -> tuple:
-    """(header text, weight text) of a SofieModel or of a directory holding <Name>.hxx + <Name>.dat."""
+    """(header text, weight file bytes) of a SofieModel (its weights in the binary format: nothing
+    to format or parse) or of a directory holding <Name>.hxx + <Name>.dat (either format)."""
     if hasattr(model, "graph") and hasattr(model, "header"):   # a SofieModel (no import: keeps JAX out)
-        from .cpp.weights import weights_text
-        return model.header(), weights_text(model.graph)
+        from .cpp.weights import weights_binary
+        return model.header(), weights_binary(model.graph)
     d = Path(model)
     if d.is_file() and d.suffix == ".hxx":
         hxx = d
@@ -110,13 +111,29 @@ def _model_files(model) -> tuple:
                                 "generate it again with SofieModel.generate()")
     if not dat.exists():
         raise RootWorkflowError(f"{hxx.name} has no weight file beside it: {dat} is missing")
-    if dat.read_bytes()[:4] == b"J2SW":
-        raise RootWorkflowError(f"{dat} is a binary weight file: jaxpr2sofie.root ships the weights inside the "
-                                "declared code as text; generate the model with weights='text' (the default)")
-    return header, dat.read_text()
+    return header, dat.read_bytes()
 
 
-def _scorer_code(name: str, ns: str, key: str, sig: dict, weights: str) -> str:
+def _weights_function(weights: bytes) -> str:
+    """C++ `weights()` returning the weight file's bytes, from inside the code: a binary file as hex
+    digits (cling takes text only; two characters a byte is still half of the text format), a text
+    file as a raw string."""
+    if weights[:4] == b"J2SW":
+        return ("inline std::string weights() {\n"
+                f"   static const char hex[] = \"{weights.hex()}\";\n"
+                "   auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };\n"
+                "   std::string bytes(sizeof hex / 2, '\\0');\n"
+                "   for (std::size_t i = 0; i < bytes.size(); ++i)\n"
+                "      bytes[i] = static_cast<char>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));\n"
+                "   return bytes;\n}")
+    text = weights.decode("ascii", errors="replace")
+    delim = "J2SW"
+    while f"){delim}\"" in text:
+        delim += "X"
+    return f'inline std::string weights() {{ return R"{delim}({text}){delim}"; }}'
+
+
+def _scorer_code(name: str, ns: str, key: str, sig: dict, weights: bytes) -> str:
     """C++ that owns one Session per processing slot and turns columns into model inputs.
 
     Each slot's Session is made by the thread running that slot, the first time it runs, so no two
@@ -125,9 +142,6 @@ def _scorer_code(name: str, ns: str, key: str, sig: dict, weights: str) -> str:
     fn = f"{name}_{key}"
     abi = SessionABI.from_signature(sig)
     ins, outs = sig["inputs"], sig["outputs"]
-    delim = "J2SW"
-    while f"){delim}\"" in weights:
-        delim += "X"
     in_sizes = [_numel(i["shape"]) for i in ins]
     out_sizes = [_numel(o["shape"]) for o in outs]
     out_ct = abi.outputs[0].ctype
@@ -161,7 +175,7 @@ def _scorer_code(name: str, ns: str, key: str, sig: dict, weights: str) -> str:
 #include <sstream>
 namespace jaxpr2sofie_root {{
 namespace {fn}_detail {{
-inline const char* weights() {{ return R"{delim}({weights}){delim}"; }}
+{_weights_function(weights)}
 struct Slot {{
    {ns}::Session session;
 {buffers}
@@ -221,7 +235,7 @@ def _blas_prefix(header: str) -> tuple:
 def _code(model) -> tuple:
     header, weights = _model_files(model)
     sig = read_io_signature(header)
-    key = hashlib.sha256((header + "\0" + weights).encode()).hexdigest()[:12]
+    key = hashlib.sha256(header.encode() + b"\0" + weights).hexdigest()[:12]
     name = sig["model"]
     ns = SessionABI.from_signature(sig).namespace
     define, lib = _blas_prefix(header)

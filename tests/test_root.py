@@ -45,7 +45,9 @@ def work(tmp_path_factory):
     rng = np.random.default_rng(3)
     p = {"w1": rng.standard_normal((3, 48)).astype(np.float32), "b1": rng.standard_normal(48).astype(np.float32),
          "w2": (rng.standard_normal((48, 1)) / 4).astype(np.float32), "b2": np.zeros(1, np.float32)}
-    j2s.convert(_mlp, p, np.zeros((1, 3), np.float32), name="Scorer").generate(d / "scorer")
+    scorer = j2s.convert(_mlp, p, np.zeros((1, 3), np.float32), name="Scorer")
+    scorer.generate(d / "scorer")
+    scorer.generate(d / "scorer_bin", weights="binary")   # travels inside the code as hex digits
     # the same network with a batch chosen at run time: RDataFrame scores it one event (batch 1) at a time
     j2s.convert(_mlp, p, np.zeros((64, 3), np.float32), name="ScorerDyn", batch="dynamic").generate(d / "scorer_dyn")
     q = {"wj": rng.standard_normal((8, 16)).astype(np.float32), "wl": rng.standard_normal((3, 16)).astype(np.float32),
@@ -96,7 +98,7 @@ _WRITE_EVENTS = """
 """
 
 
-@pytest.mark.parametrize("folder", ["scorer", "scorer_dyn"])
+@pytest.mark.parametrize("folder", ["scorer", "scorer_dyn", "scorer_bin"])
 def test_define_scores_every_event_multithreaded(work, folder):
     d, p, _ = work
     out = _run_root(_WRITE_EVENTS + f"""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -90,3 +91,25 @@ def test_primitive_cases_and_models_under_sanitizers(request):
     tail = res.stdout[-6000:] + res.stderr[-3000:]
     assert res.returncode == 0, tail
     assert " passed" in res.stdout and "failed" not in res.stdout.splitlines()[-1], tail
+
+
+@needs_asan
+def test_text_weights_load_under_sanitizers(tmp_path):
+    """The header's text reader (block refills, the float fast path reading up to 64 bytes ahead,
+    a file ending without a newline, errors) under ASan and UBSan; compile() itself loads binary."""
+    rng = np.random.default_rng(7)
+    w = (rng.standard_normal((300, 300)) * 10.0 ** rng.integers(-40, 35, (300, 300))).astype(np.float32)
+    w.reshape(-1)[:6] = [np.nan, -np.inf, -0.0, 1e-45, 3.4028235e38, 16777217]
+    b = np.arange(300, dtype=np.float32)
+    m = j2s.convert(lambda p, x: (jnp.concatenate([x, p["w"]], 0), x @ p["w"] + p["b"]), {"w": w, "b": b},
+                    np.ones((1, 300), np.float32), name="TextAsan")
+    exe = sanitize.build_runner(m.graph)
+    _, dat = m.generate(tmp_path)
+    x = rng.standard_normal((1, 300)).astype(np.float32)
+    stacked, _ = sanitize.SanitizedModel(m.graph, exe, weight_file=dat)(x)
+    np.testing.assert_array_equal(stacked[1:].view(np.uint32), w.view(np.uint32))
+    dat.write_bytes(dat.read_bytes().rstrip(b"\n"))          # no newline at the very end
+    np.testing.assert_array_equal(sanitize.SanitizedModel(m.graph, exe, weight_file=dat)(x)[0][1:], stacked[1:])
+    dat.write_bytes(dat.read_bytes()[:len(dat.read_bytes()) // 2])
+    with pytest.raises(j2s.WeightFileError, match="is truncated inside tensor_w"):
+        sanitize.SanitizedModel(m.graph, exe, weight_file=dat)(x)

@@ -198,6 +198,14 @@ def compile_library(graph, cxx=None, blas=None, flags=None) -> Path:
                           compiler, cmd_tail, list(b.link) if b else [], keep_failed=True)
 
 
+def private_weights(graph, prefix: str) -> tuple:
+    """(temporary folder, path, WrittenWeights) of a weight file only our own builds read: binary,
+    never text (nothing to format or parse); text stays generate()'s default, for SOFIE's users."""
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    path = Path(tmp.name) / f"{graph.name}.dat"
+    return tmp, path, write_weights(graph, path, "binary")
+
+
 class CompiledModel:
     """The generated C++ loaded in this process. Call it with NumPy arrays in the flattened pytree
     order of the example input; returns one array, or a tuple for several outputs. A model with a
@@ -213,10 +221,9 @@ class CompiledModel:
         self.graph = graph
         self.lib_path = Path(lib_path)
         self._tmp = None
+        self.written = None   # the WrittenWeights of a weight file written here
         if weight_file is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="j2s-weights-")
-            weight_file = Path(self._tmp.name) / f"{graph.name}.dat"
-            write_weights(graph, weight_file)
+            self._tmp, weight_file, self.written = private_weights(graph, "j2s-weights-")
         self.weight_file = Path(weight_file)
         self._lib = ctypes.CDLL(str(self.lib_path))
         self._lib.j2s_create_threads.restype = ctypes.c_void_p
@@ -378,10 +385,7 @@ def build_timing_harness(graph, cxx=None, blas=None, flags=None, batch: int | No
     cmd_tail = [*(flags or DEFAULT_FLAGS), *([f"-DJ2S_SGEMM={b.sgemm}"] if b else []), *thread_flags(graph)]
     exe = compile_cached({f"{graph.name}.hxx": header, "main.cpp": main}, ["main.cpp"], "timing", compiler, cmd_tail,
                          list(b.link) if b else [], what="the timing harness", tag="timing-")
-    keep = tempfile.TemporaryDirectory(prefix="j2s-timing-")
-    # the binary format: MobileNet-sized weights load in milliseconds instead of seconds
-    weight_file = Path(keep.name) / "w.dat"
-    write_weights(graph, weight_file, "binary")
+    keep, weight_file, _ = private_weights(graph, "j2s-timing-")
     return TimingHarness(exe, weight_file, keep)
 
 

@@ -10,13 +10,15 @@ from . import conv_kernels, kernels, memory, ops, threads  # noqa: F401  (ops: r
 from .kernels import BLAS_DECL, BLAS_HELPERS
 from .abi import SessionABI, c_entry_points
 from .rules import emit_op, emit_ops
-from .weights import BINARY_READER, stored_size, table_hash
+from .weight_readers import BINARY_READER, TEXT_READER
+from .weights import stored_size, table_hash
 from .writer import Writer
 
 # every helper a header may need, in the order they are written: later ones use earlier ones
 HELPERS = {**kernels.HELPERS, **conv_kernels.HELPERS}
 
-INCLUDES = ["algorithm", "atomic", "cmath", "cstdint", "cstdlib", "cstring", "fstream", "limits", "stdexcept", "string", "tuple", "vector"]
+INCLUDES = ["algorithm", "atomic", "charconv", "cmath", "cstdint", "cstdlib", "cstring", "fstream", "limits", "stdexcept",
+            "string", "string_view", "tuple", "type_traits", "vector"]
 THREAD_INCLUDES = ["exception", "system_error", "thread"]   # only in headers whose Session can split a batch over threads
 
 # The floating-point environment of XLA's CPU code, which JAX's results come from: denormal inputs
@@ -41,34 +43,6 @@ struct FlushDenormals {
    FlushDenormals& operator=(const FlushDenormals&) = delete;
 };
 """
-
-_READ = """\
-template <typename T>
-void read_tensor(std::istream& f, const std::string& file, const std::string& name, T* data, size_t n) {
-   const std::string where = "TMVA_SOFIE_@NAME@: weight file '" + file + "'";
-   std::string tag;
-   size_t len = 0;
-   if (!(f >> tag >> len))
-      throw std::runtime_error(where + " is truncated: tensor_" + name + " is missing");
-   if (tag != "tensor_" + name)
-      throw std::runtime_error(where + " holds '" + tag + "' where 'tensor_" + name +
-                               "' was expected: is it the weight file of another model?");
-   if (len != n)
-      throw std::runtime_error(where + ": tensor_" + name + " has " + std::to_string(len) + " values, the model needs " +
-                               std::to_string(n) + ": is it the weight file of another model?");
-   std::string tok;
-   for (size_t i = 0; i < n; ++i) {
-      if (!(f >> tok))
-         throw std::runtime_error(where + " is truncated inside tensor_" + name);
-      char* end = nullptr;
-      const double v = std::strtod(tok.c_str(), &end);
-      if (end == tok.c_str() || *end != '\\0')
-         throw std::runtime_error(where + ": '" + tok + "' in tensor_" + name + " is not a number");
-      data[i] = static_cast<T>(v);
-   }
-}
-"""
-
 
 def _sig_type(t, const: bool) -> str:
     return f"{'const ' if const else ''}{ctype(t.dtype)}*"
@@ -172,7 +146,7 @@ def render(g) -> tuple:
         with h.block("namespace detail", tail=" // namespace detail"):
             texts = [HELPERS[k] for k in HELPERS if k in needs]   # in HELPERS order: later ones use earlier ones
             texts += [text.replace("@NAME@", def_name) for text, def_name in w.defs.items()]
-            texts += [_FLUSH_DENORMALS, _READ.replace("@NAME@", name)] + ([BINARY_READER] if g.weights() else [])
+            texts += [_FLUSH_DENORMALS] + ([TEXT_READER.strip("\n"), BINARY_READER] if g.weights() else [])
             for text in texts:
                 h.verbatim(text)
         h.line()
@@ -300,12 +274,10 @@ def _emit_session(w, g, base) -> dict:
                         w.line(f"r.tensor(\"{t.name}\", tensor_{t.name}, {stored_size(t)});")
                     w.line("r.finish();")
                     w.line("return;")
+                w.line(f"detail::TextReader r(f, source, \"{name}\");")
                 for t in weights:
-                    w.line(f"detail::read_tensor(f, source, \"{t.name}\", tensor_{t.name}, {stored_size(t)});")
-                w.line("f >> std::ws;")
-                w.line("if (!f.eof())")
-                w.line(f"   throw std::runtime_error(\"TMVA_SOFIE_{name}: weight file '\" + source + "
-                       "\"' has data after the last tensor: is it the weight file of another model?\");")
+                    w.line(f"r.tensor(\"{t.name}\", tensor_{t.name}, {stored_size(t)});")
+                w.line("r.finish();")
             else:
                 w.line("(void)f;")
                 w.line("(void)source;")

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import CompiledModel, compile_cached, find_blas, find_compiler, thread_flags
+from .build import CompiledModel, compile_cached, find_blas, find_compiler, private_weights, thread_flags
 from ..errors import BuildError, InputError, WeightFileError
 from ..ir import dims
 from .abi import C_API
 from .emit import c_api_source, render
 from .kernels import BLAS_HELPERS
-from .weights import write_weights
 
 FLAGS = ["-O1", "-g", "-std=c++17", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer", "-Wall", "-Wextra"]
@@ -100,10 +99,9 @@ class SanitizedModel(CompiledModel):
     def __init__(self, graph, exe: Path, weight_file: Path | None = None):
         self.graph = graph
         self.exe = Path(exe)
-        self._tmp = tempfile.TemporaryDirectory(prefix="j2s-asan-")
+        self._tmp, self.written = None, None
         if weight_file is None:
-            weight_file = Path(self._tmp.name) / f"{graph.name}.dat"
-            write_weights(graph, weight_file)
+            self._tmp, weight_file, self.written = private_weights(graph, "j2s-asan-")
         self.weight_file = Path(weight_file)
         self._session = None
         self.dynamic, self.max_batch = graph.dynamic, graph.max_batch or 1

@@ -5,20 +5,34 @@ Text (SOFIE's): `tensor_<name> <length>` then the values, tensor after tensor.
 Binary (little-endian): "J2SW", u32 format version (1), u32 length + the model name, u64 hash of the
 tensor table (names, types and sizes in order), u64 tensor count; then per tensor its raw values and
 a u64 checksum of them (seeded by the tensor's position, so swapped blocks fail too). One header
-reads both: a text file begins with "tensor_", a binary one with "J2SW".
+reads both: a text file begins with "tensor_", a binary one with "J2SW" (the C++ readers are in
+weight_readers.py).
+
+Both are written as streams, a bounded chunk of values at a time (packed weights panel by panel),
+so writing needs the weights plus a few tens of MB, whatever the model's size.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import io
+import os
 import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..ir.tensor import ctype
-from .kernels import pack_panels, packed_size
+from .kernels import PANEL, packed_size
+from .weight_text import format_chunk
 
 FORMATS = ("text", "binary")
 MAGIC = b"J2SW"
 VERSION = 1
+# values per chunk: ~2 MB of text formatted per thread at a time (~10 MB of temporaries), 0.5 MB of float32
+CHUNK = 1 << 17
 
 # little-endian storage type of each tensor dtype (bool is one byte, as in the Session)
 _STORAGE = {"float32": "<f4", "int8": "i1", "int16": "<i2", "int32": "<i4", "int64": "<i8", "uint8": "u1",
@@ -27,27 +41,45 @@ _STORAGE = {"float32": "<f4", "int8": "i1", "int16": "<i2", "int32": "<i4", "int
 _MASK = (1 << 64) - 1
 
 
-def format_values(arr: np.ndarray) -> str:
-    flat = np.asarray(arr).reshape(-1)
-    if flat.dtype.kind == "f":
-        flat = flat.astype(np.float64)
-        return " ".join(map("{:.9g}".format, flat.tolist()))
-    return " ".join(str(int(v)) for v in flat.astype(np.int64).tolist())
-
-
 def stored_size(t) -> int:
     """Elements of a weight in the weight file and in the Session's memory."""
     return packed_size(*t.packed[:2]) if t.packed else t.size
 
 
-def stored(t) -> np.ndarray:
-    """A weight's values as the generated code reads them: in panels when the C++ preparation
-    marked it packed (prepare.py), else as they are."""
+def stored_chunks(t, values: int = CHUNK):
+    """A weight's values as the generated code reads them, in file order, as (array, is_last) pieces
+    of about `values` elements (a multiple of 8, so each piece is whole 8-byte words): in panels of
+    PANEL columns when the C++ preparation marked it packed (prepare.py, kernels.pack_panels), else
+    as they are. Only one piece at a time is ever copied."""
     if not t.packed:
-        return t.data
+        flat = np.asarray(t.data).reshape(-1)
+        step = max(8, values // 8 * 8)
+        n = flat.size
+        if n == 0:
+            yield flat, True
+        for at in range(0, n, step):
+            yield flat[at:at + step], at + step >= n
+        return
     k, n, transposed = t.packed
-    b = np.asarray(t.data).reshape((n, k) if transposed else (k, n))
-    return pack_panels(b.T if transposed else b)
+    data = np.asarray(t.data)
+    b = data.reshape(n, k).T if transposed else data.reshape(k, n)   # [K, N], a view
+    panels = -(-n // PANEL)
+    per = max(1, values // max(1, k * PANEL))                         # panels per piece
+    for p0 in range(0, panels, per):
+        p1 = min(panels, p0 + per)
+        piece = np.zeros((p1 - p0, k, PANEL), data.dtype)
+        cols = b[:, p0 * PANEL:min(n, p1 * PANEL)]
+        full = cols.shape[1] // PANEL
+        if full:
+            piece[:full] = cols[:, :full * PANEL].reshape(k, full, PANEL).transpose(1, 0, 2)
+        if cols.shape[1] % PANEL:   # the last panel, zero-padded
+            piece[full, :, :cols.shape[1] % PANEL] = cols[:, full * PANEL:]
+        yield piece, p1 == panels
+
+
+def stored(t) -> np.ndarray:
+    """A weight's values as the generated code reads them, in one array (for tests and small models)."""
+    return np.concatenate([np.asarray(c).reshape(-1) for c, _ in stored_chunks(t)])
 
 
 def table_hash(g) -> int:
@@ -59,102 +91,125 @@ def table_hash(g) -> int:
     return h
 
 
-def checksum(data: bytes, position: int) -> int:
+class Checksum:
     """sum of the 8-byte little-endian words w_i * (2i + 1), plus a seed from the tensor's position,
-    modulo 2^64: a changed bit or a moved block changes it. Vectorised, as the C++ loop is."""
-    pad = (-len(data)) % 8
-    words = np.frombuffer(data + b"\0" * pad, dtype="<u8")
-    odd = np.arange(words.size, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    with np.errstate(over="ignore"):
-        total = int((words * odd).sum(dtype=np.uint64)) if words.size else 0
-    return (total + (position + 1) * 0x9E3779B97F4A7C15) & _MASK
+    modulo 2^64: a changed bit or a moved block changes it. Fed piece by piece (every piece but the
+    last a whole number of words); vectorised, as the C++ loop is."""
+
+    def __init__(self, position: int):
+        self.total, self.words, self.position, self.ragged = 0, 0, position, False
+
+    def update(self, data: bytes) -> None:
+        if self.ragged:
+            raise ValueError("only the last piece of a tensor may end inside an 8-byte word")
+        pad = (-len(data)) % 8
+        self.ragged = bool(pad)
+        words = np.frombuffer(bytes(data) + b"\0" * pad if pad else data, dtype="<u8")
+        if words.size:
+            odd = np.arange(self.words, self.words + words.size, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+            with np.errstate(over="ignore"):
+                self.total = (self.total + int((words * odd).sum(dtype=np.uint64))) & _MASK
+        self.words += words.size
+
+    def value(self) -> int:
+        return (self.total + (self.position + 1) * 0x9E3779B97F4A7C15) & _MASK
 
 
-def weights_text(g) -> str:
-    """The weight file in SOFIE's text format: `tensor_<name> <length>`, then the values."""
-    return "".join(f"tensor_{t.name} {stored_size(t)}\n{format_values(stored(t))}\n" for t in g.weights())
+def checksum(data: bytes, position: int) -> int:
+    """The checksum of one tensor's bytes (see Checksum)."""
+    c = Checksum(position)
+    c.update(data)
+    return c.value()
 
 
-def write_weights(g, path, fmt: str = "text") -> None:
-    if fmt not in FORMATS:
-        raise ValueError(f"weights={fmt!r}: choose one of {', '.join(FORMATS)}")
-    if fmt == "text":
-        with open(path, "w") as f:
-            f.write(weights_text(g))
-        return
+@dataclass(frozen=True)
+class WrittenWeights:
+    """What write_weights wrote: reported by generate(), compile() and summary()."""
+    path: Path
+    fmt: str
+    nbytes: int
+    values: int
+    seconds: float
+
+    def size(self) -> str:
+        return _size(self.nbytes)
+
+    def __str__(self):
+        return f"{self.path}: {self.fmt}, {self.size()}, {self.values} values, written in {self.seconds:.2f} s"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} bytes"
+
+
+def _text_pieces(g):
+    """The text file in order: each tensor's header line, then its values' pieces to format."""
+    for t in g.weights():
+        yield f"tensor_{t.name} {stored_size(t)}\n".encode(), None
+        for piece, last in stored_chunks(t):
+            yield piece, "\n" if last else " "
+
+
+def _write_text(g, f, progress) -> None:
+    # NumPy releases the GIL inside its loops, so pieces are formatted on a few threads at once while
+    # this one writes them in order; at most 2 pieces per thread are in flight, so memory stays bounded
+    workers = max(1, min(4, os.cpu_count() or 1))
+    pending = collections.deque()
+
+    def flush(keep: int) -> None:
+        while len(pending) > keep:
+            job, n = pending.popleft()
+            f.write(job.result() if n else job)
+            progress(n)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for item, end in _text_pieces(g):
+            if end is None:
+                pending.append((item, 0))
+            else:
+                pending.append((pool.submit(format_chunk, item, end), item.size))
+            flush(2 * workers)
+        flush(0)
+
+
+def _write_binary(g, f, progress) -> None:
     weights = g.weights()
     name = g.name.encode()
-    with open(path, "wb") as f:
-        f.write(MAGIC + struct.pack("<II", VERSION, len(name)) + name + struct.pack("<QQ", table_hash(g), len(weights)))
-        for k, t in enumerate(weights):
-            data = np.ascontiguousarray(stored(t)).astype(_STORAGE[t.dtype]).tobytes()
+    f.write(MAGIC + struct.pack("<II", VERSION, len(name)) + name + struct.pack("<QQ", table_hash(g), len(weights)))
+    for k, t in enumerate(weights):
+        c = Checksum(k)
+        for piece, _ in stored_chunks(t):
+            data = np.ascontiguousarray(piece, dtype=_STORAGE[t.dtype]).reshape(-1).view(np.uint8)
             f.write(data)
-            f.write(struct.pack("<Q", checksum(data, k)))
+            c.update(data)
+            progress(piece.size)
+        f.write(struct.pack("<Q", c.value()))
 
 
-# The C++ side, a helper of every header that has weights.
-BINARY_READER = """\
-// Reads the binary weight format (see jaxpr2sofie/cpp/weights.py) and checks it as it goes.
-class BinaryReader {
-public:
-   BinaryReader(std::istream& f, const std::string& file, const std::string& model, std::uint64_t table,
-                std::uint64_t count)
-      : f_(f), where_("TMVA_SOFIE_" + model + ": weight file '" + file + "'") {
-      const std::uint16_t one = 1;
-      if (*reinterpret_cast<const unsigned char*>(&one) != 1)
-         fail(": binary weight files are little-endian and this machine is not; use the text format");
-      char magic[4];
-      std::uint32_t version = 0, len = 0;
-      if (!read(magic, 4) || std::memcmp(magic, "J2SW", 4) != 0)
-         fail(" is not a jaxpr2sofie weight file");
-      if (!read(&version, 4) || version != 1)
-         fail(" has format version " + std::to_string(version) + "; this header reads version 1");
-      if (!read(&len, 4) || len > 4096)
-         fail(" is truncated in its header");
-      std::string name(len, '\\0');
-      if (!read(&name[0], len))
-         fail(" is truncated in its header");
-      if (name != model)
-         fail(" belongs to model '" + name + "', not " + model);
-      std::uint64_t t = 0, n = 0;
-      if (!read(&t, 8) || !read(&n, 8))
-         fail(" is truncated in its header");
-      if (t != table || n != count)
-         fail(" lists other tensors than this model has: is it from another version of the model?");
-   }
-   template <typename T>
-   void tensor(const char* name, T* data, std::size_t n) {
-      if (!read(data, n * sizeof(T)))
-         fail(" is truncated inside tensor_" + std::string(name));
-      std::uint64_t want = 0;
-      if (!read(&want, 8))
-         fail(" is truncated after tensor_" + std::string(name));
-      if (checksum(data, n * sizeof(T), position_++) != want)
-         fail(": tensor_" + std::string(name) + " is corrupted or out of place (checksum mismatch)");
-   }
-   void finish() {
-      if (f_.peek() != std::char_traits<char>::eof())
-         fail(" has data after the last tensor: is it the weight file of another model?");
-   }
+def write_weights(g, path, fmt: str = "text", progress=None) -> WrittenWeights:
+    """Write the weight file of a graph, streamed; `progress(done, total)` is told the values written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"weights={fmt!r}: choose one of {', '.join(FORMATS)}")
+    total = sum(stored_size(t) for t in g.weights())
+    done = 0
 
-private:
-   bool read(void* p, std::size_t n) {
-      f_.read(static_cast<char*>(p), static_cast<std::streamsize>(n));
-      return static_cast<std::size_t>(f_.gcount()) == n;
-   }
-   [[noreturn]] void fail(const std::string& what) const { throw std::runtime_error(where_ + what); }
-   static std::uint64_t checksum(const void* p, std::size_t bytes, std::uint64_t position) {
-      const unsigned char* b = static_cast<const unsigned char*>(p);
-      std::uint64_t h = 0;
-      for (std::size_t i = 0; i * 8 < bytes; ++i) {
-         std::uint64_t w = 0;
-         std::memcpy(&w, b + i * 8, std::min<std::size_t>(8, bytes - i * 8));
-         h += w * (2 * static_cast<std::uint64_t>(i) + 1);
-      }
-      return h + (position + 1) * 0x9E3779B97F4A7C15ull;
-   }
-   std::istream& f_;
-   std::string where_;
-   std::uint64_t position_ = 0;
-};
-"""
+    def advance(n):
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+    t0 = time.perf_counter()
+    path = Path(path)
+    with open(path, "wb") as f:
+        (_write_text if fmt == "text" else _write_binary)(g, f, advance)
+        nbytes = f.tell()
+    return WrittenWeights(path, fmt, nbytes, total, time.perf_counter() - t0)
+
+
+def weights_binary(g) -> bytes:
+    """The weight file in the binary format, as bytes (for code that embeds it: jaxpr2sofie.root)."""
+    f = io.BytesIO()
+    _write_binary(g, f, lambda n: None)
+    return f.getvalue()
