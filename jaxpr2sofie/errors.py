@@ -74,3 +74,16 @@ class OnnxExportError(Jaxpr2SofieError):
             (f"{op_type} ({origin or 'unknown origin'}): {reason}" for op_type, origin, reason in self.problems),
             "The C++ export (SofieModel.generate) still works for this model; rewrite the listed lines "
             "with other operations, or try another opset (to_onnx(opset=...))."))
+
+
+class SofieOperatorsError(Jaxpr2SofieError):
+    """Some operators of the graph have no rule on SOFIE's "operators" route (its bound
+    ``ROperator_*`` classes); lists every one at once, as ``(operator type, origin, reason)``."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__(_listing(
+            f"{len(self.problems)} operator(s) cannot be handed to SOFIE operator by operator:",
+            (f"{op_type} ({origin or 'unknown origin'}): {reason}" for op_type, origin, reason in self.problems),
+            "Use to_rmodel(route=\"onnx\") (SOFIE's ONNX parser reads more), or route=\"auto\", which picks "
+            "it by itself; generate(backend=\"jaxpr2sofie\") takes every operator."))

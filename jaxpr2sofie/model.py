@@ -62,6 +62,7 @@ class SofieModel:
         self.name = graph.name
         self._compiled = None
         self._progress = progress
+        self.sofie_route = None   # (route, why) of the last to_rmodel(): sofie_backend.to_rmodel
 
     # -- code -------------------------------------------------------------------
     def header(self) -> str:
@@ -123,16 +124,19 @@ class SofieModel:
 
     def to_rmodel(self, route: str = "auto"):
         """Real SOFIE's own model of this one, a `sofie.RModel` (pip install 'jaxpr2sofie[sofie]'):
-        `rm.generate()`, `rm.output_generated("Net.hxx")`. The route is SOFIE's ONNX parser reading
-        the project's ONNX export, in-process; `summary()` of the result is SOFIE's `print_summary()`."""
+        `rm.generate()`, `rm.output_generated("Net.hxx")`. `route="operators"` builds it operator by
+        operator through SOFIE's bound `ROperator_*` classes (every operator it cannot take is listed
+        at once); `route="onnx"` has SOFIE's ONNX parser read the project's ONNX export; "auto" takes
+        operators when every operator has a rule there, else onnx. `summary()` then names the route."""
         from . import sofie_backend
         return sofie_backend.to_rmodel(self, route)
 
-    def compile_sofie(self, cxx=None, blas=None, flags=None, sanitize: bool = False):
+    def compile_sofie(self, cxx=None, blas=None, flags=None, sanitize: bool = False, route: str = "auto"):
         """SOFIE's own header for this model, compiled and loaded: called like `compile()`'s result
-        (the test oracle and benchmark peer). `sanitize=True` builds it under ASan and UBSan."""
+        (the test oracle and benchmark peer). `sanitize=True` builds it under ASan and UBSan;
+        `route` is `to_rmodel()`'s."""
         from .sofie_oracle import compile_sofie
-        return compile_sofie(self, cxx=cxx, blas=blas, flags=flags, sanitize=sanitize)
+        return compile_sofie(self, cxx=cxx, blas=blas, flags=flags, sanitize=sanitize, route=route)
 
     def to_onnx(self, path=None, opset: int | None = None, target: str = "onnx"):
         """The model as standard ONNX (for ROOT's SOFIE parser, onnxruntime, Netron): returns the
@@ -226,6 +230,8 @@ class SofieModel:
         lines.append(f"weights: {len(weights)} tensors, {self.parameter_count()} values; "
                      f"FLOPs per inference: {dims.show(flops)}" + _per_event(flops, "FLOPs"))
         lines.append(self.memory_line())
+        if self.sofie_route:
+            lines.append(f"SOFIE's RModel: route {self.sofie_route[0]!r} ({self.sofie_route[1]})")
         return "\n".join(lines)
 
     def scratch_bytes(self, batch: int | None = None) -> int:
