@@ -134,8 +134,9 @@ class Context:
 
     # -- layout helpers ---------------------------------------------------------------------------
     def reshape(self, v, shape, out=None):
-        """`v` as `shape`: the batch N (at most one dimension that is not an int) becomes -1."""
-        shape = tuple(shape)
+        """`v` as `shape`: the batch N (at most one dimension that is not an int) becomes -1; a scalar
+        is SOFIE's one-element [1]."""
+        shape = tuple(shape) or (1,)
         if self.shape(v) == shape and out is None:
             return v
         runtime = [d for d in shape if isinstance(d, Sym)]
@@ -143,8 +144,8 @@ class Context:
             raise NotBuildable(f"a reshape to {shape}: more than one dimension depends on the batch")
         target = [-1 if isinstance(d, Sym) else int(d) for d in shape]
         s = self.sofie
-        out = out or self.fresh(f"{v}_reshaped")
-        return self.add(s.ROperator_Reshape(s.ReshapeOpMode.Reshape, 0, v, self.ints(target), out), [v], [out],
+        out, dims = out or self.fresh(f"{v}_reshaped"), self.ints(target)
+        return self.add(s.ROperator_Reshape(s.ReshapeOpMode.Reshape, 0, v, dims, out), [v, dims], [out],
                         shape, self.dtype(v))
 
     def transpose(self, v, perm, out=None):

@@ -105,6 +105,13 @@ def _erfc(ctx, op, x):
     return binary(ctx, "sub", _scalar(ctx, x, 1.0), unary(ctx, "erf", x))
 
 
+@composed("ne")
+def _ne(ctx, op, x, y):
+    eq = binary(ctx, "eq", x, y)
+    out = ctx.fresh("ne")
+    return ctx.add(ctx.sofie.ROperator_Not(eq, out), [eq], [out], ctx.shape(eq), "bool")
+
+
 @composed("clamp")
 def _clamp(ctx, op, lo, x, hi):
     """Clip when both bounds are literals (SOFIE's Clip takes numbers), else max then min."""
@@ -131,6 +138,10 @@ def _elementwise(ctx, op):
     floats = [a.dtype if isinstance(a, Scalar) else ctx.g.tensors[a].dtype for a in op.args]
     if op.kind == "cast":
         return [_cast(ctx, op, out)]
+    if op.kind == "select" and isinstance(op.args[0], Scalar):   # a choice known now (Keras' LayerNorm)
+        chosen = op.args[1 + int(op.args[0].value)]
+        if not isinstance(chosen, Scalar) and tuple(ctx.g.tensors[chosen].shape) == tuple(out.shape):
+            return [ctx.value(chosen)]
     if any(d != "float32" for d in floats) and not (op.kind == "select" and floats[1:] == ["float32"] * 2):
         raise NotBuildable(f"{op.kind} on {', '.join(sorted(set(floats)))}: SOFIE's bound operators take float only")
     xs = [ctx.const(np.float32(a.value), "scalar") if isinstance(a, Scalar) else ctx.value(a) for a in op.args]
@@ -143,7 +154,7 @@ def _elementwise(ctx, op):
         v = binary(ctx, k, *xs)
     else:
         raise NotBuildable(f"elementwise {k} has no SOFIE operator")
-    if ctx.shape(v) is not None and ctx.shape(v) != tuple(out.shape):
+    if ctx.shape(v) is not None and ctx.shape(v) != (tuple(out.shape) or (1,)):   # a scalar is [1] in SOFIE
         raise NotBuildable(f"{k} broadcasts to {tuple(out.shape)} beyond its operands' shapes: SOFIE's Expand "
                            "takes static shapes")
     return [v]

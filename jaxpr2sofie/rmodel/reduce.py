@@ -25,11 +25,12 @@ def _reduce(ctx, op):
     x = ctx.value(t.name)
     y = ctx.fresh(_REDUCE[op.kind].lower())
     cls = getattr(ctx.sofie, f"ROperator_{_REDUCE[op.kind]}")
-    y = ctx.add(cls(0, sorted(int(a) for a in op.axes), x, "", y), [x], [y], out.shape)
-    if not out.shape:   # a reduction to a scalar: SOFIE keeps one element of shape [1]
-        ctx.meta[y] = ((1,), "float32")
-        y = ctx.reshape(y, ())
-    return [y]
+    if out.shape:
+        return [ctx.add(cls(0, sorted(int(a) for a in op.axes), x, "", y), [x], [y], out.shape)]
+    # to a scalar: SOFIE's Reduce with keepdims=0 refuses to reduce every axis, so the dims are kept
+    # and the result reshaped to SOFIE's one-element [1]
+    y = ctx.add(cls(1, sorted(int(a) for a in op.axes), x, "", y), [x], [y], (1,) * len(t.shape))
+    return [ctx.reshape(y, ())]
 
 
 @builds(Cumulative)
