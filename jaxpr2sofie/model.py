@@ -68,20 +68,28 @@ class SofieModel:
     def header(self) -> str:
         return emit_header(self.graph)
 
-    def generate(self, directory=".", weights: str = "text", backend: str = "jaxpr2sofie", session: bool = True) -> tuple:
+    def generate(self, directory=".", weights: str = "text", backend: str = "jaxpr2sofie", session: bool = True,
+                 route: str = "auto") -> tuple:
         """Write `<Name>.hxx` and `<Name>.dat` into `directory`; returns both paths. `weights`:
         "text" (SOFIE's format) or "binary" (loads many times faster); the header reads either.
         `backend="sofie"` has real SOFIE write its own header (`namespace SOFIE_<Name>`) through
         `to_rmodel()`: the `sofie` package, else ROOT's TMVA SOFIE; its `weights` are "text",
         "safetensors" or "none", and `session=False` (with weights="none") is SOFIE's kNoSession.
-        "auto" uses SOFIE when it is installed and parses every operator, else our own emitter."""
+        "auto" uses SOFIE when it is installed and parses every operator, else our own emitter.
+        `route` is `to_rmodel()`'s. Beside SOFIE's header goes `<Name>.io.json`, its inputs and outputs
+        (what jaxpr2sofie.root reads: SOFIE's header has no signature line of ours)."""
         from . import sofie_backend
         from .cpp.weights import FORMATS
         if backend not in sofie_backend.BACKENDS:
             raise ValueError(f"backend={backend!r}: choose one of {', '.join(sofie_backend.BACKENDS)}")
         if backend == "sofie" or (backend == "auto" and weights in sofie_backend.SOFIE_WEIGHTS
                                   and not sofie_backend.sofie_status() and sofie_backend.sofie_can_parse(self)):
-            return sofie_backend.generate_with_sofie(self, Path(directory), weights, session)
+            import json
+            from .cpp.emit import io_signature
+            from .sofie_header import SIDE_FILE
+            hxx, dat = sofie_backend.generate_with_sofie(self, Path(directory), weights, session, route)
+            hxx.with_suffix(SIDE_FILE).write_text(json.dumps(io_signature(self.graph)) + "\n")
+            return hxx, dat
         if weights not in FORMATS:
             raise ValueError(f"weights={weights!r}: choose one of {', '.join(FORMATS)}")
         if not session:

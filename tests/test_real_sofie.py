@@ -1,6 +1,7 @@
 """Real SOFIE (the `sofie` package from PyPI) as a backend and a test oracle.
 
-Each model is handed to SOFIE (`to_rmodel`: SOFIE's ONNX parser reading the project's export),
+Each model is handed to SOFIE by the ONNX route (`to_rmodel(route="onnx")`: SOFIE's ONNX parser reading
+the project's export; the operators route has its own tests in test_sofie_operators.py),
 SOFIE generates its own header, g++ compiles it under AddressSanitizer and UndefinedBehaviorSanitizer
 (as SOFIE's own tests do), and its outputs must match JAX; at a run-time batch at 1, 7 and the
 Session's maximum. SOFIE is a dependency of the test extra: a missing package fails, not skips.
@@ -27,8 +28,8 @@ import sofie  # noqa: E402  (a dependency of the test extra: a missing package f
 keras = tk.keras
 
 
-def _check_with_sofie(m, *inputs, atol=1e-4, sanitize=True):
-    c = m.compile_sofie(sanitize=sanitize)
+def _check_with_sofie(m, *inputs, atol=1e-4, sanitize=True, route="onnx"):
+    c = m.compile_sofie(sanitize=sanitize, route=route)
     for x in inputs:
         flat = m.flat_inputs(x)
         got = c(*flat)
