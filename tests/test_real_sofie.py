@@ -263,24 +263,32 @@ def test_trap_recurrent_layers_at_a_run_time_batch_are_written_out_step_by_step(
     _check_with_sofie(m, *[_f32(n, 6, 3) for n in (1, 7, 16)])
 
 
-def test_keras_attention_block_through_real_sofie():
-    """Self-attention with a residual, LayerNormalization and a feed-forward Dense: a transformer block."""
+def attention_block(name):
+    """Self-attention with a residual, LayerNormalization and a feed-forward Dense (a transformer
+    block): the converted model and an input."""
     L = keras.layers
     inp = keras.Input((4, 6))
     y = L.LayerNormalization()(inp + _LAYERS["multi_head_self_attention"]()(inp))
     y = L.LayerNormalization()(y + L.Dense(6)(L.Dense(12, activation="gelu")(y)))
     x = _f32(3, 4, 6)
-    m = j2s.from_keras(tk.randomise(keras.Model(inp, y), seed=2), example_input=x, name="AttentionBlock")
-    _check_with_sofie(m, x)
+    return j2s.from_keras(tk.randomise(keras.Model(inp, y), seed=2), example_input=x, name=name), x
 
 
-def test_keras_normalisation_layers_through_real_sofie():
+def normalisation_layers(name):
     """BatchNormalization (last axis and channels-first) and LayerNormalization (one and two axes)."""
     L = keras.layers
     model = _keras_model(*[_LAYERS[n]() for n in ("batch_norm_conv_channels_first", "layer_norm_two_axes")],
                          L.BatchNormalization(), L.LayerNormalization(), shape=(3, 4, 5), seed=3)
     x = _f32(2, 3, 4, 5)
-    _check_with_sofie(j2s.from_keras(model, example_input=x, name="Norms"), x)
+    return j2s.from_keras(model, example_input=x, name=name), x
+
+
+def test_keras_attention_block_through_real_sofie():
+    _check_with_sofie(*attention_block("AttentionBlock"))
+
+
+def test_keras_normalisation_layers_through_real_sofie():
+    _check_with_sofie(*normalisation_layers("Norms"))
 
 
 @pytest.mark.parametrize("batch", [None, "dynamic"])

@@ -15,11 +15,10 @@ from jax import lax
 import jaxpr2sofie as j2s
 from jaxpr2sofie.errors import SofieOperatorsError
 
-import test_keras as tk
 import test_layout as tl
 import test_models as tm
 from helpers import compare_with_jax
-from test_real_sofie import MODELS, _f32, _keras_model, _LAYERS, keras
+from test_real_sofie import MODELS, _f32, attention_block, normalisation_layers
 
 import sofie  # noqa: E402  (a dependency of the test extra: a missing package fails, it does not skip)
 
@@ -65,20 +64,11 @@ def test_several_inputs_and_outputs_through_sofies_operators():
 
 def test_attention_block_through_sofies_operators():
     """Keras multi-head self-attention with a residual, LayerNormalization and a GELU feed-forward."""
-    L = keras.layers
-    inp = keras.Input((4, 6))
-    y = L.LayerNormalization()(inp + _LAYERS["multi_head_self_attention"]()(inp))
-    y = L.LayerNormalization()(y + L.Dense(6)(L.Dense(12, activation="gelu")(y)))
-    x = _f32(3, 4, 6)
-    _check(j2s.from_keras(tk.randomise(keras.Model(inp, y), seed=2), example_input=x, name="AttentionOps"), x)
+    _check(*attention_block("AttentionOps"))
 
 
 def test_normalisation_layers_through_sofies_operators():
-    L = keras.layers
-    model = _keras_model(*[_LAYERS[n]() for n in ("batch_norm_conv_channels_first", "layer_norm_two_axes")],
-                         L.BatchNormalization(), L.LayerNormalization(), shape=(3, 4, 5), seed=3)
-    x = _f32(2, 3, 4, 5)
-    _check(j2s.from_keras(model, example_input=x, name="NormsOps"), x)
+    _check(*normalisation_layers("NormsOps"))
 
 
 def test_sofie_traps_on_the_operators_route():

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..ir.dims import Sym, per_event
 from ..ir.ops.base import rule_registry
-from ..ir.tensor import c_identifier
+from ..ir.tensor import broadcast_shapes, fresh_name
 
 
 # ONNX Slice clamps an `end` this small to "before the first element", whatever the dim size:
@@ -23,17 +23,6 @@ BEFORE_START = np.iinfo(np.int64).min
 def symbolic(d) -> bool:
     """Whether a dimension is known only at run time (the batch: a dims.Sym, or a dim_param name)."""
     return isinstance(d, (str, Sym))
-
-
-def broadcast_shapes(shapes) -> tuple:
-    """NumPy broadcasting of shapes whose dimensions may be the run-time batch."""
-    rank = max(len(s) for s in shapes)
-    out = [1] * rank
-    for s in shapes:
-        for k, d in enumerate(s, start=rank - len(s)):
-            if d != 1:
-                out[k] = d
-    return tuple(out)
 
 
 def dim_param(d):
@@ -103,12 +92,7 @@ class Builder:
 
     # -- names and nodes ----------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
-        base = c_identifier(hint)
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
+        return fresh_name(hint, self.taken)
 
     def node(self, op_type, inputs, hint=None, shape=None, dtype=None, n_out=1, **attrs):
         from onnx import helper

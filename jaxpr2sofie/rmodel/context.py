@@ -12,7 +12,7 @@ import numpy as np
 
 from ..ir.dims import Sym
 from ..ir.ops.base import rule_registry
-from ..ir.tensor import c_identifier
+from ..ir.tensor import fresh_name
 
 RULES, builds = rule_registry("RModel")
 
@@ -64,12 +64,7 @@ class Context:
 
     # -- names and operators --------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
-        base = c_identifier(hint)
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
+        return fresh_name(hint, self.taken)
 
     def add(self, operator, inputs, outputs, shape=None, dtype="float32"):
         """Record a SOFIE operator reading `inputs` and writing `outputs` (names); returns outputs[0]."""

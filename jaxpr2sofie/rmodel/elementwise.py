@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir.ops.base import rule_registry
 from ..ir.ops.elementwise import Elementwise, Scalar
+from ..ir.tensor import broadcast_shapes
 from .context import NotBuildable, builds
 
 BASIC_UNARY = {"neg": "Neg", "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "abs": "Abs", "sin": "Sin",
@@ -16,14 +18,8 @@ BASIC_BINARY = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "
 NARY = {"max": "Max", "min": "Min"}
 COMPARISONS = {"eq": "Eq", "lt": "Less", "le": "LessEq", "gt": "Greater", "ge": "GreaterEq"}
 
-COMPOSED = {}
-
-
-def composed(kind):
-    def register(fn):
-        COMPOSED[kind] = fn
-        return fn
-    return register
+# kinds SOFIE has no operator for, spelled with a few of its operators: kind -> rule(ctx, op, *xs)
+COMPOSED, composed = rule_registry("RModel composed elementwise")
 
 
 def unary(ctx, kind, x):
@@ -52,15 +48,7 @@ def binary(ctx, kind, a, b, dtype="float32"):
 
 
 def _broadcast(*shapes):
-    if any(s is None for s in shapes):
-        return None
-    rank = max(len(s) for s in shapes)
-    out = [1] * rank
-    for s in shapes:
-        for k, d in enumerate(s, start=rank - len(s)):
-            if d != 1:
-                out[k] = d
-    return tuple(out)
+    return None if any(s is None for s in shapes) else broadcast_shapes(shapes)
 
 
 def _scalar(ctx, x, value):
