@@ -115,6 +115,10 @@ def to_rmodel(model, route: str = "auto"):
                 raise
             reason = "; ".join(f"{t}: {r}" for t, _, r in e.problems[:3]) + (" ..." if len(e.problems) > 3 else "")
             model.sofie_route = ("onnx", f"the operators route cannot take {reason}")
+        except Exception as e:   # SOFIE refused an operator the rule built (its constructors check)
+            if route == "operators":
+                raise
+            model.sofie_route = ("onnx", f"building the operators route's model failed: {type(e).__name__}: {e}")
     else:
         model.sofie_route = ("onnx", "asked for")
     import sofie
@@ -144,10 +148,19 @@ def generate_with_sofie(model, directory: Path, weights: str = "text", session: 
     rm = to_rmodel(model, route)
     directory.mkdir(parents=True, exist_ok=True)
     import sofie
+    options = sofie.Options(SOFIE_WEIGHTS[weights] | (0 if session else _NO_SESSION))
     try:
-        rm.generate(sofie.Options(SOFIE_WEIGHTS[weights] | (0 if session else _NO_SESSION)))
+        rm.generate(options)
     except Exception as e:   # an operator SOFIE reads but cannot generate (a 3-D ConvTranspose)
-        raise BuildError(f"SOFIE could not generate {model.name}: {e}") from e
+        if route != "auto" or model.sofie_route[0] != "operators":
+            raise BuildError(f"SOFIE could not generate {model.name}: {e}") from e
+        # "auto": SOFIE refused to generate the operators route's model; its ONNX parser may read it
+        rm = to_rmodel(model, "onnx")
+        model.sofie_route = ("onnx", f"SOFIE could not generate the operators route's model: {e}")
+        try:
+            rm.generate(options)
+        except Exception as e2:
+            raise BuildError(f"SOFIE could not generate {model.name}: {e2}") from e2
     hxx = directory / f"{model.name}.hxx"
     rm.output_generated(str(hxx))
     data = {"text": ".dat", "safetensors": ".safetensors", "none": None}[weights]
