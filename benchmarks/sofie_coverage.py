@@ -42,6 +42,8 @@ def _close(got, want, atol=1e-4) -> str:
 
 
 def _first_line(e: Exception) -> str:
+    if getattr(e, "problems", None):   # the operators the route cannot take, by type
+        return type(e).__name__ + ": " + ", ".join(sorted({p[0] for p in e.problems}))
     text = str(e).strip().splitlines()
     return (type(e).__name__ + ": " + (text[0] if text else ""))[:90]
 

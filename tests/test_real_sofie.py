@@ -181,6 +181,26 @@ def test_trap_dilated_conv_kernel_written_out():
     _sofie_export_runs_in_onnxruntime(m, x)
 
 
+def test_trap_strided_slice_span_is_a_multiple_of_its_step():
+    """SOFIE's Slice sizes its output floor((end - start) / step) and writes ceil of it (a heap
+    overflow under ASan): for SOFIE each span is made a multiple of its step, zero-padded past the end.
+    Here a plain strided slice and a transposed convolution with a window stride (cropped, then strided)
+    and a kernel dilation: SOFIE's ConvTranspose is wrong with dilations, so for SOFIE the kernel is
+    dilated at export."""
+    def fn(k, x):
+        y = lax.conv_general_dilated(x, k, (2, 1), [(3, 1), (0, 2)], lhs_dilation=(2, 2), rhs_dilation=(1, 2),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y[:, 1:10:3].sum(axis=(1, 2)), x[:, ::2, 1:5:3].reshape(2, -1)
+    x = _f32(2, 5, 5, 3)
+    m = j2s.convert(fn, _f32(3, 3, 3, 4), x, name="StridedSlices", progress=False)
+    pads = [[n.op_type for n in _nodes(m, target)].count("Pad") for target in ("onnx", "sofie")]
+    assert pads[1] > pads[0], pads
+    (convt,) = [n for n in _nodes(m, "sofie") if n.op_type == "ConvTranspose"]
+    assert _attr(convt, "dilations") == [1, 1] and _attr(convt, "kernel_shape") == [3, 5]
+    _check_with_sofie(m, x)
+    _sofie_export_runs_in_onnxruntime(m, x)
+
+
 def _keras_model(*layers, shape=(7, 3), seed=0):
     """One input, an output per layer (one SOFIE build for all of them)."""
     inp = keras.Input(shape)

@@ -92,6 +92,23 @@ def test_sofie_traps_on_the_operators_route():
     _check(m, x, _f32(2, 6, 5, 2))
 
 
+@pytest.mark.parametrize("dims", [1, 2])
+def test_transposed_convolution_through_sofies_operators(dims):
+    """An input-dilated convolution (a transposed one) is SOFIE's ConvTranspose with the kernel
+    flipped and its dilation written out, then cropped, padded and strided to XLA's window: here
+    with kernel dilation, asymmetric padding and a window stride, and a bias and relu after it."""
+    spec = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}[dims]
+
+    def fn(p, x):
+        y = lax.conv_general_dilated(x, p["k"], (2,) + (1,) * (dims - 1), [(3, 1)] + [(0, 2)] * (dims - 1),
+                                     lhs_dilation=(2,) * dims, rhs_dilation=(1,) + (2,) * (dims - 1),
+                                     dimension_numbers=spec)
+        return jax.nn.relu(y + p["b"])
+    x = _f32(2, *(5,) * dims, 3)
+    p = {"k": _f32(*(3,) * dims, 3, 4), "b": _f32(4)}
+    _check(j2s.convert(fn, p, x, name=f"ConvT{dims}dOps", progress=False), x)
+
+
 def test_to_rmodel_operators_is_sofies_own_model(tmp_path):
     m = j2s.convert(tm.mlp, tm._mlp_params(), tm._inputs(10, 1, 20)[0], name="MlpOps", progress=False)
     rm = m.to_rmodel(route="operators")

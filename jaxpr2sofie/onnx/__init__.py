@@ -66,12 +66,16 @@ SOFIE_TRAPS = {
     "Gemm 1-D bias at a run-time batch": "the parser broadcasts a bias it reads from ONNX: none needed",
     "* dilated Conv": "SOFIE dilates the kernel into a buffer whose holes it never zeroes (wrong when the "
                       "memory pool reuses it): the kernel is dilated at export, dilations=1",
+    "* dilated ConvTranspose": "wrong numbers: the kernel is dilated at export, dilations=1",
     "* LSTM/GRU/RNN direction reverse": "rejected (LSTM, RNN): a forward node over the sequence reversed by Slice",
     "* Where on int32": "refused (\"input type 6\"): the choice is made in int64 between two Casts",
     "* GRU linear_before_reset=0": "wrong: SOFIE multiplies (r*h) by R in place (an sgemm with the same "
                                    "buffer in and out): the cell's equations step by step (unrolled.py)",
     "* LSTM/GRU/RNN at a run-time batch": "refused (\"is a dynamic tensor\"): the cell's equations step by "
                                           "step (unrolled.py)",
+    "* strided Slice whose step does not divide its span": "SOFIE sizes the output floor(span / step) and "
+                                                           "writes ceil(span / step) elements (a heap overflow): "
+                                                           "the span made a multiple of the step, zero-padded",
     "3-D ConvTranspose": "not in SOFIE: refused by its parser",
 }
 

@@ -212,6 +212,9 @@ class Builder:
         spec = {a: s for a, s in spec.items()}
         if not spec:
             return v
+        shape = shape or self.shape(v)
+        if self.target == "sofie" and shape is not None:
+            v, spec, shape = self._whole_steps(v, spec, shape)
         axes = sorted(spec)
         ins = [v, self.ints(spec[a][0] for a in axes), self.ints(spec[a][1] for a in axes), self.ints(axes),
                self.ints(spec[a][2] for a in axes)]
@@ -222,6 +225,21 @@ class Builder:
             for a in axes:
                 out_shape[a] = len(range(*slice(*(None if x == BEFORE_START else x for x in spec[a])).indices(shape[a])))
         return self.node("Slice", ins, hint="slice", shape=out_shape, dtype=self.dtype(v))
+
+    def _whole_steps(self, v, spec, shape):
+        """For SOFIE: its Slice sizes the output floor((end - start) / step) but writes every step-th
+        element up to `end` (a heap overflow when the step does not divide the span): each forward
+        span is made a multiple of its step, zero-padding the end of the axis where that runs past it."""
+        spec, over = dict(spec), [0] * len(shape)
+        for a, (start, end, step) in spec.items():
+            if step > 1 and not symbolic(shape[a]) and 0 <= start < shape[a]:
+                count = -(-(min(end, shape[a]) - start) // step)
+                spec[a] = (start, start + count * step, step)
+                over[a] = max(0, start + count * step - shape[a])
+        if not any(over):
+            return v, spec, shape
+        v = self.pad(v, [0] * len(shape), over)
+        return v, spec, tuple(n + o for n, o in zip(shape, over))
 
     def pad(self, v, lo, hi, value=None):
         """Constant padding by non-negative (lo, hi) per axis; `value` an ONNX scalar value or None (zero)."""

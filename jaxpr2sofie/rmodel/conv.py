@@ -18,7 +18,7 @@ from ..ir.ops.epilogue import operand_kind
 from ..ir.ops.pool import Pool
 from .context import NotBuildable, builds
 from .elementwise import COMPOSED, binary, unary
-from .movement import crop, pad
+from .movement import crop, pad, strided_slice
 
 FLOAT_MAX = float(np.finfo(np.float32).max)
 
@@ -63,23 +63,62 @@ def _edges(ctx, x, shape, lo, hi, fill=0.0):
 def _conv(ctx, op):
     n, spatial, cin, _, _, cout = op.dims(ctx.g)
     d = len(spatial)
-    if any(ld != 1 for ld in op.lhs_dilation):
-        raise NotBuildable("a transposed (input-dilated) convolution: route=\"onnx\" (SOFIE's ConvTranspose)")
     if ctx.g.tensors[op.inputs[0]].dtype != "float32":
         raise NotBuildable("a convolution of non-float data")
     x = ctx.transpose(ctx.value(op.inputs[0]), to_first(d))
-    x, sym = _edges(ctx, x, (n, cin, *spatial), [p[0] for p in op.padding], [p[1] for p in op.padding])
-    w, ksizes = _kernel(ctx, op, d)
     out = ctx.g.tensors[op.outputs[0]].shape
     stages = list(op.epilogue)
-    bias = _conv_bias(ctx, stages, cout, out)
-    y = ctx.fresh("conv")
-    ins = [x, w] + ([bias] if bias else [])
-    ctx.add(ctx.sofie.ROperator_Conv["float"]("NOTSET", [1] * d, op.groups, ksizes, sym + sym, list(op.strides), *ins, y),
-            ins, [y], (n, cout, *out[1:-1]))
+    if any(ld != 1 for ld in op.lhs_dilation):
+        y = _conv_transpose(ctx, op, x, d)
+    else:
+        x, sym = _edges(ctx, x, (n, cin, *spatial), [p[0] for p in op.padding], [p[1] for p in op.padding])
+        w, ksizes = _kernel(ctx, op, d)
+        bias = _conv_bias(ctx, stages, cout, out)
+        y = ctx.fresh("conv")
+        ins = [x, w] + ([bias] if bias else [])
+        ctx.add(ctx.sofie.ROperator_Conv["float"]("NOTSET", [1] * d, op.groups, ksizes, sym + sym, list(op.strides),
+                                                   *ins, y), ins, [y], (n, cout, *out[1:-1]))
     for s in stages:
         y = _stage(ctx, s, y, out, d)
     return [ctx.transpose(y, to_last(d))]
+
+
+def _conv_transpose(ctx, op, x, d):
+    """An input-dilated convolution is SOFIE's ConvTranspose (stride = the input dilation) with the
+    kernel flipped, [Cin, Cout, K...], its dilation written out as zeros; the full output is then
+    cropped or padded to XLA's padding and subsampled by the window strides. Its bias stays an
+    epilogue stage (padding added after the ConvTranspose holds no bias)."""
+    n, spatial, cin, ksizes, _, cout = op.dims(ctx.g)
+    if op.groups != 1 or d > 2:
+        raise NotBuildable(f"a transposed convolution {'with feature groups' if op.groups != 1 else f'in {d}-D'}: "
+                           "SOFIE's ConvTranspose takes 1-D and 2-D ungrouped ones")
+    k = ctx.g.tensors[op.inputs[1]]
+    if k.data is None:
+        raise NotBuildable("a kernel computed at run time: SOFIE's ConvTranspose reads a weight")
+    arr = np.flip(np.transpose(np.asarray(k.data), (d, d + 1, *range(d))), tuple(range(2, d + 2)))
+    dil = [int(r) for r in op.rhs_dilation]
+    full_k = [(kk - 1) * r + 1 for kk, r in zip(ksizes, dil)]
+    if set(dil) != {1}:
+        holes = np.zeros(arr.shape[:2] + tuple(full_k), arr.dtype)
+        holes[(slice(None), slice(None), *(slice(None, None, r) for r in dil))] = arr
+        arr = holes
+    w = ctx.weight(k.name, arr, f"{k.name}_transposed_kernel")
+    reach = [kk - 1 for kk in full_k]
+    begin = [r - lo for r, (lo, _) in zip(reach, op.padding)]
+    end = [r - hi for r, (_, hi) in zip(reach, op.padding)]
+    sym = [max(0, min(a, c)) for a, c in zip(begin, end)]
+    full = [s * (i - 1) + r + 1 - 2 * p for s, i, r, p in zip(op.lhs_dilation, spatial, reach, sym)]
+    y = ctx.fresh("conv_transpose")
+    ctx.add(ctx.sofie.ROperator_ConvTranspose["float"]("NOTSET", [1] * d, 1, full_k, [0] * d, [], sym + sym,
+                                                        list(op.lhs_dilation), x, w, "", y), [x, w], [y],
+            (n, cout, *full))
+    y = crop(ctx, y, (n, cout, *full), [0, 0] + [p - a for a, p in zip(begin, sym)],
+             [0, 0] + [p - c for c, p in zip(end, sym)])
+    lo = [max(0, p - a) for a, p in zip(begin, sym)]
+    y = pad(ctx, y, ctx.shape(y), [0, 0] + lo, [0, 0] + [max(0, p - c) for c, p in zip(end, sym)])
+    shape = ctx.shape(y)
+    spec = {a + 2: (0, shape[a + 2], t) for a, t in enumerate(op.strides) if t != 1}
+    return strided_slice(ctx, y, shape, spec) if spec else y
 
 
 def _conv_bias(ctx, stages, cout, out):

@@ -57,12 +57,28 @@ def _slice(ctx, op):
         return [ctx.value(op.inputs[0])]
     if any(op.steps[a] < 0 for a in axes):
         raise NotBuildable("a reversed slice: SOFIE's Slice is built with forward steps only")
-    names = [ctx.ints([op.starts[a] for a in axes]), ctx.ints([op.limits[a] for a in axes]), ctx.ints(axes),
-             ctx.ints([op.steps[a] for a in axes])]
-    x = ctx.value(op.inputs[0])
+    return [strided_slice(ctx, ctx.value(op.inputs[0]), shape, {a: (op.starts[a], op.limits[a], op.steps[a])
+                                                                 for a in axes})]
+
+
+def strided_slice(ctx, v, shape, spec):
+    """`v[start:end:step]` on the axes of `spec` ({axis: (start, end, step)}). SOFIE's Slice sizes its
+    output floor((end - start) / step) but its loop writes every step-th element up to `end` (a heap
+    overflow when the step does not divide the span): each span is made a multiple of its step,
+    zero-padding the end of the axis where that runs past it."""
+    axes = sorted(spec)
+    count = {a: max(0, -(-(spec[a][1] - spec[a][0]) // spec[a][2])) for a in axes}
+    end = {a: spec[a][0] + count[a] * spec[a][2] for a in axes}
+    over = [max(0, end[a] - shape[a]) if a in spec else 0 for a in range(len(shape))]
+    if any(over):
+        if ctx.dtype(v) != "float32":
+            raise NotBuildable("a strided slice of non-float data whose step does not divide its span")
+        v = pad(ctx, v, shape, [0] * len(shape), over)
+    names = [ctx.ints([spec[a][0] for a in axes]), ctx.ints([end[a] for a in axes]), ctx.ints(axes),
+             ctx.ints([spec[a][2] for a in axes])]
     y = ctx.fresh("slice")
-    out = ctx.g.tensors[op.outputs[0]]
-    return [ctx.add(ctx.sofie.ROperator_Slice_int64(x, names, y), [x, *names], [y], out.shape, out.dtype)]
+    out = tuple(count[a] if a in count else n for a, n in enumerate(shape))
+    return ctx.add(ctx.sofie.ROperator_Slice_int64(v, names, y), [v, *names], [y], out, ctx.dtype(v))
 
 
 @builds(Expand)
