@@ -167,12 +167,13 @@ def _pool(ctx, op):
     r = len(x.shape)
     pooled = [k for k in range(r) if op.window[k] != 1 or op.strides[k] != 1 or tuple(op.padding[k]) != (0, 0)]
     rest = [k for k in range(r) if k not in pooled]
-    if not 1 <= len(pooled) <= 3 or not rest:
+    if not 1 <= len(pooled) <= 3:
         raise NotBuildable(f"a window over {len(pooled)} of {r} axes: SOFIE's Pool takes 1 to 3 spatial axes")
     lead = [x.shape[k] for k in rest]
     if any(isinstance(n, Sym) for n in lead[1:]):
         raise NotBuildable("a window reduction with the batch in a channel axis")
-    nc = (lead[0], int(np.prod(lead[1:], dtype=np.int64)))
+    # the first other axis is N, the rest fold into C (none: a unit N and C)
+    nc = (lead[0], int(np.prod(lead[1:], dtype=np.int64))) if lead else (1, 1)
     v = ctx.transpose(ctx.value(x.name), rest + pooled)
     v = ctx.reshape(v, nc + tuple(x.shape[k] for k in pooled))
     if op.kind == "min":

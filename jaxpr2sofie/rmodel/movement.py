@@ -55,10 +55,24 @@ def _slice(ctx, op):
             if (start, limit, step) != (0, n, 1)]
     if not axes:
         return [ctx.value(op.inputs[0])]
-    if any(op.steps[a] < 0 for a in axes):
-        raise NotBuildable("a reversed slice: SOFIE's Slice is built with forward steps only")
-    return [strided_slice(ctx, ctx.value(op.inputs[0]), shape, {a: (op.starts[a], op.limits[a], op.steps[a])
-                                                                 for a in axes})]
+    forward = {a: (op.starts[a], op.limits[a], op.steps[a]) for a in axes if op.steps[a] > 0}
+    v = strided_slice(ctx, ctx.value(op.inputs[0]), shape, forward) if forward else ctx.value(op.inputs[0])
+    for a in axes:
+        if op.steps[a] < 0:   # walked backwards (lax.rev too): a Gather of the indices, in their order
+            v = _gather(ctx, v, a, range(op.starts[a], op.limits[a], op.steps[a]))
+    return [v]
+
+
+def _gather(ctx, v, axis, indices):
+    """`v` at `indices` (ints known now) along `axis`: SOFIE's Gather."""
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise NotBuildable("a slice that keeps no element")
+    idx = ctx.ints(indices, "indices")
+    y = ctx.fresh("reversed")
+    shape = ctx.shape(v)
+    out = None if shape is None else shape[:axis] + (len(indices),) + shape[axis + 1:]
+    return ctx.add(ctx.sofie.ROperator_Gather(axis, v, idx, y), [v, idx], [y], out, ctx.dtype(v))
 
 
 def strided_slice(ctx, v, shape, spec):
