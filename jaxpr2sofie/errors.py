@@ -68,17 +68,30 @@ class KerasBackendError(Jaxpr2SofieError):
     """Keras was imported with a backend other than JAX; tracing needs the JAX backend."""
 
 
-class OnnxExportError(Jaxpr2SofieError):
-    """Some operators of the graph have no ONNX form (in this opset); lists every one at once.
-
-    ``problems`` holds ``(operator type, origin, reason)`` per problem; the origin is the
-    primitive and source line the operator came from.
-    """
+class _OperatorProblems(Jaxpr2SofieError):
+    """Operators a backend cannot take, every one at once: ``problems`` holds ``(operator type,
+    origin, reason)`` per problem; the origin is the primitive and source line the operator came from."""
+    head = ""
+    fix = ""
 
     def __init__(self, problems):
         self.problems = list(problems)
         super().__init__(_listing(
-            f"{len(self.problems)} operator(s) cannot be exported to ONNX:",
+            f"{len(self.problems)} operator(s) {self.head}:",
             (f"{op_type} ({origin or 'unknown origin'}): {reason}" for op_type, origin, reason in self.problems),
-            "The C++ export (SofieModel.generate) still works for this model; rewrite the listed lines "
-            "with other operations, or try another opset (to_onnx(opset=...))."))
+            self.fix))
+
+
+class OnnxExportError(_OperatorProblems):
+    """Some operators of the graph have no ONNX form (in this opset)."""
+    head = "cannot be exported to ONNX"
+    fix = ("The C++ export (SofieModel.generate) still works for this model; rewrite the listed lines "
+           "with other operations, or try another opset (to_onnx(opset=...)).")
+
+
+class SofieOperatorsError(_OperatorProblems):
+    """Some operators of the graph have no rule on SOFIE's "operators" route (its bound
+    ``ROperator_*`` classes)."""
+    head = "cannot be handed to SOFIE operator by operator"
+    fix = ("Use to_rmodel(route=\"onnx\") (SOFIE's ONNX parser reads more), or route=\"auto\", which picks "
+           "it by itself; generate(backend=\"jaxpr2sofie\") takes every operator.")

@@ -67,25 +67,34 @@ class SofieModel:
         # WrittenWeights of the weight files generate() wrote (the last one per path) and of the last
         # compile(), for summary()
         self.written = []
+        self.sofie_route = None   # (route, why) of the last to_rmodel(): sofie_backend.to_rmodel
 
     # -- code -------------------------------------------------------------------
     def header(self) -> str:
         return emit_header(self.graph)
 
-    def generate(self, directory=".", weights: str = "text", backend: str = "jaxpr2sofie", session: bool = True) -> tuple:
+    def generate(self, directory=".", weights: str = "text", backend: str = "jaxpr2sofie", session: bool = True,
+                 route: str = "auto") -> tuple:
         """Write `<Name>.hxx` and `<Name>.dat` into `directory`; returns both paths. `weights`:
         "text" (SOFIE's format) or "binary" (loads many times faster); the header reads either.
         `backend="sofie"` has real SOFIE write its own header (`namespace SOFIE_<Name>`) through
         `to_rmodel()`: the `sofie` package, else ROOT's TMVA SOFIE; its `weights` are "text",
         "safetensors" or "none", and `session=False` (with weights="none") is SOFIE's kNoSession.
-        "auto" uses SOFIE when it is installed and parses every operator, else our own emitter."""
+        "auto" uses SOFIE when it is installed and parses every operator, else our own emitter.
+        `route` is `to_rmodel()`'s. Beside SOFIE's header goes `<Name>.io.json`, its inputs and outputs
+        (what jaxpr2sofie.root reads: SOFIE's header has no signature line of ours)."""
         from . import sofie_backend
         from .cpp.weights import FORMATS
         if backend not in sofie_backend.BACKENDS:
             raise ValueError(f"backend={backend!r}: choose one of {', '.join(sofie_backend.BACKENDS)}")
         if backend == "sofie" or (backend == "auto" and weights in sofie_backend.SOFIE_WEIGHTS
                                   and not sofie_backend.sofie_status() and sofie_backend.sofie_can_parse(self)):
-            return sofie_backend.generate_with_sofie(self, Path(directory), weights, session)
+            import json
+            from .cpp.emit import io_signature
+            from .sofie_header import SIDE_FILE
+            hxx, dat = sofie_backend.generate_with_sofie(self, Path(directory), weights, session, route)
+            hxx.with_suffix(SIDE_FILE).write_text(json.dumps(io_signature(self.graph)) + "\n")
+            return hxx, dat
         if weights not in FORMATS:
             raise ValueError(f"weights={weights!r}: choose one of {', '.join(FORMATS)}")
         if not session:
@@ -144,16 +153,19 @@ class SofieModel:
 
     def to_rmodel(self, route: str = "auto"):
         """Real SOFIE's own model of this one, a `sofie.RModel` (pip install 'jaxpr2sofie[sofie]'):
-        `rm.generate()`, `rm.output_generated("Net.hxx")`. The route is SOFIE's ONNX parser reading
-        the project's ONNX export, in-process; `summary()` of the result is SOFIE's `print_summary()`."""
+        `rm.generate()`, `rm.output_generated("Net.hxx")`. `route="operators"` builds it operator by
+        operator through SOFIE's bound `ROperator_*` classes (every operator it cannot take is listed
+        at once); `route="onnx"` has SOFIE's ONNX parser read the project's ONNX export; "auto" takes
+        operators when every operator has a rule there, else onnx. `summary()` then names the route."""
         from . import sofie_backend
         return sofie_backend.to_rmodel(self, route)
 
-    def compile_sofie(self, cxx=None, blas=None, flags=None, sanitize: bool = False):
+    def compile_sofie(self, cxx=None, blas=None, flags=None, sanitize: bool = False, route: str = "auto"):
         """SOFIE's own header for this model, compiled and loaded: called like `compile()`'s result
-        (the test oracle and benchmark peer). `sanitize=True` builds it under ASan and UBSan."""
+        (the test oracle and benchmark peer). `sanitize=True` builds it under ASan and UBSan;
+        `route` is `to_rmodel()`'s."""
         from .sofie_oracle import compile_sofie
-        return compile_sofie(self, cxx=cxx, blas=blas, flags=flags, sanitize=sanitize)
+        return compile_sofie(self, cxx=cxx, blas=blas, flags=flags, sanitize=sanitize, route=route)
 
     def to_onnx(self, path=None, opset: int | None = None, target: str = "onnx"):
         """The model as standard ONNX (for ROOT's SOFIE parser, onnxruntime, Netron): returns the
@@ -248,6 +260,8 @@ class SofieModel:
         lines.append(self.memory_line())
         for w in self.written:
             lines.append(f"weight file {w}")
+        if self.sofie_route:
+            lines.append(f"SOFIE's RModel: route {self.sofie_route[0]!r} ({self.sofie_route[1]})")
         return "\n".join(lines)
 
     def scratch_bytes(self, batch: int | None = None) -> int:

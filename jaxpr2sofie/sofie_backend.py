@@ -4,8 +4,9 @@ ML4EP), or ROOT's TMVA SOFIE where that is what is installed.
 `SofieModel.to_rmodel()` hands the model to SOFIE as SOFIE's own `RModel`; `generate(dir,
 backend="sofie")` has SOFIE write `<Name>.hxx` and its weight file (SOFIE's header, unmodified:
 `namespace SOFIE_<Name>`); `SofieModel.compile_sofie()` (sofie_oracle.py) wraps that header in the
-project's C entry points, builds it and calls SOFIE's code exactly as ours. The route today is SOFIE's own ONNX parser (`RModelParser_ONNX`) on
-the project's ONNX export, in-process (the `sofie` package is plain C++ with pybind11, no LLVM).
+project's C entry points, builds it and calls SOFIE's code exactly as ours. Two routes, both
+in-process (the `sofie` package is plain C++ with pybind11, no LLVM): SOFIE's bound operators built
+from the IR (rmodel/), or SOFIE's own ONNX parser (`RModelParser_ONNX`) on the project's ONNX export.
 ROOT's TMVA runs in a separate Python process: PyROOT's LLVM and jaxlib's do not share a process well.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from .errors import BuildError
 
 BACKENDS = ("jaxpr2sofie", "sofie", "auto")
-ROUTES = ("auto", "onnx")
+ROUTES = ("auto", "operators", "onnx")
 # weights= for SOFIE's header -> SOFIE's generation options (sofie.Options values, combined as an int)
 SOFIE_WEIGHTS = {"text": 0, "safetensors": 256, "none": 2}
 _NO_SESSION = 1   # sofie.Options.kNoSession: only with kNoWeightFile
@@ -91,15 +92,35 @@ print("generated")
 
 
 def to_rmodel(model, route: str = "auto"):
-    """SOFIE's own model (`sofie.RModel`) of a converted model. `route="onnx"` (and "auto", the only
-    route built so far) parses the project's ONNX export for SOFIE (`to_onnx(target="sofie")`: SOFIE's
-    traps avoided) with SOFIE's `RModelParser_ONNX`; an
-    operator SOFIE's parser does not read is reported by SOFIE with its ONNX node."""
+    """SOFIE's own model (`sofie.RModel`) of a converted model, by one of two routes:
+    "operators" builds it operator by operator through SOFIE's bound `ROperator_*` classes
+    (rmodel/); "onnx" parses the project's ONNX export for SOFIE (`to_onnx(target="sofie")`: SOFIE's
+    traps avoided) with SOFIE's `RModelParser_ONNX`. "auto" takes "operators" when every operator
+    has a rule there, else "onnx". The route taken and why is kept for `SofieModel.summary()`."""
     if route not in ROUTES:
         raise ValueError(f"route={route!r}: choose one of {', '.join(ROUTES)}")
     why = package_status()
     if why:
         raise BuildError(f"to_rmodel() needs the `sofie` package: {why}")
+    from . import rmodel
+    from .errors import SofieOperatorsError
+    if route in ("auto", "operators"):
+        try:
+            rm = rmodel.build(model.graph)
+            model.sofie_route = ("operators", "every operator has a rule on SOFIE's bound operators"
+                                 if route == "auto" else "asked for")
+            return rm
+        except SofieOperatorsError as e:
+            if route == "operators":
+                raise
+            reason = "; ".join(f"{t}: {r}" for t, _, r in e.problems[:3]) + (" ..." if len(e.problems) > 3 else "")
+            model.sofie_route = ("onnx", f"the operators route cannot take {reason}")
+        except Exception as e:   # SOFIE refused an operator the rule built (its constructors check)
+            if route == "operators":
+                raise
+            model.sofie_route = ("onnx", f"building the operators route's model failed: {type(e).__name__}: {e}")
+    else:
+        model.sofie_route = ("onnx", "asked for")
     import sofie
     with tempfile.TemporaryDirectory(prefix="j2s-sofie-") as d:
         path = Path(d) / f"{model.name}.onnx"
@@ -110,7 +131,8 @@ def to_rmodel(model, route: str = "auto"):
             raise BuildError(f"SOFIE's ONNX parser refused the export of {model.name}: {e}") from e
 
 
-def generate_with_sofie(model, directory: Path, weights: str = "text", session: bool = True) -> tuple:
+def generate_with_sofie(model, directory: Path, weights: str = "text", session: bool = True,
+                        route: str = "auto") -> tuple:
     """SOFIE writes `<Name>.hxx` (and `<Name>.dat`, or `.safetensors`) into `directory`: the
     `sofie` package where installed, else ROOT's TMVA SOFIE in a separate process."""
     if weights not in SOFIE_WEIGHTS:
@@ -120,16 +142,25 @@ def generate_with_sofie(model, directory: Path, weights: str = "text", session: 
                          "loading without a Session")
     directory = Path(directory)
     if package_status():
-        if weights != "text" or not session:
-            raise BuildError(f"weights={weights!r}/session={session} need the `sofie` package: {package_status()}")
+        if weights != "text" or not session or route == "operators":
+            raise BuildError(f"weights={weights!r}/session={session}/route={route!r} need the `sofie` package: {package_status()}")
         return generate_with_root(model, directory)
-    rm = to_rmodel(model)
+    rm = to_rmodel(model, route)
     directory.mkdir(parents=True, exist_ok=True)
     import sofie
+    options = sofie.Options(SOFIE_WEIGHTS[weights] | (0 if session else _NO_SESSION))
     try:
-        rm.generate(sofie.Options(SOFIE_WEIGHTS[weights] | (0 if session else _NO_SESSION)))
+        rm.generate(options)
     except Exception as e:   # an operator SOFIE reads but cannot generate (a 3-D ConvTranspose)
-        raise BuildError(f"SOFIE could not generate {model.name}: {e}") from e
+        if route != "auto" or model.sofie_route[0] != "operators":
+            raise BuildError(f"SOFIE could not generate {model.name}: {e}") from e
+        # "auto": SOFIE refused to generate the operators route's model; its ONNX parser may read it
+        rm = to_rmodel(model, "onnx")
+        model.sofie_route = ("onnx", f"SOFIE could not generate the operators route's model: {e}")
+        try:
+            rm.generate(options)
+        except Exception as e2:
+            raise BuildError(f"SOFIE could not generate {model.name}: {e2}") from e2
     hxx = directory / f"{model.name}.hxx"
     rm.output_generated(str(hxx))
     data = {"text": ".dat", "safetensors": ".safetensors", "none": None}[weights]

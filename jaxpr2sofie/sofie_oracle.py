@@ -32,11 +32,12 @@ def c_api_source(model) -> str:
     return c_entry_points(f"{model.name}.hxx", f"{ns}::Session", create, run)
 
 
-def sofie_build(model, extra_sources: dict, target: str, flags=None, cxx=None, blas=None, shared=False) -> tuple:
+def sofie_build(model, extra_sources: dict, target: str, flags=None, cxx=None, blas=None, shared=False,
+                route: str = "auto") -> tuple:
     """Generate SOFIE's header for `model` and build it with `extra_sources` ({file: text}: a C API,
     a timing or sanitizer program): (the built file, SOFIE's weight file)."""
     work = Path(tempfile.mkdtemp(prefix=f"j2s-sofie-{model.name}-"))
-    hxx, dat = sofie_backend.generate_with_sofie(model, work)
+    hxx, dat = sofie_backend.generate_with_sofie(model, work, route=route)
     header = hxx.read_text()
     cmd, link = list(flags or DEFAULT_FLAGS), []
     routines = sorted(set(re.findall(r'extern "C" void (\w+_)\(', header)))
@@ -53,14 +54,16 @@ def sofie_build(model, extra_sources: dict, target: str, flags=None, cxx=None, b
     return built, dat
 
 
-def compile_sofie(model, cxx=None, blas=None, flags=None, sanitize: bool = False):
+def compile_sofie(model, cxx=None, blas=None, flags=None, sanitize: bool = False, route: str = "auto"):
     """SOFIE's header for `model`, compiled and loaded behind the project's C entry points: a
     callable like `SofieModel.compile()`'s. `sanitize` builds it as a program under AddressSanitizer
-    and UndefinedBehaviorSanitizer (as SOFIE's own tests do), run once per call."""
+    and UndefinedBehaviorSanitizer (as SOFIE's own tests do), run once per call. `route`: how SOFIE's
+    model is made (`to_rmodel`)."""
     capi = c_api_source(model)
     if sanitize:
         exe, dat = sofie_build(model, {"capi.cpp": capi, "main.cpp": san.runner_source()}, "runner", cxx=cxx, blas=blas,
-                               flags=[f for f in san.FLAGS if f not in ("-Wall", "-Wextra")])
+                               flags=[f for f in san.FLAGS if f not in ("-Wall", "-Wextra")], route=route)
         return san.SanitizedModel(model.graph, exe, weight_file=dat)
-    lib, dat = sofie_build(model, {"capi.cpp": capi}, f"lib{model.name}.so", flags, cxx, blas, shared=True)
+    lib, dat = sofie_build(model, {"capi.cpp": capi}, f"lib{model.name}.so", flags, cxx, blas, shared=True,
+                           route=route)
     return CompiledModel(model.graph, lib, weight_file=dat)

@@ -2,11 +2,11 @@
 
 - `ir/` (dimensions, tensors, graphs, operator classes) imports no pass and no backend;
 - `passes/` (backend-neutral rewrites) imports the IR only;
-- each backend (`cpp/`, `onnx/`) imports the IR and never another backend;
+- each backend (`cpp/`, `onnx/`, `rmodel/`) imports the IR and never another backend;
 - the front end (trace, bridges, lowering, the primitive table) imports no backend: it builds IR,
   and only the public API module (`model.py`) hands that IR to a backend;
-- every operator class has a C++ rule, an ONNX rule (or a stated reason it has none) and an
-  answer to "are its rows independent".
+- every operator class has a C++ rule, an ONNX rule and an RModel rule (or a stated reason it has
+  none) and an answer to "are its rows independent".
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jaxpr2sofie"
 
 FRONT_END = ("trace", "lowering", "keras_bridge", "flax_bridge", "values", "source", "primitives", "params_check",
              "options", "outputs")
-BACKENDS = ("cpp", "onnx")
+BACKENDS = ("cpp", "onnx", "rmodel")
 # sofie_backend.py, ROOT's own SOFIE generating the header, reads our ONNX export (RModelParser_ONNX):
 # the one module allowed to build on another backend, and never on the C++ one
 SOFIE_ROUTE = "sofie_backend"
@@ -30,6 +30,7 @@ ALLOWED = {
     "passes": {"ir", "passes", "errors"},
     "cpp": {"cpp", "ir", "errors", "progress"},
     "onnx": {"onnx", "ir", "errors"},
+    "rmodel": {"rmodel", "ir", "errors"},
     **{f: {"ir", "errors", *FRONT_END} for f in FRONT_END},
 }
 # the bridges return a SofieModel: they call the public API module, which reaches the backends;
@@ -156,6 +157,18 @@ def test_every_operator_has_an_onnx_rule_or_a_reason():
     assert not missing, f"operator classes without an ONNX rule (onnx/, @exports) or a reason in NO_ONNX: {missing}"
     stale = [n for n in NO_ONNX if any(c.__name__ == n and c in RULES for c in _operator_classes())]
     assert not stale, f"NO_ONNX lists classes that do have a rule: {stale}"
+
+
+def test_every_operator_has_an_rmodel_rule_or_a_reason():
+    """SOFIE's operators route (rmodel/): a rule building bound ROperator_* objects, or why not
+    (rmodel.NO_RULE, which the user's error quotes)."""
+    from jaxpr2sofie.rmodel import NO_RULE, RULES
+    missing = [c.__name__ for c in _operator_classes() if c not in RULES and c.__name__ not in NO_RULE]
+    assert not missing, f"operator classes without an RModel rule (rmodel/, @builds) or a reason in NO_RULE: {missing}"
+    stale = [n for n in NO_RULE if any(c.__name__ == n and c in RULES for c in _operator_classes())]
+    assert not stale, f"NO_RULE lists classes that do have a rule: {stale}"
+    unknown = [n for n in NO_RULE if n not in {c.__name__ for c in _operator_classes()}]
+    assert not unknown, f"NO_RULE names no operator class: {unknown}"
 
 
 def test_every_operator_answers_row_independence():

@@ -118,6 +118,43 @@ def test_define_scores_every_event_multithreaded(work, folder):
     assert_close(np.array(out["score"], np.float32), want[ids], rtol=1e-5, what="RDataFrame MT")
 
 
+@pytest.fixture(scope="module")
+def sofie_folders(work):
+    """The same scorer written by real SOFIE (`namespace SOFIE_<Name>`), built operator by operator
+    (route="operators"): static, at a run-time batch, and one without the side file
+    (`<Name>.io.json`), whose inputs and outputs are read off SOFIE's own declarations."""
+    d, p, _ = work
+    static = j2s.convert(_mlp, p, np.zeros((1, 3), np.float32), name="SofieScorer")
+    static.generate(d / "sofie_scorer", backend="sofie", route="operators")
+    assert static.sofie_route[0] == "operators"
+    j2s.convert(_mlp, p, np.zeros((64, 3), np.float32), name="SofieScorerDyn", batch="dynamic").generate(
+        d / "sofie_scorer_dyn", backend="sofie", route="operators")
+    j2s.convert(_mlp, p, np.zeros((1, 3), np.float32), name="SofieBare").generate(
+        d / "sofie_bare", backend="sofie", route="operators")
+    (d / "sofie_bare" / "SofieBare.io.json").unlink()
+    return d
+
+
+@pytest.mark.parametrize("folder", ["sofie_scorer", "sofie_scorer_dyn", "sofie_bare"])
+def test_define_with_a_header_sofie_generated_multithreaded(work, sofie_folders, folder):
+    d, p, _ = work
+    out = _run_root(_WRITE_EVENTS + f"""
+    ROOT.EnableImplicitMT(2)
+    df = ROOT.RDataFrame("events", "events.root")
+    df = df.Define("c_scaled", "c / 1000.0")
+    dm = j2s_root.declare("{folder}")
+    df = j2s_root.define(df, "score", "{folder}", ["a", "b", "c_scaled"])
+    got = df.AsNumpy(["id", "score"])
+    print("RESULT", json.dumps({{"id": got["id"].tolist(), "score": got["score"].tolist(), "ns": dm.namespace,
+                                "type": str(df.GetColumnType("score")), "slots": df.GetNSlots()}}))
+    """, sofie_folders)
+    ids = np.array(out["id"])
+    assert sorted(ids.tolist()) == list(range(N_EVENTS)), "every event scored exactly once"
+    assert out["slots"] == 2 and out["type"] == "float" and out["ns"].startswith("SOFIE_")
+    want = _scores(p, _as_root_sees(np.load(d / "events.npz")["x"]))
+    assert_close(np.array(out["score"], np.float32), want[ids], rtol=1e-5, what="RDataFrame MT, SOFIE's header")
+
+
 def test_define_with_one_rvec_column_per_input(work):
     d, _, q = work
     out = _run_root(_WRITE_EVENTS + """

@@ -46,3 +46,31 @@ def test_real_sofie_generates_a_header(tmp_path):
     assert sofie_backend.sofie_status() == ""   # the test extra installs the `sofie` package
     hxx, _ = _model().generate(tmp_path, backend="sofie")
     assert "namespace SOFIE_Small" in hxx.read_text()
+
+
+@pytest.mark.parametrize("route", ["operators", "onnx"])
+@pytest.mark.parametrize("batch", [None, "dynamic"])
+def test_sofies_header_declares_what_the_side_file_says(tmp_path, route, batch):
+    """generate(backend="sofie") writes <Name>.io.json beside SOFIE's header (jaxpr2sofie.root reads
+    it); without it the inputs and outputs are read off SOFIE's own doInfer and dim_<tensor>
+    declarations, which must agree with it, also under ROOT's namespace TMVA_SOFIE_<Name>."""
+    import json
+    from jaxpr2sofie import sofie_header
+    import jax
+    w = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+    m = j2s.convert(lambda p, x: (jax.nn.relu(x @ p), x.sum(axis=1, keepdims=True)), w, np.ones((2, 4), np.float32),
+                    name="Side", batch=batch)
+    hxx, _ = m.generate(tmp_path, backend="sofie", route=route)
+    side = json.loads(hxx.with_suffix(".io.json").read_text())
+    assert [i["name"] for i in side["inputs"]] == m.graph.inputs
+    header = hxx.read_text()
+    read = sofie_header._from_declarations(header, "Side")
+    assert [(p["shape"], p["dtype"]) for p in read["inputs"] + read["outputs"]] == \
+        [(p["shape"], p["dtype"]) for p in side["inputs"] + side["outputs"]]
+    assert ("max_batch" in read) == (batch is not None)
+    tmva = tmp_path / "tmva" / "Side.hxx"
+    tmva.parent.mkdir()
+    tmva.write_text(header.replace("namespace SOFIE_Side", "namespace TMVA_SOFIE_Side"))
+    sig = sofie_header.signature(tmva, tmva.read_text())
+    assert sig["namespace"] == "TMVA_SOFIE_Side" and sig["generator"] == "sofie"
+    assert sofie_header.signature(hxx, "namespace Other {") is None

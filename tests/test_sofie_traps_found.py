@@ -41,7 +41,7 @@ def _run(c, *xs):
 
 
 def test_every_trap_found_here_is_listed():
-    for trap in ("* strided Slice", "* dilated ConvTranspose", "Pad with -inf", "* Expand at a run-time batch",
+    for trap in ("* strided Slice whose step does not divide its span", "* dilated ConvTranspose", "Pad with -inf", "* Expand at a run-time batch",
                  "* broadcasting Bitwise* at a run-time batch"):
         assert trap in SOFIE_TRAPS, trap
 

@@ -302,5 +302,5 @@ def all_contenders() -> dict:
     from .iree import Iree
     from .sofie_peer import Sofie
     found = [Ours(), Xla(), OursThreads(), Ort("jax2onnx", 1), Ort("jax2onnx", None), Ort("ours", 1), Ort("ours", None), Iree(),
-             Sofie()]
+             Sofie("onnx"), Sofie("operators")]
     return {c.key: c for c in found}

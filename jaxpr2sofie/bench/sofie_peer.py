@@ -1,9 +1,10 @@
-"""Real SOFIE as a peer: the `sofie` package (standalone SOFIE from PyPI).
+"""Real SOFIE as a peer: the `sofie` package (standalone SOFIE from PyPI), on both routes to its model.
 
-SOFIE's own ONNX parser reads the project's ONNX export (`SofieModel.to_rmodel()`), SOFIE
-generates its header and text weight file, and a small C++ program, built by the project's build
-service with the same flags as ours, times `Session::infer` as our harness times `Session::run`, on
-one thread. SOFIE's products call the Fortran BLAS `sgemm_`; it is linked against the same
+`sofie`: SOFIE's own ONNX parser reads the project's ONNX export (`to_rmodel(route="onnx")`);
+`sofie-ops`: SOFIE's model built operator by operator from our IR (`to_rmodel(route="operators")`).
+SOFIE generates its header and text weight file, and a small C++ program, built by the project's
+build service with the same flags as ours (cpp.build.DEFAULT_FLAGS), times `Session::infer` as our
+harness times `Session::run`, on one thread. SOFIE's products call the Fortran BLAS `sgemm_`; it is linked against the same
 OpenBLAS as ours (scipy-openblas32, whose symbols carry a `scipy_` prefix, mapped at compile time).
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import subprocess
 
 import numpy as np
 
-from ..cpp.build import ONE_THREAD
+from ..cpp.build import DEFAULT_FLAGS, ONE_THREAD
 from .contenders import Case, Contender, Runner, sofie_model
 
 # usage: timing WEIGHTS check X.bin Y.bin | timing WEIGHTS ITERS REPS
@@ -65,9 +66,14 @@ class SofieRunner(Runner):
 
 
 class Sofie(Contender):
-    key = "sofie"
-    label = "SOFIE (PyPI sofie): its ONNX parser on our export, Session::infer timed in C++, 1 thread"
     threads = "1: OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1"
+    ROUTES = {"onnx": ("sofie", "its ONNX parser on our export"),
+              "operators": ("sofie-ops", "its bound operators built from our IR")}
+
+    def __init__(self, route: str = "onnx"):
+        self.route = route
+        self.key, how = self.ROUTES[route]
+        self.label = f"SOFIE (PyPI sofie): {how}, Session::infer timed in C++, 1 thread"
 
     def absent(self) -> str:
         return sofie_absent()
@@ -77,7 +83,8 @@ class Sofie(Contender):
         m = sofie_model(case)
         if m.graph.outputs[1:]:
             raise RuntimeError("the harness times one output")
-        exe, weights = sofie_build(m, {"main.cpp": _HARNESS.format(name=m.name, size=case.x.size)}, "sofie-timing")
+        exe, weights = sofie_build(m, {"main.cpp": _HARNESS.format(name=m.name, size=case.x.size)}, "sofie-timing",
+                                   flags=DEFAULT_FLAGS, route=self.route)
         case.x.astype(np.float32).tofile(case.work / "x.bin")
         subprocess.run([str(exe), str(weights), "check", str(case.work / "x.bin"), str(case.work / "y.bin")],
                        check=True, capture_output=True, env=dict(os.environ, **ONE_THREAD))

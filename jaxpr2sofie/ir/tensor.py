@@ -72,6 +72,27 @@ def c_identifier(label: str) -> str:
     return s if not s[0].isdigit() else "t" + s
 
 
+def fresh_name(hint: str, taken: set) -> str:
+    """`hint` made an identifier and unique among `taken` (a backend's own value names), then taken."""
+    base = c_identifier(hint)
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def broadcast_shapes(shapes) -> tuple:
+    """NumPy broadcasting of shapes whose dimensions may be the run-time batch."""
+    rank = max(len(s) for s in shapes)
+    out = [1] * rank
+    for s in shapes:
+        for k, d in enumerate(s, start=rank - len(s)):
+            if d != 1:
+                out[k] = d
+    return tuple(out)
+
+
 @dataclass
 class Tensor:
     name: str               # C identifier, unique in the graph

@@ -66,15 +66,18 @@ SOFIE_TRAPS = {
     "Gemm 1-D bias at a run-time batch": "the parser broadcasts a bias it reads from ONNX: none needed",
     "* dilated Conv": "SOFIE dilates the kernel into a buffer whose holes it never zeroes (wrong when the "
                       "memory pool reuses it): the kernel is dilated at export, dilations=1",
+    "* dilated ConvTranspose": "wrong numbers, or a write past its buffer (a heap overflow under ASan): the kernel is "
+                               "dilated at export, dilations=1",
     "* LSTM/GRU/RNN direction reverse": "rejected (LSTM, RNN): a forward node over the sequence reversed by Slice",
     "* Where on int32": "refused (\"input type 6\"): the choice is made in int64 between two Casts",
     "* GRU linear_before_reset=0": "wrong: SOFIE multiplies (r*h) by R in place (an sgemm with the same "
                                    "buffer in and out): the cell's equations step by step (unrolled.py)",
     "* LSTM/GRU/RNN at a run-time batch": "refused (\"is a dynamic tensor\"): the cell's equations step by "
                                           "step (unrolled.py)",
+    "* strided Slice whose step does not divide its span": "SOFIE sizes the output floor(span / step) and "
+                                                           "writes ceil(span / step) elements (a heap overflow): "
+                                                           "the span made a multiple of the step, zero-padded",
     "3-D ConvTranspose": "not in SOFIE: refused by its parser",
-    "* dilated ConvTranspose": "SOFIE's ConvTranspose writes past its buffer when dilations > 1 (a heap overflow "
-                               "under ASan): the kernel is dilated at export, dilations=1",
     "Pad with -inf": "SOFIE writes the fill value as `-inf`, which does not compile: an asymmetrically padded "
                      "max/min pool pads with copies of its edge (exact: each window holds the edge element); "
                      "other -inf fills (input-dilated max pooling) still meet it",
@@ -83,8 +86,6 @@ SOFIE_TRAPS = {
                                                     "to the output's shape first",
     "* Expand at a run-time batch": "wrong values when the target keeps a size-1 axis ([N,1,3,1] to [N,2,3,1]): "
                                     "those axes are reshaped away around the Expand",
-    "* strided Slice": "wrong shape: SOFIE's Slice counts floor((end - start) / step) elements where ONNX has the "
-                       "ceiling (x[0:9:2] gives 4, not 5): an axis with a step is a Gather of its indices",
 }
 
 __all__ = ["to_onnx", "TARGETS", "SOFIE_TRAPS", "build_graph", "model_op_types", "OnnxExportError", "SOFIE_OPS", "DEFAULT_OPSET", "OPSETS", "RULES",

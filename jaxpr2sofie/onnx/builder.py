@@ -11,7 +11,7 @@ import numpy as np
 
 from ..ir.dims import Sym, per_event
 from ..ir.ops.base import rule_registry
-from ..ir.tensor import c_identifier
+from ..ir.tensor import broadcast_shapes, fresh_name
 
 
 # ONNX Slice clamps an `end` this small to "before the first element", whatever the dim size:
@@ -23,17 +23,6 @@ BEFORE_START = np.iinfo(np.int64).min
 def symbolic(d) -> bool:
     """Whether a dimension is known only at run time (the batch: a dims.Sym, or a dim_param name)."""
     return isinstance(d, (str, Sym))
-
-
-def broadcast_shapes(shapes) -> tuple:
-    """NumPy broadcasting of shapes whose dimensions may be the run-time batch."""
-    rank = max(len(s) for s in shapes)
-    out = [1] * rank
-    for s in shapes:
-        for k, d in enumerate(s, start=rank - len(s)):
-            if d != 1:
-                out[k] = d
-    return tuple(out)
 
 
 def dim_param(d):
@@ -103,12 +92,7 @@ class Builder:
 
     # -- names and nodes ----------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
-        base = c_identifier(hint)
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
+        return fresh_name(hint, self.taken)
 
     def node(self, op_type, inputs, hint=None, shape=None, dtype=None, n_out=1, **attrs):
         from onnx import helper
@@ -229,17 +213,8 @@ class Builder:
         if not spec:
             return v
         shape = shape or self.shape(v)
-        stepped = [a for a in sorted(spec) if spec[a][2] != 1 and isinstance(shape[a], int)] if self.target == "sofie" and shape is not None else []
-        if stepped:   # SOFIE_TRAPS "strided Slice": the stepped axes as Gathers of their indices
-            v = self.slice(v, {a: s for a, s in spec.items() if a not in stepped}, shape=shape)
-            out_shape = list(self.shape(v))
-            for a in stepped:
-                start, end, step = (None if x == BEFORE_START else x for x in spec[a])
-                picks = list(range(*slice(start, end, step).indices(shape[a])))
-                out_shape[a] = len(picks)
-                v = self.node("Gather", [v, self.ints(picks)], hint="slice", shape=tuple(out_shape),
-                              dtype=self.dtype(v), axis=a)
-            return v
+        if self.target == "sofie" and shape is not None:
+            v, spec, shape = self._whole_steps(v, spec, shape)
         axes = sorted(spec)
         ins = [v, self.ints(spec[a][0] for a in axes), self.ints(spec[a][1] for a in axes), self.ints(axes),
                self.ints(spec[a][2] for a in axes)]
@@ -249,6 +224,21 @@ class Builder:
             for a in axes:
                 out_shape[a] = len(range(*slice(*(None if x == BEFORE_START else x for x in spec[a])).indices(shape[a])))
         return self.node("Slice", ins, hint="slice", shape=out_shape, dtype=self.dtype(v))
+
+    def _whole_steps(self, v, spec, shape):
+        """For SOFIE: its Slice sizes the output floor((end - start) / step) but writes every step-th
+        element up to `end` (a heap overflow when the step does not divide the span): each forward
+        span is made a multiple of its step, zero-padding the end of the axis where that runs past it."""
+        spec, over = dict(spec), [0] * len(shape)
+        for a, (start, end, step) in spec.items():
+            if step > 1 and not symbolic(shape[a]) and 0 <= start < shape[a]:
+                count = -(-(min(end, shape[a]) - start) // step)
+                spec[a] = (start, start + count * step, step)
+                over[a] = max(0, start + count * step - shape[a])
+        if not any(over):
+            return v, spec, shape
+        v = self.pad(v, [0] * len(shape), over)
+        return v, spec, tuple(n + o for n, o in zip(shape, over))
 
     def pad(self, v, lo, hi, value=None):
         """Constant padding by non-negative (lo, hi) per axis; `value` an ONNX scalar value or None (zero)."""

@@ -128,11 +128,11 @@ def _conv_transpose(b, op, x, d, ksizes):
     end = [r - hi for r, (_, hi) in zip(reach, op.padding)]
     sym = [max(0, min(a, c)) for a, c in zip(begin, end)]
     full = [s * (i - 1) + r + 1 - 2 * p for s, i, r, p in zip(op.lhs_dilation, spatial, reach, sym)]
-    dil = list(op.rhs_dilation)
-    if b.target == "sofie" and set(dil) != {1}:   # SOFIE_TRAPS "dilated ConvTranspose"
-        w, ksizes, dil = _dilated_kernel(b, w, dil), [r + 1 for r in reach], [1] * d
+    kshape, dil = list(ksizes), list(op.rhs_dilation)
+    if b.target == "sofie" and set(dil) != {1}:   # SOFIE's ConvTranspose is wrong with dilations, as its Conv
+        w, kshape, dil = _dilated_kernel(b, w, dil), [r + 1 for r in reach], [1] * d
     y = b.node("ConvTranspose", [x, w], hint="conv_transpose", shape=(n, cout, *full), dtype="float32",
-               kernel_shape=list(ksizes), strides=list(op.lhs_dilation), dilations=dil, pads=sym + sym)
+               kernel_shape=kshape, strides=list(op.lhs_dilation), dilations=dil, pads=sym + sym)
     y = b.pad_or_crop(y, [0, 0] + [p - a for a, p in zip(begin, sym)], [0, 0] + [p - c for c, p in zip(end, sym)])
     steps = {k + 2: (0, b.shape(y)[k + 2], s) for k, s in enumerate(op.strides) if s != 1}
     return b.slice(y, steps)
