@@ -28,11 +28,11 @@ RNG = np.random.default_rng(20261205)
 def _sofie_reading(m, target, sanitize=True):
     """SOFIE's compiled header for `m`, made from the export for `target`."""
     if target == "sofie":
-        return m.compile_sofie(sanitize=sanitize)
+        return m.compile_sofie(sanitize=sanitize, route="onnx")
     real = SofieModel.to_onnx
     with pytest.MonkeyPatch.context() as mp:   # SOFIE reads the standard export instead
         mp.setattr(SofieModel, "to_onnx", lambda self, path=None, opset=None, target="onnx": real(self, path, opset))
-        return m.compile_sofie(sanitize=sanitize)
+        return m.compile_sofie(sanitize=sanitize, route="onnx")
 
 
 def _run(c, *xs):

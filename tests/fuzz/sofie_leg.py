@@ -1,5 +1,6 @@
 """The fuzzer's leg through real SOFIE (the `sofie` package): the same random programs, handed to
-SOFIE (its ONNX parser reading the export made for it, `to_onnx(target="sofie")`), SOFIE's header
+SOFIE (its ONNX parser reading the export made for it, `to_onnx(target="sofie")`: route="onnx"; the
+operators route has its own fuzz test in tests/test_sofie_operators.py), SOFIE's header
 compiled and compared with JAX under the same verdicts as ours (runner._compare).
 
 A program SOFIE cannot express is counted by SOFIE's reason, once per program: each one is asked
@@ -59,7 +60,7 @@ def _compiling(progs, seed, events, stats) -> list:
     kept, new = [], []
     for k, p in enumerate(progs):
         try:
-            convert_batch([p], seed + k, events)[0].compile_sofie()
+            convert_batch([p], seed + k, events)[0].compile_sofie(route="onnx")
             kept.append(p)
         except BuildError as e:
             known = _known(str(e))
@@ -100,13 +101,13 @@ def check_batch_through_sofie(family, progs, seed, dynamic=False):
         return
     model, xs = convert_batch(kept, seed, events)
     try:
-        compiled = model.compile_sofie()
+        compiled = model.compile_sofie(route="onnx")
     except BuildError:   # SOFIE's code for some program does not compile: find them, build the rest
         kept = _compiling(kept, seed, events, stats)
         if not kept:
             return
         model, xs = convert_batch(kept, seed, events)
-        compiled = model.compile_sofie()
+        compiled = model.compile_sofie(route="onnx")
     verdicts = _compare(kept, compiled, model, [np.asarray(v) for v in xs], seed, dynamic)
     failures = [m for kind, m in verdicts if kind == "mismatch"]
     for kind, _ in verdicts:
