@@ -146,6 +146,8 @@ def render(g) -> tuple:
     assign = _emit_session(w, g, base)
     assert not (outs & set(assign))
     needs = set(w.needs)
+    if needs & kernels.SIMD_HELPERS:
+        needs.add("simd")   # the portability layer they are written with
 
     h = Writer()
     guard = f"TMVA_SOFIE_{name.upper()}"

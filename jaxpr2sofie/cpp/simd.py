@@ -1,0 +1,104 @@
+"""The one portability layer of the generated kernels: explicit float vectors.
+
+Left to the optimiser, the hot loops were fast only at -O3: g++ 12 unrolls the loops over a
+register tile (and so keeps its accumulators in registers) or vectorises a plain loop only there,
+and at -O2 (CMake's RelWithDebInfo, most experiment builds, ROOT's interpreter at -O1) the same
+header ran 3-4x slower. The kernels therefore state their vectors and their unrolling: GCC/Clang
+vector extensions of one width per target, chosen at compile time by the compiler's own macros,
+and `J2S_UNROLL` (`#pragma GCC unroll`, which both compilers honour at any optimisation level) on
+the loops whose indices name registers. `-march=native` is never required.
+
+| target (compiler macro)                 | VecF lanes | product tile (kTileRows x 16 columns) |
+|-----------------------------------------|-----------:|---------------------------------------|
+| x86-64-v3, the documented baseline (`__AVX__`) | 8   | 6 rows: 12 accumulators of 16 registers |
+| plain x86-64 (SSE2)                     | 4          | 3 rows: 12 accumulators of 16 registers |
+| AArch64 NEON (`__aarch64__`)            | 4          | 6 rows: 24 accumulators of 32 registers |
+| other GCC/Clang targets                 | 4          | 3 rows (the compiler lowers the vectors) |
+| other compilers                         | 1 (float)  | 4 rows of plain loops, same arithmetic  |
+
+AVX-512 targets take the AVX path: the weight layout (panels of 16 floats) is the same, and the
+measured gain of 512-bit vectors on the reference AMD EPYC (which splits them in two) is nil.
+"""
+from __future__ import annotations
+
+SIMD = """\
+// The portability layer of the kernels (jaxpr2sofie's simd.py): VecF is a float vector as wide as
+// the registers of the ISA this header is compiled for, chosen by the compiler's own macros, so
+// -O2 gives the code -O3 gives. AVX (x86-64-v3): 8 lanes; SSE2, NEON and other GCC/Clang
+// targets: 4; other compilers: plain floats (1 lane) with the same arithmetic.
+#if defined(__GNUC__) && defined(__AVX__)
+typedef float VecF __attribute__((vector_size(32)));
+typedef std::int32_t VecI __attribute__((vector_size(32)));
+inline VecF vec_splat(float a) { return VecF{a, a, a, a, a, a, a, a}; }
+constexpr int kTileRows = 6;   // rows of a product's register tile: 6 x 2 accumulators of 16 registers
+#elif defined(__GNUC__)
+typedef float VecF __attribute__((vector_size(16)));
+typedef std::int32_t VecI __attribute__((vector_size(16)));
+inline VecF vec_splat(float a) { return VecF{a, a, a, a}; }
+#if defined(__aarch64__)
+constexpr int kTileRows = 6;   // 6 x 4 accumulators of NEON's 32 registers
+#else
+constexpr int kTileRows = 3;   // 3 x 4 accumulators of SSE2's 16 registers
+#endif
+#else
+typedef float VecF;
+typedef std::int32_t VecI;
+inline VecF vec_splat(float a) { return a; }
+constexpr int kTileRows = 4;
+#endif
+constexpr int kLanes = sizeof(VecF) / sizeof(float);
+// Unrolls the loop it precedes whatever the optimisation level: its index then names registers.
+#ifndef J2S_UNROLL
+#if defined(__GNUC__)
+#define J2S_UNROLL _Pragma("GCC unroll 16")
+#else
+#define J2S_UNROLL
+#endif
+#endif
+// Unaligned loads and stores: a memcpy of one vector is one instruction, and breaks no aliasing rule.
+inline VecF vec_load(const float* p) {
+   VecF v;
+   std::memcpy(&v, p, sizeof v);
+   return v;
+}
+inline void vec_store(float* p, VecF v) { std::memcpy(p, &v, sizeof v); }
+// The first n lanes (all when n >= kLanes, none when n <= 0; the others read as 0): the edge of a
+// row. Lane by lane, unrolled, so that the compiler does not turn them into a memcpy call.
+inline VecF vec_load_part(const float* p, int n) {
+   if (n >= kLanes)
+      return vec_load(p);
+   float lanes[kLanes] = {};
+   J2S_UNROLL
+   for (int i = 0; i < kLanes; ++i)
+      if (i < n)
+         lanes[i] = p[i];
+   return vec_load(lanes);
+}
+inline void vec_store_part(float* p, VecF v, int n) {
+   if (n >= kLanes) {
+      vec_store(p, v);
+      return;
+   }
+   float lanes[kLanes];
+   vec_store(lanes, v);
+   J2S_UNROLL
+   for (int i = 0; i < kLanes; ++i)
+      if (i < n)
+         p[i] = lanes[i];
+}
+template <typename To, typename From>
+inline To vec_bits(const From& v) {
+   To out;
+   std::memcpy(&out, &v, sizeof out);
+   return out;
+}
+// m ? a : b lane by lane (m is what a comparison gave: 0 or -1 per lane, or a bool on one lane),
+// as bit operations: a select the compiler cannot turn into a branch.
+#if defined(__GNUC__)
+inline VecF vec_pick(VecI m, VecF a, VecF b) { return vec_bits<VecF>((m & vec_bits<VecI>(a)) | (~m & vec_bits<VecI>(b))); }
+#else
+inline VecF vec_pick(VecI m, VecF a, VecF b) { return m ? a : b; }
+#endif
+// relu as XLA's max(x, 0): NaN propagates, -0 becomes +0
+inline VecF vec_relu(VecF y) { return vec_pick((y > 0.f) | (y != y), y, VecF{}); }
+"""
