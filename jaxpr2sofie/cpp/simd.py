@@ -55,6 +55,16 @@ constexpr int kLanes = sizeof(VecF) / sizeof(float);
 #define J2S_UNROLL
 #endif
 #endif
+// Before a loop whose iterations write their own elements and read none another one writes (an
+// elementwise operator, a copy): g++ vectorises it at -O2 without run-time alias checks, which its
+// -O2 cost model refuses. Clang vectorises such loops at -O2 anyway (and warns on the pragma).
+#ifndef J2S_IVDEP
+#if defined(__GNUC__) && !defined(__clang__)
+#define J2S_IVDEP _Pragma("GCC ivdep")
+#else
+#define J2S_IVDEP
+#endif
+#endif
 // Unaligned loads and stores: a memcpy of one vector is one instruction, and breaks no aliasing rule.
 inline VecF vec_load(const float* p) {
    VecF v;
@@ -99,6 +109,9 @@ inline VecF vec_pick(VecI m, VecF a, VecF b) { return vec_bits<VecF>((m & vec_bi
 #else
 inline VecF vec_pick(VecI m, VecF a, VecF b) { return m ? a : b; }
 #endif
+// max and min as XLA's: a NaN in either operand gives NaN
+inline VecF vec_max(VecF acc, VecF x) { return vec_pick((x > acc) | (x != x), x, acc); }
+inline VecF vec_min(VecF acc, VecF x) { return vec_pick((x < acc) | (x != x), x, acc); }
 // relu as XLA's max(x, 0): NaN propagates, -0 becomes +0
 inline VecF vec_relu(VecF y) { return vec_pick((y > 0.f) | (y != y), y, VecF{}); }
 """

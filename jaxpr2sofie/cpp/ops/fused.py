@@ -39,7 +39,7 @@ def _emit_vectors(op, w, g) -> None:
         local = dict(args)
         for k, s in enumerate(op.steps):
             operands = [local[a] if isinstance(a, str) else w.literal(a.value, a.dtype) for a in s.args]
-            expr = _vector_template(g, s).format(*operands)
+            expr = lanes_template(g, s).format(*operands)
             if k == len(op.steps) - 1:
                 w.line(f"return {expr};")
             else:
@@ -63,7 +63,9 @@ def _emit_vectors(op, w, g) -> None:
         w.line(f"std::memcpy({w.ref(out)} + {i}, &r, {tail});")
 
 
-def _vector_template(g, s) -> str:
+def lanes_template(g, s) -> str:
+    """The C++ template of step `s` on whole vectors (detail::VecF): vmath's functions, lane picks, or
+    the scalar template where vector arithmetic reads as written."""
     if s.kind in VECTOR_CALLS:
         return VECTOR_CALLS[s.kind]
     if s.kind == "relu":
@@ -79,7 +81,7 @@ def _emit_scalars(op, w, g, out) -> None:
     shape = out.shape
     flat = all(g.tensors[a].shape == shape for a in op.inputs)
     extents = [numel(shape)] if flat else list(shape)
-    with w.loops(extents) as idx:
+    with w.loops(extents, independent=True) as idx:
         local = {}
         for k, s in enumerate(op.steps):
             operands = [_operand(w, g, a, idx, None if flat else shape, local) for a in s.args]
