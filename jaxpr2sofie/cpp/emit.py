@@ -14,10 +14,10 @@ from .weights import BINARY_READER, stored_size, table_hash
 from .writer import Writer
 
 # every helper a header may need, in the order they are written: later ones use earlier ones
-HELPERS = {**kernels.HELPERS, **conv_kernels.HELPERS}
+HELPERS = {**kernels.HELPERS, **conv_kernels.HELPERS, **threads.HELPERS}
 
 INCLUDES = ["algorithm", "atomic", "cmath", "cstdint", "cstdlib", "cstring", "fstream", "limits", "stdexcept", "string", "tuple", "vector"]
-THREAD_INCLUDES = ["exception", "system_error", "thread"]   # only in headers whose Session can split a batch over threads
+THREAD_INCLUDES = ["chrono", "condition_variable", "exception", "memory", "mutex", "system_error", "thread"]   # only in headers whose Session can split a batch over threads
 
 # The floating-point environment of XLA's CPU code, which JAX's results come from: denormal inputs
 # read as zero and denormal results flush to zero. run() sets it for its own duration and restores
