@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 
 from ..cpp.build import ONE_THREAD
-from .contenders import Case, Contender, Runner, sofie_model
+from .contenders import FLAG_SETS, Case, Contender, Runner, flag_key, sofie_model
 
 # usage: timing WEIGHTS check X.bin Y.bin | timing WEIGHTS ITERS REPS
 _HARNESS = r"""
@@ -69,6 +69,11 @@ class Sofie(Contender):
     label = "SOFIE (PyPI sofie): its ONNX parser on our export, Session::infer timed in C++, 1 thread"
     threads = "1: OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1"
 
+    def __init__(self, flag_set: str = "native"):
+        self.flag_set = flag_set
+        self.key = flag_key(type(self).key, flag_set)
+        self.label = f"{type(self).label}, built with {' '.join(FLAG_SETS[flag_set])}"
+
     def absent(self) -> str:
         return sofie_absent()
 
@@ -77,7 +82,8 @@ class Sofie(Contender):
         m = sofie_model(case)
         if m.graph.outputs[1:]:
             raise RuntimeError("the harness times one output")
-        exe, weights = sofie_build(m, {"main.cpp": _HARNESS.format(name=m.name, size=case.x.size)}, "sofie-timing")
+        exe, weights = sofie_build(m, {"main.cpp": _HARNESS.format(name=m.name, size=case.x.size)}, "sofie-timing",
+                                 flags=FLAG_SETS[self.flag_set])
         case.x.astype(np.float32).tofile(case.work / "x.bin")
         subprocess.run([str(exe), str(weights), "check", str(case.work / "x.bin"), str(case.work / "y.bin")],
                        check=True, capture_output=True, env=dict(os.environ, **ONE_THREAD))
