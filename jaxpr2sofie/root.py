@@ -7,8 +7,9 @@
 
 `define` works unchanged on a multithreaded RDataFrame (`ROOT.EnableImplicitMT()`: one Session
 per processing slot, no locks) and on a distributed one (`ROOT.RDataFrame(..., executor=client)`
-with a Dask client): the model's code travels to every worker as C++ source, with its weights
-inside it, so workers need no shared file system; each worker process declares it once.
+with a Dask client): the model, weights inside, is built into a shared library by the project's
+compiler (cling optimises declared code at -O1 only) and travels to every worker as BLAS does,
+so workers need no shared file system; each worker process loads and declares it once.
 
 This module imports no JAX (PyROOT's LLVM and jaxlib's are best kept in separate processes):
 convert and compute JAX references before importing ROOT, or in another process.
