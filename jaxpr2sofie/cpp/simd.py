@@ -112,6 +112,27 @@ inline VecF vec_pick(VecI m, VecF a, VecF b) { return m ? a : b; }
 // max and min as XLA's: a NaN in either operand gives NaN
 inline VecF vec_max(VecF acc, VecF x) { return vec_pick((x > acc) | (x != x), x, acc); }
 inline VecF vec_min(VecF acc, VecF x) { return vec_pick((x < acc) | (x != x), x, acc); }
+// A block of 8 floats whatever the target (one AVX register, two SSE2 or NEON ones): the
+// convolutions' channel blocks, whose weights are laid out for it. Left to itself, g++ 12
+// vectorises the convolution loops across taps or pixels instead of channels and keeps the
+// accumulators in scalar registers (4x slower). No function takes or returns an f8 by value, so no
+// ABI note fires where AVX is not enabled.
+#if defined(__GNUC__) || defined(__clang__)
+typedef float f8 __attribute__((vector_size(32)));
+#else
+struct f8 {
+   float v[8];
+   f8& operator+=(const f8& o) { for (int i = 0; i < 8; ++i) v[i] += o.v[i]; return *this; }
+   friend f8 operator*(const f8& a, const f8& b) { f8 r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] * b.v[i]; return r; }
+};
+#endif
+inline void f8_load(f8& v, const float* p) { std::memcpy(&v, p, sizeof v); }
+inline void f8_store(float* p, const f8& v) { std::memcpy(p, &v, sizeof v); }
+#if defined(__GNUC__) || defined(__clang__)
+inline void f8_splat(f8& v, float a) { v = f8{a, a, a, a, a, a, a, a}; }
+#else
+inline void f8_splat(f8& v, float a) { for (int i = 0; i < 8; ++i) v.v[i] = a; }
+#endif
 // relu as XLA's max(x, 0): NaN propagates, -0 becomes +0
 inline VecF vec_relu(VecF y) { return vec_pick((y > 0.f) | (y != y), y, VecF{}); }
 """
