@@ -1,7 +1,8 @@
 """The explicit-vector kernels (cpp/simd.py and the kernels written with it) against JAX at every
-flag set and ISA path a user may build with: -O3 -march=native, -O2 with the documented baseline
-(x86-64-v3: 8-lane vectors, 6-row product tiles) and -O2 for plain x86-64 (SSE2: 4 lanes, 3-row
-tiles), with g++ and clang++, warnings as errors. Each model takes a run-time batch, so one build
+flag set and ISA path a user may build with: -O3 -march=native (16-lane vectors and 12-row tiles
+where the CPU has AVX-512), -O2 with the documented baseline (x86-64-v3: 8-lane vectors, 6-row
+product tiles) and -O2 for plain x86-64 (SSE2: 4 lanes, 3-row tiles), with g++ and clang++,
+warnings as errors. Each model takes a run-time batch, so one build
 checks the products' whole tiles, every leftover row count and the lone-row kernel of batch 1;
 widths that are not multiples of 16 or of the vector width check the partial panels and vectors.
 No timing here: speed is benchmarks/run.py's."""
@@ -25,8 +26,9 @@ FLAG_SETS = {
     "O2-x86-64": ["-O2", "-march=x86-64", "-std=c++17"],
 }
 COMPILERS = ["g++", "clang++"]
-# every leftover row count of a 6-row (AVX) and 3-row (SSE2) tile, the lone row, and whole blocks
-BATCHES = [1, 2, 3, 4, 5, 7, 13, 64]
+# every leftover row count of a 12-row (AVX-512), 6-row (AVX) and 3-row (SSE2) tile, the lone row,
+# whole blocks
+BATCHES = [1, 2, 3, 4, 5, 7, 11, 13, 64]
 
 pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
                                 reason="the flag sets name x86-64 targets")
@@ -113,6 +115,6 @@ def test_vector_kernels_match_jax(converted, case, flags, compiler):
 def test_headers_choose_the_vector_width_by_compiler_macros(converted):
     """One portability layer, chosen at compile time: no -march flag is ever required."""
     header = emit_header(converted["mlp"].graph)
-    assert "#if defined(__GNUC__) && defined(__AVX__)" in header
-    assert header.count("typedef float VecF") == 3   # AVX, 16-byte vectors, plain floats
+    assert "#elif defined(__GNUC__) && defined(__AVX__)" in header
+    assert header.count("typedef float VecF") == 4   # AVX-512, AVX, 16-byte vectors, plain floats
     assert "J2S_UNROLL" in header

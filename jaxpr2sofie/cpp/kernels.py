@@ -176,6 +176,8 @@ inline void panel_row(const PanelGemm& g, long row, int panel) {
 // The `rows` (< kTileRows) rows left after the whole tiles, against one panel.
 template <int ACT>
 inline void panel_rest(const PanelGemm& g, long row, long rows, int panel) {
+   for (; rows >= 6; row += 6, rows -= 6)   // only where a whole tile has more rows (AVX-512)
+      panel_tile<6, ACT>(g, row, panel);
    switch (rows) {
    case 5: panel_tile<5, ACT>(g, row, panel); break;
    case 4: panel_tile<4, ACT>(g, row, panel); break;
