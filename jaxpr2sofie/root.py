@@ -7,8 +7,9 @@
 
 `define` works unchanged on a multithreaded RDataFrame (`ROOT.EnableImplicitMT()`: one Session
 per processing slot, no locks) and on a distributed one (`ROOT.RDataFrame(..., executor=client)`
-with a Dask client): the model's code travels to every worker as C++ source, with its weights
-inside it, so workers need no shared file system; each worker process declares it once.
+with a Dask client): the model, weights inside, is built into a shared library by the project's
+compiler (cling optimises declared code at -O1 only) and travels to every worker as BLAS does,
+so workers need no shared file system; each worker process loads and declares it once.
 
 This module imports no JAX (PyROOT's LLVM and jaxlib's are best kept in separate processes):
 convert and compute JAX references before importing ROOT, or in another process.
@@ -81,7 +82,7 @@ class DeclaredModel:
     scorer: str               # jaxpr2sofie_root::<name>_<hash>
     inputs: tuple             # ((name, shape, dtype), ...)
     outputs: tuple
-    code: str                 # everything declared: the header, its weights, the scorer
+    code: str                 # what cling compiles: the library's entry points and the scorers
 
     def input_sizes(self) -> list:
         return [_numel(s) for _, s, _ in self.inputs]
@@ -140,19 +141,18 @@ def _weights_function(weights: bytes) -> str:
     return f'inline std::string weights() {{ return R"{delim}({text}){delim}"; }}'
 
 
-def _scorer_code(name: str, ns: str, key: str, sig: dict, weights: bytes) -> str:
-    """C++ that owns one Session per processing slot and turns columns into model inputs.
-
-    Each slot's Session is made by the thread running that slot, the first time it runs, so no two
-    threads ever touch the same Session and no lock is needed. The weights travel inside the code
-    (a raw string), so a distributed worker needs no file of ours."""
-    fn = f"{name}_{key}"
+def _library_code(name: str, ns: str, fn: str, sig: dict, weights: bytes, blas_macros: str = "") -> str:
+    """C++ compiled by the project's build into a shared library (not by cling, which optimises at
+    -O1: the model ran 8x slower there): one Session per processing slot, and C entry points that
+    give a slot's input buffers and run it. Each slot's Session is made by the thread running that
+    slot, the first time it runs, so no two threads ever touch the same Session and no lock is
+    needed. The weights travel inside the library (weights()), so a distributed worker needs no
+    file of ours; SOFIE's own Session (a header real SOFIE generated) reads them from a file written
+    once per process."""
     abi = SessionABI.from_signature(sig)
     ins, outs = sig["inputs"], sig["outputs"]
     in_sizes = [_numel(i["shape"]) for i in ins]
     out_sizes = [_numel(o["shape"]) for o in outs]
-    out_ct = abi.outputs[0].ctype
-    ret = out_ct if out_sizes[0] == 1 else f"ROOT::RVec<{out_ct}>"
     buffers = "\n".join(f"   std::vector<{p.ctype}> in{k} = std::vector<{p.ctype}>({n});"
                         for k, (p, n) in enumerate(zip(abi.inputs, in_sizes)))
     buffers += "\n" + "\n".join(f"   std::vector<{p.ctype}> out{k} = std::vector<{p.ctype}>({n});"
@@ -166,35 +166,23 @@ def _scorer_code(name: str, ns: str, key: str, sig: dict, weights: bytes) -> str
         ctor = abi.constructor_args(f'f, "{name} weights"', "1")
         load = f"std::istringstream f(weights());\n      return {ns}::Session({ctor});"
         run = abi.run_call("s.session", "1", ptrs[:len(ins)], ptrs[len(ins):])
-    result = (f"return static_cast<{out_ct}>(s.out0[0]);" if out_sizes[0] == 1
-              else f"return ROOT::RVec<{out_ct}>(s.out0.begin(), s.out0.end());")
-    vec_params = ", ".join(f"const ROOT::RVec<T{k}>& x{k}" for k in range(len(ins)))
-    vec_tparams = ", ".join(f"typename T{k}" for k in range(len(ins)))
-    vec_fill = "\n".join(
-        f"   if (x{k}.size() != {n})\n"
-        f"      throw std::runtime_error(\"jaxpr2sofie: input {ins[k]['name']} of {name} needs {n} values, the column has \" "
-        f"+ std::to_string(x{k}.size()));\n"
-        f"   std::copy(x{k}.begin(), x{k}.end(), s.in{k}.begin());" for k, n in enumerate(in_sizes))
-    # guarded like the header: a process may declare one model twice (a local and a distributed
-    # RDataFrame in one script: the client declares what it distributes), and cling refuses a
-    # second definition
+    inputs = "\n".join(f"{p.ctype}* {fn}_input{k}(unsigned slot) {{ return {fn}_detail::slot(slot).in{k}.data(); }}"
+                       for k, p in enumerate(abi.inputs))
     return f"""
-#ifndef JAXPR2SOFIE_ROOT_{fn.upper()}
-#define JAXPR2SOFIE_ROOT_{fn.upper()}
-#include <ROOT/RVec.hxx>
+{blas_macros}#include "{name}.hxx"
 #include <array>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <unistd.h>
-namespace jaxpr2sofie_root {{
 namespace {fn}_detail {{
 {_weights_function(weights)}
 inline std::string weight_file() {{
    static const std::string path = [] {{
       auto p = std::filesystem::temp_directory_path() / ("{fn}_" + std::to_string(::getpid()) + ".dat");
-      std::ofstream(p) << weights();
+      std::ofstream(p, std::ios::binary) << weights();
       return p.string();
    }}();
    return path;
@@ -208,7 +196,7 @@ struct Slot {{
    }}
 }};
 // One Slot per RDataFrame processing slot, created by the thread that owns the slot.
-inline Slot& slot(unsigned i) {{
+Slot& slot(unsigned i) {{
    static std::array<std::unique_ptr<Slot>, 1024> slots;
    if (i >= slots.size())
       throw std::runtime_error("jaxpr2sofie: more than 1024 RDataFrame slots");
@@ -216,30 +204,95 @@ inline Slot& slot(unsigned i) {{
       slots[i] = std::make_unique<Slot>();
    return *slots[i];
 }}
-inline {ret} run(Slot& s) {{
-   {run};
-   {result}
-}}
 }} // namespace {fn}_detail
+extern "C" {{
+// The input buffers of a slot's Session (filled by the scorer cling compiles), and its run: the
+// first output's values.
+{inputs}
+const {abi.outputs[0].ctype}* {fn}_run(unsigned slot) {{
+   {fn}_detail::Slot& s = {fn}_detail::slot(slot);
+   {run};
+   return s.out0.data();
+}}
+}}
+"""
+
+
+def _scorer_code(name: str, fn: str, sig: dict) -> str:
+    """What cling compiles: the library's entry points and the small templates RDataFrame calls,
+    which copy an event's columns into the slot's input buffers (no allocation per event but the
+    RVec a model with several output values returns)."""
+    abi = SessionABI.from_signature(sig)
+    ins, outs = sig["inputs"], sig["outputs"]
+    in_sizes = [_numel(i["shape"]) for i in ins]
+    n_out = _numel(outs[0]["shape"])
+    out_ct = abi.outputs[0].ctype
+    ret = out_ct if n_out == 1 else f"ROOT::RVec<{out_ct}>"
+    result = "return y[0];" if n_out == 1 else f"return ROOT::RVec<{out_ct}>(y, y + {n_out});"
+    decls = "\n".join(f"{p.ctype}* {fn}_input{k}(unsigned slot);" for k, p in enumerate(abi.inputs))
+    vec_params = ", ".join(f"const ROOT::RVec<T{k}>& x{k}" for k in range(len(ins)))
+    vec_tparams = ", ".join(f"typename T{k}" for k in range(len(ins)))
+    vec_fill = "\n".join(
+        f"   if (x{k}.size() != {n})\n"
+        f"      throw std::runtime_error(\"jaxpr2sofie: input {ins[k]['name']} of {name} needs {n} values, the column has \" "
+        f"+ std::to_string(x{k}.size()));\n"
+        f"   std::copy(x{k}.begin(), x{k}.end(), {fn}_input{k}(slot));" for k, n in enumerate(in_sizes))
+    # guarded: a process may declare one model twice (a local and a distributed RDataFrame in one
+    # script: the client declares what it distributes), and cling refuses a second definition
+    return f"""
+#ifndef JAXPR2SOFIE_ROOT_{fn.upper()}
+#define JAXPR2SOFIE_ROOT_{fn.upper()}
+#include <ROOT/RVec.hxx>
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+extern "C" {{
+{decls}
+const {out_ct}* {fn}_run(unsigned slot);
+}}
+namespace jaxpr2sofie_root {{
 // One value per model input feature, in order (scalar columns).
 template <typename... T>
 {ret} {fn}(unsigned slot, T... x) {{
-   auto& s = {fn}_detail::slot(slot);
    static_assert(sizeof...(T) == {in_sizes[0]}, "number of columns != model input size");
+   {abi.inputs[0].ctype}* in = {fn}_input0(slot);
    std::size_t k = 0;
-   ((s.in0[k++] = static_cast<{abi.inputs[0].ctype}>(x)), ...);
-   return {fn}_detail::run(s);
+   ((in[k++] = static_cast<{abi.inputs[0].ctype}>(x)), ...);
+   const {out_ct}* y = {fn}_run(slot);
+   {result}
 }}
 // One RVec column per model input.
 template <{vec_tparams}>
 {ret} {fn}_vec(unsigned slot, {vec_params}) {{
-   auto& s = {fn}_detail::slot(slot);
 {vec_fill}
-   return {fn}_detail::run(s);
+   const {out_ct}* y = {fn}_run(slot);
+   {result}
 }}
 }} // namespace jaxpr2sofie_root
 #endif
 """
+
+
+# The library's flags: the fastest build of this machine, and for a distributed dataframe (shipped to
+# workers that may be other machines) -O2 for the documented baseline ISA, which runs as fast (simd.py).
+LOCAL_FLAGS = ["-O3", "-march=native", "-std=c++17"]
+SHIPPED_FLAGS = ["-O2", "-std=c++17"] + (["-march=x86-64-v3"] if __import__("platform").machine() in ("x86_64", "AMD64")
+                                         else [])
+
+
+def _build_library(name: str, fn: str, header: str, library_code: str, shipped: bool, blas_needed: bool) -> str:
+    """The model's shared library (cached by content hash, as every build of the project)."""
+    from .cpp.build import WARNINGS, compile_cached, find_blas, find_compiler
+    flags = (SHIPPED_FLAGS if shipped else LOCAL_FLAGS) + WARNINGS + ["-pthread", "-fPIC", "-shared"]
+    link = []
+    if blas_needed:
+        b = find_blas()
+        if "J2S_SGEMM(" in header:
+            flags.append(f"-DJ2S_SGEMM={b.sgemm}")
+        link = list(b.link)
+    lib = compile_cached({f"{name}.hxx": header, "scorer.cpp": library_code}, ["scorer.cpp"], f"lib{fn}.so",
+                         find_compiler(), flags, link, what=f"the RDataFrame library of {name}", tag="root-")
+    return str(lib)
 
 
 _DECLARED: dict = {}
@@ -263,31 +316,37 @@ def _sofie_blas(header: str) -> tuple:
     return sofie_header.blas_macros(header, b.sgemm), shared_blas_library(b)
 
 
-def _code(model) -> tuple:
+def _code(model, shipped: bool = False) -> tuple:
+    """The declared model, the shared libraries cling must load (the model's, and BLAS if it calls
+    it), in order."""
     header, weights, sig = _model_files(model)
     key = hashlib.sha256(header.encode() + b"\0" + weights).hexdigest()[:12]
     name = sig["model"]
     ns = sig.get("namespace") or SessionABI.from_signature(sig).namespace
-    define, lib = _sofie_blas(header) if sig.get("generator") == "sofie" else _blas_prefix(header)
-    # cling optimises declared code only when asked
-    code = "#pragma cling optimize(2)\n" + define + header + _scorer_code(name, ns, key, sig, weights)
-    dm = DeclaredModel(name, ns, f"jaxpr2sofie_root::{name}_{key}",
+    fn = f"{name}_{key}"
+    sofie = sig.get("generator") == "sofie"
+    macros, blas = _sofie_blas(header) if sofie else ("", _blas_prefix(header)[1])
+    lib = _build_library(name, fn, header, _library_code(name, ns, fn, sig, weights, macros), shipped,
+                         blas_needed=blas is not None)
+    dm = DeclaredModel(name, ns, f"jaxpr2sofie_root::{fn}",
                        tuple((i["name"], _per_event_shape(i["shape"]), i["dtype"]) for i in sig["inputs"]),
-                       tuple((o["name"], _per_event_shape(o["shape"]), o["dtype"]) for o in sig["outputs"]), code)
-    return dm, lib
+                       tuple((o["name"], _per_event_shape(o["shape"]), o["dtype"]) for o in sig["outputs"]),
+                       _scorer_code(name, fn, sig))
+    return dm, [*([blas] if blas else []), lib]
 
 
 def declare(model) -> DeclaredModel:
-    """Declare a generated model to ROOT's interpreter, once per process: includes the header (with
-    its weights), loads the BLAS library the header calls, if any. `model` is a SofieModel, a folder
-    written by `SofieModel.generate()`, or its `.hxx`. Returns the declared model; its `namespace`
-    (`TMVA_SOFIE_<Name>`) holds the Session, usable from PyROOT and C++ macros."""
+    """Declare a generated model to ROOT's interpreter, once per process: builds the model into a
+    shared library with the project's compiler and flags (cached), loads it (and the BLAS library
+    the header calls, if any), and declares the scorer functions `define` calls. `model` is a
+    SofieModel, a folder written by `SofieModel.generate()`, or its `.hxx`. Returns the declared model."""
     ROOT = _root()
-    dm, lib = _code(model)
+    dm, libs = _code(model)
     if dm.scorer in _DECLARED:
         return _DECLARED[dm.scorer]
-    if lib and ROOT.gSystem.Load(lib) < 0:
-        raise RootWorkflowError(f"ROOT could not load the BLAS library {lib} that {dm.name}.hxx calls")
+    for lib in libs:
+        if ROOT.gSystem.Load(lib) < 0:
+            raise RootWorkflowError(f"ROOT could not load {lib}, a library {dm.name} needs")
     if not ROOT.gInterpreter.Declare(dm.code):
         raise RootWorkflowError(f"cling rejected the generated code of {dm.name} (see the messages above)")
     _DECLARED[dm.scorer] = dm
@@ -349,13 +408,13 @@ def define(df, column: str, model, inputs):
     ROOT = _root()
     if not isinstance(column, str) or not column:
         raise RootWorkflowError(f"column must be a non-empty string, got {column!r}")
-    dm, lib = _code(model)
-    if _is_distributed(df):
-        # Every worker task declares the registered code (guarded: once per process) and loads the
-        # registered libraries; the client declares it too.
+    distributed = _is_distributed(df)
+    dm, libs = _code(model, shipped=distributed)
+    if distributed:
+        # Every worker task loads the registered libraries and declares the registered code
+        # (guarded: once per process); the client does too.
         from ROOT.RDF.Distributed import DistributeCppCode, DistributeSharedLibs
-        if lib:
-            DistributeSharedLibs([lib])
+        DistributeSharedLibs(libs)
         DistributeCppCode(dm.code)
         _DECLARED.setdefault(dm.scorer, dm)
     else:

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser, default_out: Path = DEFAULT_OUT) -
                         "MobileNetV2 (G) 1,16)")
     p.add_argument("--contenders", type=_csv(str), metavar="ours,xla,...",
                    help=f"contenders to run (default: all): {', '.join(all_contenders())}")
+    p.add_argument("--flag-sets", type=_csv(str.lower), metavar="native,portable",
+                   help="compiler flags ours and SOFIE are built with, each a column of its own (default both): "
+                        "native = -O3 -march=native, portable = -O2 -march=x86-64-v3")
     p.add_argument("--repeats", type=int, metavar="N",
                    help="interleaved timing rounds per cell; the cell's figure is their median (default 5, 2 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer and shorter timing loops, a smaller sgemm probe")
@@ -48,8 +51,12 @@ def run_from_args(args) -> int:
     """Run with parsed arguments, print the table, write the JSON and the plot."""
     from . import report
     from .runner import Settings, run
+    from .contenders import FLAG_SETS
     kw = dict(models=args.models, batches=args.batches, contenders=args.contenders, repeats=args.repeats,
-              out=args.out)
+              out=args.out, flag_sets=args.flag_sets)
+    unknown = [f for f in args.flag_sets or () if f not in FLAG_SETS]
+    if unknown or (args.flag_sets is not None and "native" not in args.flag_sets):
+        raise SystemExit(f"error: --flag-sets takes native (always) and any of {', '.join(FLAG_SETS)}")
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit("error: --repeats must be at least 1")
     settings = Settings.quick_settings(**kw) if args.quick else Settings(**{k: v for k, v in kw.items() if v is not None})

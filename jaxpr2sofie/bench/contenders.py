@@ -21,6 +21,17 @@ from .models import BenchModel, Built
 # An export route a JAX user would otherwise take (the pinned version is in the [bench] extra).
 JAX2ONNX_HINT = "pip install -e '.[bench]' (jax2onnx==0.17.1)"
 
+# The compiler flags the C++ contenders (ours, SOFIE) are built with (issue 24): "native" is the
+# fastest build of this machine; "portable" what experiment software, CMake's RelWithDebInfo and
+# ROOT's own builds use: -O2 for the documented baseline ISA (x86-64-v3: AVX2, FMA).
+FLAG_SETS = {"native": ["-O3", "-march=native", "-std=c++17"],
+             "portable": ["-O2", "-march=x86-64-v3", "-std=c++17"]}
+
+
+def flag_key(key: str, flag_set: str) -> str:
+    """A C++ contender's key at a flag set: the native build keeps the plain key."""
+    return key if flag_set == "native" else f"{key}-{flag_set}"
+
 
 @dataclass
 class Case:
@@ -114,6 +125,7 @@ def time_calls(call: Callable[[], Any], iters: int, samples: int) -> list:
 class Contender:
     key = ""
     label = ""
+    flag_set = "native"        # the compiler flags of a C++ contender (FLAG_SETS); peers are native builds
     single_thread = True       # counted among the single-threaded peers in the ratios
     threads = "1"              # how its thread count is set, for the record
     overhead_key = None        # Python-called: the trivial-model overhead subtracted from its times
@@ -148,6 +160,11 @@ class Ours(Contender):
     label = "jaxpr2sofie: generated C++, Session::run timed in a C++ loop, 1 thread"
     threads = "1: no threads of its own; OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1 for its sgemm calls"
 
+    def __init__(self, flag_set: str = "native"):
+        self.flag_set = flag_set
+        self.key = flag_key(type(self).key, flag_set)
+        self.label = f"{type(self).label}, built with {' '.join(FLAG_SETS[flag_set])}"
+
     def absent(self) -> str:
         from ..cpp.build import find_compiler
         from ..errors import BuildError
@@ -160,8 +177,8 @@ class Ours(Contender):
     def prepare(self, case: Case) -> Runner:
         from ..cpp.build import build_timing_harness
         m = sofie_model(case)
-        out = m.compile()(case.x)
-        return HarnessRunner(build_timing_harness(m.graph), out, flops=int(m.flops()))
+        out = m.compile(flags=FLAG_SETS[self.flag_set])(case.x)
+        return HarnessRunner(build_timing_harness(m.graph, flags=FLAG_SETS[self.flag_set]), out, flops=int(m.flops()))
 
 
 class OursThreads(Ours):
@@ -170,11 +187,12 @@ class OursThreads(Ours):
     large batches, where threads can pay off (and to keep the benchmark within its time budget)."""
     key = "ours-mt"
     single_thread = False
-    MIN_BATCH = 256
+    MIN_BATCH = 16   # the pooled threads pay from here (issue 24)
     _models: dict = {}     # (model key, max_batch, threads) -> (SofieModel, CompiledModel)
 
     def __init__(self, threads: int | None = None):
         import os
+        self.flag_set = "native"
         self.n_threads = threads or os.cpu_count() or 1
         self.label = (f"jaxpr2sofie with n_threads={self.n_threads}: batch rows split over std::threads "
                       f"(batch >= {self.MIN_BATCH}), Session::run timed in a C++ loop")
@@ -303,4 +321,11 @@ def all_contenders() -> dict:
     from .sofie_peer import Sofie
     found = [Ours(), Xla(), OursThreads(), Ort("jax2onnx", 1), Ort("jax2onnx", None), Ort("ours", 1), Ort("ours", None), Iree(),
              Sofie("onnx"), Sofie("operators")]
+    return {c.key: c for c in found}
+
+
+def flag_set_contenders(flag_sets) -> dict:
+    """Ours and SOFIE built with each flag set but the native one (keys `ours-portable`, ...)."""
+    from .sofie_peer import Sofie
+    found = [c for f in flag_sets if f != "native" for c in (Ours(f), Sofie("onnx", f))]
     return {c.key: c for c in found}

@@ -10,6 +10,8 @@ from .machine import cpu_slug
 def column(key: str) -> str:
     if key == "ours-mt":
         return "ours:mt"
+    if key.endswith("-portable"):
+        return key[:-len("-portable")] + ":O2"
     return key.replace("jax2onnx", "j2o").replace("ort1-", "ort1:").replace("ort-", "ort:")
 
 
@@ -27,9 +29,14 @@ def ratio_rows(results: dict) -> list:
     rows = []
     for (model, batch), cells in by_cell.items():
         ok = {k: c["us"] for k, c in cells.items() if c["status"] == "ok"}
+        # builds at other flag sets are compared with each other, not counted among the peers
+        other = {k: ok.pop(k) for k in list(ok) if results["contenders"][k].get("flag_set", "native") != "native"}
         ours = ok.pop("ours", None)
         ours_mt = ok.pop("ours-mt", None)
         row = {"model": model, "batch": batch}
+        portable, sofie_portable = other.get("ours-portable"), other.get("sofie-portable")
+        row["portable_over_native"] = portable / ours if portable and ours else None
+        row["portable_over_sofie"] = portable / sofie_portable if portable and sofie_portable else None
         for label, pool in (("1t", {k: v for k, v in ok.items() if results["contenders"][k]["single_thread"]}),
                             ("all", ok)):
             best = min(pool, key=pool.get) if pool else None
@@ -59,7 +66,8 @@ def table(results: dict) -> str:
     else:
         lines.append(f"sgemm peak ({peak['blas']}, {peak['n']}^3): {peak['gflops_1core']:.1f} GFLOP/s on 1 core, "
                      f"{peak['gflops_all_cores']:.1f} on {peak['all_cores']} cores")
-    head = ["model", "batch"] + [column(k) for k in keys] + ["ours/1t", "ours/all", "mt/all", "GFLOP/s", "%peak"]
+    head = ["model", "batch"] + [column(k) for k in keys] + ["ours/1t", "ours/all", "mt/all", "O2/O3", "O2:sofie",
+                                                             "GFLOP/s", "%peak"]
     body, notes = [], []
     ratios = {(r["model"], r["batch"]): r for r in ratio_rows(results)}
     cells = {(c["model"], c["batch"], c["contender"]): c for c in results["cells"]}
@@ -84,6 +92,8 @@ def table(results: dict) -> str:
             row += [f"{r['ours_over_best_1t']:.2f}" if r.get("ours_over_best_1t") else "-",
                     f"{r['ours_over_best_all']:.2f}" if r.get("ours_over_best_all") else "-",
                     f"{r['ours_mt_over_best_all']:.2f}" if r.get("ours_mt_over_best_all") else "-",
+                    f"{r['portable_over_native']:.2f}" if r.get("portable_over_native") else "-",
+                    f"{r['portable_over_sofie']:.2f}" if r.get("portable_over_sofie") else "-",
                     f"{r['ours_gflops']:.1f}" if r.get("ours_gflops") else "-",
                     f"{100 * r['ours_peak_fraction']:.0f}" if r.get("ours_peak_fraction") else "-"]
             body.append(row)
@@ -95,6 +105,8 @@ def table(results: dict) -> str:
     lines.append("ours/1t, ours/all: ours divided by the fastest single-threaded peer / by the fastest peer "
                  "(below 1: ours is faster; -: that peer's time is 0 once its Python overhead is subtracted); "
                  "mt/all: ours-mt (ours on every core, batch split over threads) over the fastest peer; "
+                 "O2/O3: ours built portable (-O2 -march=x86-64-v3) over ours built native (-O3 -march=native); "
+                 "O2:sofie: ours over real SOFIE, both built portable; "
                  "%peak: ours' GFLOP/s over the 1-core sgemm peak")
     for k in keys:
         info = results["contenders"][k]

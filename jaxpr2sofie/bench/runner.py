@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .contenders import Case, all_contenders
+from .contenders import FLAG_SETS, Case, all_contenders, flag_set_contenders
 from .models import MODELS
 
 TOLERANCE = 1e-4      # max |contender - JAX| / max |JAX|, per cell
@@ -31,6 +31,7 @@ class Settings:
     models: list = field(default_factory=lambda: list(MODELS))
     batches: list | None = None          # None: each model's own list
     contenders: list | None = None       # None: all
+    flag_sets: list = field(default_factory=lambda: ["native", "portable"])   # ours and SOFIE built with each
     repeats: int = 5                     # rounds of interleaved timing per cell
     samples: int = 3                     # loops per contender per round
     target_s: float = 0.03               # seconds one loop should take
@@ -194,7 +195,7 @@ def run(settings: Settings, log=None) -> dict:
     from . import machine
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S")
-    everything = all_contenders()
+    everything = {**all_contenders(), **flag_set_contenders(settings.flag_sets)}
     wanted = settings.contenders or list(everything)
     unknown = [k for k in wanted if k not in everything]
     if unknown:
@@ -246,11 +247,13 @@ def run(settings: Settings, log=None) -> dict:
                  if (vals := [c["overhead_us"] for c in cells if c.get("overhead_us") is not None
                               and contenders[c["contender"]].overhead_key == o])}
     return {"settings": {"models": settings.models, "batches": settings.batches, "repeats": settings.repeats,
+                         "flag_sets": {f: FLAG_SETS[f] for f in settings.flag_sets},
                          "samples": settings.samples, "target_s": settings.target_s, "quick": settings.quick,
                          "tolerance": TOLERANCE},
             "machine": machine.cpu_info(), "versions": machine.versions(), "threads": machine.thread_settings(),
             "peak": peak, "overhead_us": overheads,
             "contenders": {k: {"label": c.label, "threads": c.threads, "single_thread": c.single_thread,
+                               "flag_set": c.flag_set,
                                "overhead": c.overhead_key,
                                "absent": present[k] or None} for k, c in contenders.items()},
             "models": {k: {"title": MODELS[k].title, "batches": settings.batches or list(MODELS[k].batches)}

@@ -14,8 +14,8 @@ import subprocess
 
 import numpy as np
 
-from ..cpp.build import DEFAULT_FLAGS, ONE_THREAD
-from .contenders import Case, Contender, Runner, sofie_model
+from ..cpp.build import ONE_THREAD
+from .contenders import FLAG_SETS, Case, Contender, Runner, flag_key, sofie_model
 
 # usage: timing WEIGHTS check X.bin Y.bin | timing WEIGHTS ITERS REPS
 _HARNESS = r"""
@@ -70,10 +70,12 @@ class Sofie(Contender):
     ROUTES = {"onnx": ("sofie", "its ONNX parser on our export"),
               "operators": ("sofie-ops", "its bound operators built from our IR")}
 
-    def __init__(self, route: str = "onnx"):
-        self.route = route
-        self.key, how = self.ROUTES[route]
-        self.label = f"SOFIE (PyPI sofie): {how}, Session::infer timed in C++, 1 thread"
+    def __init__(self, route: str = "onnx", flag_set: str = "native"):
+        self.route, self.flag_set = route, flag_set
+        key, how = self.ROUTES[route]
+        self.key = flag_key(key, flag_set)
+        self.label = (f"SOFIE (PyPI sofie): {how}, Session::infer timed in C++, 1 thread, built with "
+                      f"{' '.join(FLAG_SETS[flag_set])}")
 
     def absent(self) -> str:
         return sofie_absent()
@@ -84,7 +86,7 @@ class Sofie(Contender):
         if m.graph.outputs[1:]:
             raise RuntimeError("the harness times one output")
         exe, weights = sofie_build(m, {"main.cpp": _HARNESS.format(name=m.name, size=case.x.size)}, "sofie-timing",
-                                   flags=DEFAULT_FLAGS, route=self.route)
+                                   flags=FLAG_SETS[self.flag_set], route=self.route)
         case.x.astype(np.float32).tofile(case.work / "x.bin")
         subprocess.run([str(exe), str(weights), "check", str(case.work / "x.bin"), str(case.work / "y.bin")],
                        check=True, capture_output=True, env=dict(os.environ, **ONE_THREAD))

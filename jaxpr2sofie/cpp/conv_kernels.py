@@ -13,29 +13,8 @@ from __future__ import annotations
 
 from ..ir.ops.conv import SPATIAL   # spatial dimensions of a ConvShape
 
-# Accumulators are explicit 8-float vectors: left to itself, g++ 12 vectorises these loops across
-# taps or pixels instead of channels and keeps the accumulators in scalar registers (4x slower).
-# No helper takes or returns an f8 by value, so no ABI note fires where AVX is not enabled.
-SIMD_HELPER = """\
-#if defined(__GNUC__) || defined(__clang__)
-typedef float f8 __attribute__((vector_size(32)));
-#else
-struct f8 {
-   float v[8];
-   f8& operator+=(const f8& o) { for (int i = 0; i < 8; ++i) v[i] += o.v[i]; return *this; }
-   friend f8 operator*(const f8& a, const f8& b) { f8 r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] * b.v[i]; return r; }
-};
-#endif
-inline void f8_load(f8& v, const float* p) { std::memcpy(&v, p, sizeof v); }
-inline void f8_store(float* p, const f8& v) { std::memcpy(p, &v, sizeof v); }
-#if defined(__GNUC__) || defined(__clang__)
-inline void f8_splat(f8& v, float a) { v = f8{a, a, a, a, a, a, a, a}; }
-#else
-inline void f8_splat(f8& v, float a) { for (int i = 0; i < 8; ++i) v.v[i] = a; }
-#endif
-"""
-
-_CONV = SIMD_HELPER + """\
+# The convolutions' 8-channel blocks (f8) are the portability layer's (simd.py).
+_CONV = """\
 // The kernels are compiled once, as they are: without this, g++ inlines each call, whose shape is
 // a constant, and optimises a specialised copy per layer again (minutes of build for MobileNetV2).
 #ifndef J2S_KERNEL
@@ -71,15 +50,24 @@ struct Epilogue {
 };
 
 // Compiled once per stage chain (J2S_KERNEL): inlined where a call's sizes are constants, g++ 12
-// vectorises short channel loops across rows instead, with permutes (several times slower).
+// vectorises short channel loops across rows instead, with permutes (several times slower). A chain
+// with a vector form (E::kVectors) runs on whole vectors of channels, the last one of a row in part,
+// so that every channel gets the same code and -O2 the speed of -O3.
 template <class E>
 J2S_KERNEL void run_epilogue(const void* stages, float* y, long at, long rows, int cout) {
    const E& e = *static_cast<const E*>(stages);
    for (long r = 0; r < rows; ++r) {
       float* yr = y + r * cout;
       const long base = at + r * cout;
-      for (int c = 0; c < cout; ++c)
-         yr[c] = e(yr[c], c, base + c);
+      if constexpr (E::kVectors) {
+         for (int c = 0; c < cout; c += kLanes) {
+            const int n = cout - c;
+            vec_store_part(yr + c, e.lanes(vec_load_part(yr + c, n), c, base + c, n), n);
+         }
+      } else {
+         for (int c = 0; c < cout; ++c)
+            yr[c] = e(yr[c], c, base + c);
+      }
    }
 }
 

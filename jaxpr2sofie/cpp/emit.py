@@ -15,11 +15,12 @@ from .weights import stored_size, table_hash
 from .writer import Writer
 
 # every helper a header may need, in the order they are written: later ones use earlier ones
-HELPERS = {**kernels.HELPERS, **conv_kernels.HELPERS}
+HELPERS = {**kernels.HELPERS, **conv_kernels.HELPERS, **threads.HELPERS}
 
 INCLUDES = ["algorithm", "atomic", "charconv", "cmath", "cstdint", "cstdlib", "cstring", "fstream", "limits", "stdexcept",
             "string", "string_view", "tuple", "type_traits", "vector"]
-THREAD_INCLUDES = ["exception", "system_error", "thread"]   # only in headers whose Session can split a batch over threads
+# only in headers whose Session can split a batch over threads
+THREAD_INCLUDES = ["chrono", "condition_variable", "exception", "memory", "mutex", "system_error", "thread"]
 
 # The floating-point environment of XLA's CPU code, which JAX's results come from: denormal inputs
 # read as zero and denormal results flush to zero. run() sets it for its own duration and restores
@@ -120,6 +121,8 @@ def render(g) -> tuple:
     assign = _emit_session(w, g, base)
     assert not (outs & set(assign))
     needs = set(w.needs)
+    if needs & kernels.SIMD_HELPERS:
+        needs.add("simd")   # the portability layer they are written with
 
     h = Writer()
     guard = f"TMVA_SOFIE_{name.upper()}"

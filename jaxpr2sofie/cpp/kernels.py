@@ -4,15 +4,18 @@
 A product by a weight matrix (a dense layer) reads that matrix *packed*: stored in the weight file
 as panels of PANEL columns, [ceil(N/PANEL)][K][PANEL] with the last panel zero-padded. Each step
 of the inner loop then reads PANEL contiguous weights into vector registers and multiplies them by
-one broadcast input value, accumulating a tile of rows x PANEL outputs in registers; the bias and
-activation are applied to the tile before it is stored (the product's epilogue). On this project's
-reference machine (2-core AMD EPYC, AVX2) this beats both plain loops and OpenBLAS from batch 1 to
-batch 256 for the layer sizes of HEP models; products of two activations still go to loops or BLAS.
+one broadcast input value per row, accumulating a tile of rows x PANEL outputs in registers; the
+bias and activation are applied to the tile before it is stored (the product's epilogue). The
+vectors and the tile's unrolling are explicit (simd.py, the one portability layer), so that -O2
+with the baseline ISA runs the code -O3 -march=native does. On this project's reference machine
+(2-core AMD EPYC, AVX2) this beats both plain loops and OpenBLAS from batch 1 to batch 256 for the
+layer sizes of HEP models; products of two activations still go to loops or BLAS.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .simd import SIMD
 from .vmath import VMATH
 
 PANEL = 16
@@ -69,118 +72,152 @@ inline void gemm_blas(bool ta, bool tb, int M, int N, int K, const float* A, con
 ACTIVATIONS = {"": 0, "relu": 1}
 
 _GEMM_PACKED = """\
-// C[M,N] = act(A[M,K] * B + bias) with B packed as panels of 16 columns ([ceil(N/16)][K][16]).
-// GCC and Clang keep the accumulators in vector registers (vector extensions); other compilers
-// get the same arithmetic as plain loops.
-template <int R>
-struct PanelTile {   // R rows x 16 columns of accumulators
-#if defined(__GNUC__)
-   typedef float V __attribute__((vector_size(32)));
-   typedef float VLoad __attribute__((vector_size(32), aligned(4), __may_alias__));
-   V v[R][2] = {};
-   void fma(int i, float a, const float* p) {
-      v[i][0] += a * *reinterpret_cast<const VLoad*>(p);
-      v[i][1] += a * *reinterpret_cast<const VLoad*>(p + 8);
-   }
-   void add(int i, const PanelTile& o, int k) { v[i][0] += o.v[k][0]; v[i][1] += o.v[k][1]; }
-#else
-   float v[R][16] = {};
-   void fma(int i, float a, const float* p) {
-      for (int j = 0; j < 16; ++j) v[i][j] += a * p[j];
-   }
-   void add(int i, const PanelTile& o, int k) {
-      for (int j = 0; j < 16; ++j) v[i][j] += o.v[k][j];
-   }
-#endif
-   template <int ACT>
-   void store(int rows, const float* bias, float* C, long ldc, int nc) const {
-      float out[R][16];
-      std::memcpy(out, v, sizeof out);
-      for (int i = 0; i < rows; ++i)
-         for (int j = 0; j < nc; ++j) {
-            const float y = out[i][j] + (bias ? bias[j] : 0.f);
-            // relu as XLA's max(x, 0): NaN propagates, -0 becomes +0
-            C[i * ldc + j] = ACT == 1 ? ((y > 0.f || y != y) ? y : 0.f) : y;
-         }
-   }
+// C[M,N] = act(A[M,K] * B + bias) with B in panels of kPanel columns. Each step of a tile's inner
+// loop loads one panel row into registers and multiplies it by one broadcast value per row of A,
+// accumulating rows x kPanel outputs in registers (the portability layer's vectors, unrolled by
+// J2S_UNROLL, so at -O2 as at -O3); the bias and activation are applied as the tile is stored.
+constexpr int kPanel = 16;                    // columns per panel: the packed weights' layout
+constexpr int kPanelVecs = kPanel / kLanes;   // vectors per panel row
+constexpr int kRowSplit = kPanelVecs < 8 ? 8 / kPanelVecs : 1;   // partial sums of a lone row
+
+// A product whose B is a sequence of panels: panel p starts at b + p * panel_stride and its rows
+// are ldb floats apart (packed weights: kPanel; a row-major activation read in place: n).
+struct PanelGemm {
+   long m;                  // rows of A and C
+   int n, k;                // columns of C; columns of A = rows of B
+   int panels;              // panels of B to multiply (the columns past them are not touched)
+   const float* a;          // [m, k], row-major
+   const float* b;
+   long panel_stride, ldb;
+   const float* bias;       // [n], or nullptr
+   float* c;                // [m, n], row-major
 };
 
-// R rows (R >= 2) against one panel whose rows are ldp floats apart: R x 2 independent FMA chains.
+// Rows [row, row + R) of C, panel `panel`: acc[r][v] plus bias, through the activation ACT. The
+// last panel of a row may be narrower than kPanel: its vectors are read and written in part.
 template <int R, int ACT>
-inline void panel_rows(int K, const float* A, long lda, const float* P, long ldp, const float* bias, float* C, long ldc,
-                       int nc) {
-   PanelTile<R> t;
-   for (int k = 0; k < K; ++k)
-      for (int i = 0; i < R; ++i)
-         t.fma(i, A[i * lda + k], P + k * ldp);
-   t.template store<ACT>(R, bias, C, ldc, nc);
-}
-
-// One row against one panel: K is split over four partial sums, so eight FMA chains run at once.
-template <int ACT>
-inline void panel_row(int K, const float* a, const float* P, long ldp, const float* bias, float* c, int nc) {
-   PanelTile<4> t;
-   int k = 0;
-   for (; k + 4 <= K; k += 4)
-      for (int u = 0; u < 4; ++u)
-         t.fma(u, a[k + u], P + (k + u) * ldp);
-   for (; k < K; ++k)
-      t.fma(0, a[k], P + k * ldp);
-   t.add(0, t, 1);
-   t.add(2, t, 3);
-   t.add(0, t, 2);
-   t.template store<ACT>(1, bias, c, 0, nc);
-}
-
-// R rows against every panel (R < 6: the rows left after the 6-row tiles of a block).
-template <int ACT>
-inline void panel_tail(long R, int N, int K, int panels, const float* A, const float* B, long pstride, long ldp,
-                       const float* bias, float* C) {
-   for (int p = 0; p < panels; ++p) {
-      const float* pp = B + p * pstride;
-      const float* bp = bias ? bias + p * 16 : nullptr;
-      float* cp = C + p * 16;
-      const int nc = std::min(16, N - p * 16);
-      switch (R) {
-      case 5: panel_rows<5, ACT>(K, A, K, pp, ldp, bp, cp, N, nc); break;
-      case 4: panel_rows<4, ACT>(K, A, K, pp, ldp, bp, cp, N, nc); break;
-      case 3: panel_rows<3, ACT>(K, A, K, pp, ldp, bp, cp, N, nc); break;
-      case 2: panel_rows<2, ACT>(K, A, K, pp, ldp, bp, cp, N, nc); break;
-      case 1: panel_row<ACT>(K, A, pp, ldp, bp, cp, nc); break;
-      default: break;
+inline void store_tile(const VecF (&acc)[R][kPanelVecs], const PanelGemm& g, long row, int panel) {
+   const int first = panel * kPanel;
+   const int cols = std::min(kPanel, g.n - first);
+   VecF bias[kPanelVecs] = {};
+   if (g.bias) {
+      J2S_UNROLL
+      for (int v = 0; v < kPanelVecs; ++v)
+         bias[v] = vec_load_part(g.bias + first + v * kLanes, cols - v * kLanes);
+   }
+   for (int r = 0; r < R; ++r) {
+      float* c = g.c + (row + r) * g.n + first;
+      J2S_UNROLL
+      for (int v = 0; v < kPanelVecs; ++v) {
+         VecF y = acc[r][v] + bias[v];
+         if (ACT == 1)
+            y = vec_relu(y);
+         vec_store_part(c + v * kLanes, y, cols - v * kLanes);
       }
    }
 }
 
-// C[M,N] = act(A[M,K] * B + bias) over `panels` panels of 16 columns: panel p starts at
-// B + p * pstride and its rows are ldp floats apart. Rows go in blocks whose share of A stays in
-// the L2 cache (about 128 KB); within a block each panel is read once, by all its 6-row tiles in
-// turn, so a weight matrix larger than the cache is streamed once per block, not once per tile.
+// Rows [row, row + R) against one panel: R x kPanelVecs independent FMA chains.
+template <int R, int ACT>
+inline void panel_tile(const PanelGemm& g, long row, int panel) {
+   const float* a = g.a + row * g.k;
+   const float* b = g.b + panel * g.panel_stride;
+   VecF acc[R][kPanelVecs] = {};
+   for (int k = 0; k < g.k; ++k) {
+      VecF bk[kPanelVecs];
+      J2S_UNROLL
+      for (int v = 0; v < kPanelVecs; ++v)
+         bk[v] = vec_load(b + k * g.ldb + v * kLanes);
+      J2S_UNROLL
+      for (int r = 0; r < R; ++r) {
+         const VecF ar = vec_splat(a[r * g.k + k]);
+         J2S_UNROLL
+         for (int v = 0; v < kPanelVecs; ++v)
+            acc[r][v] += ar * bk[v];
+      }
+   }
+   store_tile<R, ACT>(acc, g, row, panel);
+}
+
+// One row against one panel (batch-1 inference): K is split over kRowSplit partial sums, so that
+// kRowSplit x kPanelVecs FMA chains run at once.
 template <int ACT>
-inline void panel_gemm(long M, int N, int K, int panels, const float* A, const float* B, long pstride, long ldp,
-                       const float* bias, float* C) {
-   const long block = std::max(6L, 32768L / std::max(K, 1) / 6 * 6);
-   for (long i0 = 0; i0 < M; i0 += block) {
-      const long rows = std::min(block, M - i0), full = rows / 6 * 6;
-      for (int p = 0; p < panels; ++p)
-         for (long i = i0; i < i0 + full; i += 6)
-            panel_rows<6, ACT>(K, A + i * K, K, B + p * pstride, ldp, bias ? bias + p * 16 : nullptr,
-                               C + i * N + p * 16, N, std::min(16, N - p * 16));
-      panel_tail<ACT>(rows - full, N, K, panels, A + (i0 + full) * K, B, pstride, ldp, bias, C + (i0 + full) * N);
+inline void panel_row(const PanelGemm& g, long row, int panel) {
+   const float* a = g.a + row * g.k;
+   const float* b = g.b + panel * g.panel_stride;
+   VecF acc[kRowSplit][kPanelVecs] = {};
+   int k = 0;
+   for (; k + kRowSplit <= g.k; k += kRowSplit) {
+      J2S_UNROLL
+      for (int s = 0; s < kRowSplit; ++s) {
+         const VecF as = vec_splat(a[k + s]);
+         J2S_UNROLL
+         for (int v = 0; v < kPanelVecs; ++v)
+            acc[s][v] += as * vec_load(b + (k + s) * g.ldb + v * kLanes);
+      }
+   }
+   for (; k < g.k; ++k) {
+      const VecF ak = vec_splat(a[k]);
+      J2S_UNROLL
+      for (int v = 0; v < kPanelVecs; ++v)
+         acc[0][v] += ak * vec_load(b + k * g.ldb + v * kLanes);
+   }
+   VecF sum[1][kPanelVecs];
+   J2S_UNROLL
+   for (int v = 0; v < kPanelVecs; ++v) {
+      sum[0][v] = acc[0][v];
+      J2S_UNROLL
+      for (int s = 1; s < kRowSplit; ++s)
+         sum[0][v] += acc[s][v];
+   }
+   store_tile<1, ACT>(sum, g, row, panel);
+}
+
+// The `rows` (< kTileRows) rows left after the whole tiles, against one panel.
+template <int ACT>
+inline void panel_rest(const PanelGemm& g, long row, long rows, int panel) {
+   for (; rows >= 6; row += 6, rows -= 6)   // only where a whole tile has more rows (AVX-512)
+      panel_tile<6, ACT>(g, row, panel);
+   switch (rows) {
+   case 5: panel_tile<5, ACT>(g, row, panel); break;
+   case 4: panel_tile<4, ACT>(g, row, panel); break;
+   case 3: panel_tile<3, ACT>(g, row, panel); break;
+   case 2: panel_tile<2, ACT>(g, row, panel); break;
+   case 1: panel_row<ACT>(g, row, panel); break;
+   default: break;
    }
 }
 
-// B packed as panels of 16 columns ([ceil(N/16)][K][16], zero-padded): a constant weight.
+// Every panel of g. Rows go in blocks whose share of A stays in the L2 cache (about 128 KB);
+// within a block each panel is read once, by all the block's tiles in turn, so a weight matrix
+// larger than the cache is streamed once per block, not once per tile.
 template <int ACT>
-inline void gemm_packed(long M, int N, int K, const float* A, const float* P, const float* bias, float* C) {
-   panel_gemm<ACT>(M, N, K, (N + 15) / 16, A, P, 16L * K, 16, bias, C);
+inline void panel_gemm(const PanelGemm& g) {
+   const long block = std::max<long>(kTileRows, 32768L / std::max(g.k, 1) / kTileRows * kTileRows);
+   for (long first = 0; first < g.m; first += block) {
+      const long rows = std::min(block, g.m - first);
+      const long tiled = rows / kTileRows * kTileRows;
+      for (int p = 0; p < g.panels; ++p) {
+         for (long r = first; r < first + tiled; r += kTileRows)
+            panel_tile<kTileRows, ACT>(g, r, p);
+         panel_rest<ACT>(g, first + tiled, rows - tiled, p);
+      }
+   }
 }
 
-// B row-major [K,N] as it is (an activation: packing it would cost a copy): each whole 16-column
-// panel is read in place, rows N apart; the last N % 16 columns as plain loops.
+// B packed as panels ([ceil(N/16)][K][16], zero-padded): a constant weight.
+template <int ACT>
+inline void gemm_packed(long M, int N, int K, const float* A, const float* P, const float* bias, float* C) {
+   const PanelGemm g{M, N, K, (N + kPanel - 1) / kPanel, A, P, static_cast<long>(kPanel) * K, kPanel, bias, C};
+   panel_gemm<ACT>(g);
+}
+
+// B row-major [K,N] as it is (an activation: packing it would cost a copy): each whole panel is
+// read in place, rows N apart; the last N % 16 columns as plain loops.
 inline void gemm_rows(long M, int N, int K, const float* A, const float* B, float* C) {
-   panel_gemm<0>(M, N, K, N / 16, A, B, 16, N, nullptr, C);
-   for (int j = N / 16 * 16; j < N; ++j)
+   const PanelGemm g{M, N, K, N / kPanel, A, B, kPanel, N, nullptr, C};
+   panel_gemm<0>(g);
+   for (int j = N / kPanel * kPanel; j < N; ++j)
       for (long i = 0; i < M; ++i) {
          float acc = 0.f;
          for (int k = 0; k < K; ++k)
@@ -190,7 +227,10 @@ inline void gemm_rows(long M, int N, int K, const float* A, const float* B, floa
 }
 """
 
-HELPERS = {"gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS, "gemm_packed": _GEMM_PACKED, "vmath": VMATH}
+# in the order a header writes them: later ones use earlier ones
+HELPERS = {"simd": SIMD, "gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS, "gemm_packed": _GEMM_PACKED, "vmath": VMATH}
+# helpers written with the portability layer's vectors: a header that carries one carries "simd"
+SIMD_HELPERS = {"gemm_packed", "vmath", "conv"}
 # helpers that need the BLAS declaration (and a BLAS library at link time)
 BLAS_HELPERS = {"gemm_blas"}
 

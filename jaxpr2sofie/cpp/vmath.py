@@ -3,7 +3,7 @@
 glibc's scalar expf/tanhf calls cost 5-20 ns each and no compiler vectorises a loop around them
 without -ffast-math (which the generated code never uses: it breaks NaN semantics). The LSTM and
 GRU gates, softmax and GELU spend most of their time there. These versions work on whole vectors
-(GCC/Clang vector extensions, 8 lanes with AVX, else 4), with no branch and no library call:
+(the portability layer's vectors, simd.py: 8 lanes with AVX, else 4), with no branch and no library call:
 
 - exp(x) = 2^n * e^r, n = round(x / ln 2), |r| <= ln2 / 2, e^r by its Taylor polynomial to r^7
   (truncation < 6e-9); 2^n applied as two factors 2^(n/2) so both stay normal numbers and an
@@ -21,30 +21,14 @@ KINDS = {"exp": "vm_exp_n", "tanh": "vm_tanh_n", "logistic": "vm_sigmoid_n"}
 
 VMATH = """\
 #if defined(__GNUC__)
-#if defined(__AVX__)
-typedef float VmF __attribute__((vector_size(32)));
-typedef std::int32_t VmI __attribute__((vector_size(32)));
-#else
-typedef float VmF __attribute__((vector_size(16)));
-typedef std::int32_t VmI __attribute__((vector_size(16)));
-#endif
-constexpr int kVmLanes = sizeof(VmF) / sizeof(float);
-template <typename To, typename From>
-inline To vm_bits(const From& v) {
-   To out;
-   std::memcpy(&out, &v, sizeof out);
-   return out;
-}
-// m ? a : b lane by lane (m is 0 or -1), as bit operations: a select the compiler cannot turn into a branch
-inline VmF vm_pick(VmI m, VmF a, VmF b) { return vm_bits<VmF>((m & vm_bits<VmI>(a)) | (~m & vm_bits<VmI>(b))); }
-inline VmF vm_exp(VmF x) {
-   const VmI nan = x != x;
-   VmF xc = vm_pick(x < -104.f, VmF{} - 104.f, x);
-   xc = vm_pick(xc > 89.f, VmF{} + 89.f, xc);
-   xc = vm_pick(nan, VmF{}, xc);
-   const VmF n = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;   // round to nearest
-   const VmF r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;             // ln 2 in two parts
-   VmF p = VmF{} + 1.f / 5040.f;
+inline VecF vm_exp(VecF x) {
+   const VecI nan = x != x;
+   VecF xc = vec_pick(x < -104.f, VecF{} - 104.f, x);
+   xc = vec_pick(xc > 89.f, VecF{} + 89.f, xc);
+   xc = vec_pick(nan, VecF{}, xc);
+   const VecF n = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;   // round to nearest
+   const VecF r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;             // ln 2 in two parts
+   VecF p = VecF{} + 1.f / 5040.f;
    p = p * r + 1.f / 720.f;
    p = p * r + 1.f / 120.f;
    p = p * r + 1.f / 24.f;
@@ -52,40 +36,40 @@ inline VmF vm_exp(VmF x) {
    p = p * r + 0.5f;
    p = p * r + 1.f;
    p = p * r + 1.f;
-   const VmI ni = __builtin_convertvector(n, VmI), n1 = ni >> 1, n2 = ni - n1;
-   return vm_pick(nan, x, p * vm_bits<VmF>((n1 + 127) << 23) * vm_bits<VmF>((n2 + 127) << 23));
+   const VecI ni = __builtin_convertvector(n, VecI), n1 = ni >> 1, n2 = ni - n1;
+   return vec_pick(nan, x, p * vec_bits<VecF>((n1 + 127) << 23) * vec_bits<VecF>((n2 + 127) << 23));
 }
-inline VmF vm_tanh(VmF x) {
-   const VmI bits = vm_bits<VmI>(x);
-   const VmF a = vm_bits<VmF>(bits & 0x7fffffff);
-   const VmF t = vm_exp(a * -2.f);
-   const VmF s = a * a;
-   VmF p = VmF{} + -929569.f / 638512875.f;
+inline VecF vm_tanh(VecF x) {
+   const VecI bits = vec_bits<VecI>(x);
+   const VecF a = vec_bits<VecF>(bits & 0x7fffffff);
+   const VecF t = vm_exp(a * -2.f);
+   const VecF s = a * a;
+   VecF p = VecF{} + -929569.f / 638512875.f;
    p = p * s + 21844.f / 6081075.f;
    p = p * s + -1382.f / 155925.f;
    p = p * s + 62.f / 2835.f;
    p = p * s + -17.f / 315.f;
    p = p * s + 2.f / 15.f;
    p = p * s + -1.f / 3.f;
-   VmF r = vm_pick(a < 0.625f, a + a * s * p, (1.f - t) / (1.f + t));
-   r = vm_pick(a >= 7.99881172f, VmF{} + 1.f, r);   // exactly 1 where XLA's tanh is (ops/elementwise.py)
-   r = vm_pick(a == 0.f, a, r);   // +-0, and a denormal (== 0 as the CPU reads it) as it came, as XLA's
-   return vm_bits<VmF>(vm_bits<VmI>(r) | (bits & (-2147483647 - 1)));
+   VecF r = vec_pick(a < 0.625f, a + a * s * p, (1.f - t) / (1.f + t));
+   r = vec_pick(a >= 7.99881172f, VecF{} + 1.f, r);   // exactly 1 where XLA's tanh is (ops/elementwise.py)
+   r = vec_pick(a == 0.f, a, r);   // +-0, and a denormal (== 0 as the CPU reads it) as it came, as XLA's
+   return vec_bits<VecF>(vec_bits<VecI>(r) | (bits & (-2147483647 - 1)));
 }
-inline VmF vm_sigmoid(VmF x) { return 1.f / (1.f + vm_exp(-x)); }
-template <VmF (*F)(VmF)>
+inline VecF vm_sigmoid(VecF x) { return 1.f / (1.f + vm_exp(-x)); }
+template <VecF (*F)(VecF)>
 inline void vm_apply(const float* x, float* y, long n) {
    long i = 0;
-   for (; i + kVmLanes <= n; i += kVmLanes) {
-      VmF v;
+   for (; i + kLanes <= n; i += kLanes) {
+      VecF v;
       std::memcpy(&v, x + i, sizeof v);
       v = F(v);
       std::memcpy(y + i, &v, sizeof v);
    }
    if (i < n) {   // the tail, through a zero-padded vector
-      float buf[kVmLanes] = {};
+      float buf[kLanes] = {};
       std::memcpy(buf, x + i, (n - i) * sizeof(float));
-      const VmF v = F(vm_bits<VmF>(buf));
+      const VecF v = F(vec_bits<VecF>(buf));
       std::memcpy(buf, &v, sizeof v);
       std::memcpy(y + i, buf, (n - i) * sizeof(float));
    }

@@ -99,7 +99,8 @@ def emit_direct(op, w, g, depthwise: bool) -> None:
     outs = [win.out for win in wins]
     out = g.tensors[op.outputs[0]]
     y = w.ref(op.outputs[0])
-    w.need("conv")   # the f8 vectors
+    w.need("simd")   # the f8 vectors
+    w.need("conv")
     with w.loops([n], stem="b") as (b,):
         ranges, opened = [], 0
         for win, extent in zip(wins[:-1], outs[:-1]):    # one loop per output dimension but the last

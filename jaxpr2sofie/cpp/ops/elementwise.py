@@ -154,11 +154,11 @@ def _elementwise(op, w: Writer, g) -> None:
         w.line(f"detail::{VMATH_FUNCTIONS[op.kind]}({w.ref(op.inputs[0])}, {w.ref(out.name)}, {n});")
         return
     if flat:
-        with w.loops([n]) as (i,):
+        with w.loops([n], independent=True) as (i,):
             operands = [operand(w, g, a, [i], None) for a in op.args]
             w.line(f"{w.ref(out.name)}[{i}] = {tmpl.format(*operands)};")
         return
-    with w.loops(shape) as idx:
+    with w.loops(shape, independent=True) as idx:
         operands = [operand(w, g, a, idx, shape) for a in op.args]
         w.line(f"{w.ref(out.name)}[{w.index(idx, strides_of(shape))}] = {tmpl.format(*operands)};")
 

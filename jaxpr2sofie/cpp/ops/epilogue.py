@@ -2,19 +2,27 @@
 from __future__ import annotations
 
 from ...ir.ops.base import Scalar
+from ...ir.ops.elementwise import VECTOR_KINDS
 from ...ir.ops.epilogue import operand_kind
+from ...ir.ops.fused import VECTOR_ARITH
 from .elementwise import vector_template
+from .fused import lanes_template
 
 
-# how the functor reads a tensor operand of each kind (operand_kind)
+# how the functor reads a tensor operand of each kind (operand_kind), one value or n lanes
 _INDEX = {"one": "0", "channel": "c", "full": "i"}
+_LANES = {"one": "detail::vec_splat(t{0}[0])", "channel": "detail::vec_load_part(t{0} + c, n)",
+          "full": "detail::vec_load_part(t{0} + i, n)"}
 
 
-def _functor(w, g, stages, out_shape):
-    """The stages as a generated struct (written once per header for each distinct chain, literals
-    included) whose call maps one output value; and the tensors its pointer members take, in order.
-    A stage chain is one fused pass, and g++ compiles it once however many layers share it."""
-    tensors = list(dict.fromkeys(a for s in stages for a in s.inputs))
+def _in_vectors(stages) -> bool:
+    """Whether every stage has a whole-vector form (as a fused chain's steps: ir/ops/fused.py)."""
+    return all(s.kind in VECTOR_ARITH or s.kind in VECTOR_KINDS or s.kind == "relu" or s.literal_bound()
+               for s in stages)
+
+
+def _body(w, g, stages, out_shape, tensors, lanes: bool) -> list:
+    """The stages as statements updating `v`: on one float, or on n lanes of a vector."""
     body = []
     for s in stages:
         operands = []
@@ -25,24 +33,52 @@ def _functor(w, g, stages, out_shape):
                 operands.append(w.literal(a.value, a.dtype))
             else:
                 kind = operand_kind(g, a, out_shape)
-                operands.append(f"t{tensors.index(a)}[{_INDEX[kind]}]")
-        body.append(f"      v = {vector_template(s, g).format(*operands)};")
-    text = "\n".join(["// an epilogue: v, the value of channel c at element i of the output, through every stage",
-                      "struct @NAME@ {",
-                      *(f"   const float* t{k};" for k in range(len(tensors))),
-                      "   float operator()(float v, long c, long i) const {",
-                      "      (void)c;",
-                      "      (void)i;",
-                      *body,
-                      "      return v;",
-                      "   }",
-                      "};"])
+                k = tensors.index(a)
+                operands.append(_LANES[kind].format(k) if lanes else f"t{k}[{_INDEX[kind]}]")
+        expr = lanes_template(g, s) if lanes else vector_template(s, g)
+        body.append(f"      v = {expr.format(*operands)};")
+    return body
+
+
+def _functor(w, g, stages, out_shape):
+    """The stages as a generated struct (written once per header for each distinct chain, literals
+    included) whose call maps one output value; and the tensors its pointer members take, in order.
+    A stage chain is one fused pass, and g++ compiles it once however many layers share it."""
+    tensors = list(dict.fromkeys(a for s in stages for a in s.inputs))
+    lines = ["// an epilogue: v, the value of channel c at element i of the output, through every stage",
+             "struct @NAME@ {",
+             *(f"   const float* t{k};" for k in range(len(tensors))),
+             "   float operator()(float v, long c, long i) const {",
+             "      (void)c;",
+             "      (void)i;",
+             *_body(w, g, stages, out_shape, tensors, lanes=False),
+             "      return v;",
+             "   }"]
+    if _in_vectors(stages):   # whole vectors where the compiler has them (detail::run_epilogue)
+        lines += ["#if defined(__GNUC__)",
+                  "   static constexpr bool kVectors = true;",
+                  "   // the same on channels [c, c + n) of element i onward (n < kLanes at a row's end)",
+                  "   VecF lanes(VecF v, long c, long i, int n) const {",
+                  "      (void)c;",
+                  "      (void)i;",
+                  "      (void)n;",
+                  *_body(w, g, stages, out_shape, tensors, lanes=True),
+                  "      return v;",
+                  "   }",
+                  "#else",
+                  "   static constexpr bool kVectors = false;",
+                  "#endif"]
+    else:
+        lines.append("   static constexpr bool kVectors = false;")
+    text = "\n".join([*lines, "};"])
     return w.define("Epilogue", text), tensors
 
 
 def epilogue_object(w, g, stages, out_shape) -> str:
     """Declare the detail::Epilogue (conv_kernels.py) applying `stages`; its C++ name."""
     w.need("conv")
+    if any(s.kind in VECTOR_KINDS for s in stages):
+        w.need("vmath")   # their vector forms (vmath.py)
     name = w.fresh("epi")
     if not stages:
         w.line(f"const detail::Epilogue {name}{{}};")

@@ -29,7 +29,7 @@ def copy_view(w: Writer, dst: str, dst_strides, dst_offset, src: str, src_stride
     if len(shape) == 1 and ss[0] == 1 and ds[0] == 1 and shape[0] != 1:
         w.line(f"std::copy_n({src} + {src_offset}, {shape[0]}, {dst} + {dst_offset});")
         return
-    with w.loops(shape) as idx:
+    with w.loops(shape, independent=True) as idx:   # dst and src never share a buffer
         w.line(f"{dst}[{w.index(idx, ds, dst_offset)}] = {src}[{w.index(idx, ss, src_offset)}];")
 
 

@@ -43,6 +43,19 @@ def window_access(w, windows, outs, taps, strides, base_names=(), base_strides=(
     return index, conds
 
 
+# How a vector of channels accumulates one tap (the portability layer's functions, simd.py).
+_VECTOR_STEP = {"max": "{acc} = detail::vec_max({acc}, {x});", "min": "{acc} = detail::vec_min({acc}, {x});",
+                "sum": "{acc} += {x};"}
+
+
+def _channels_in_vectors(op, x, wins) -> bool:
+    """Whether the last dimension (channels, NHWC) is untouched by the window, so that whole vectors
+    of channels pool together: without this, g++ vectorises the loops only at -O3."""
+    last = wins[-1]
+    return (x.dtype == "float32" and op.kind in _VECTOR_STEP and len(x.shape) >= 2 and isinstance(x.shape[-1], int)
+            and x.shape[-1] >= 4 and last.window == 1 and last.stride == 1 and not last.checked)
+
+
 @emits(Pool)
 def _pool(op, w, g):
     x = g.tensors[op.inputs[0]]
@@ -52,6 +65,9 @@ def _pool(op, w, g):
     if out.size == 0:
         return
     init = init_value(op.kind, x.dtype) if op.init is None else w.literal(op.init, x.dtype)
+    if _channels_in_vectors(op, x, wins):
+        _pool_vectors(op, w, x, out, wins, init)
+        return
     with w.loops(out.shape, stem="o") as o:
         acc = w.fresh("acc")
         w.line(f"{ctype(x.dtype)} {acc} = {init};")
@@ -62,6 +78,25 @@ def _pool(op, w, g):
                 w.line(f"const {ctype(x.dtype)} {v} = {w.ref(x.name)}[{index}];")
                 w.line(accumulate(op.kind, acc, v, x.dtype))
         w.line(f"{w.ref(out.name)}[{w.index(o, strides_of(out.shape))}] = {acc};")
+
+
+def _pool_vectors(op, w, x, out, wins, init) -> None:
+    """The pool with the channels of each output position in whole vectors (the last one in part)."""
+    w.need("simd")
+    channels = x.shape[-1]
+    with w.loops(out.shape[:-1], stem="o") as o:
+        c = w.fresh("c")
+        with w.block(f"for (long {c} = 0; {c} < {channels}; {c} += detail::kLanes)"):
+            acc = w.fresh("acc")
+            w.line(f"detail::VecF {acc} = detail::vec_splat({init});")
+            with w.loops([win.window for win in wins[:-1]], stem="k") as k:
+                index, conds = window_access(w, wins, [*o, c], [*k, "0"], strides_of(x.shape))
+                v = w.fresh("v")
+                with w.block(f"if ({' && '.join(conds)})") if conds else nullcontext():
+                    w.line(f"const detail::VecF {v} = detail::vec_load_part({w.ref(x.name)} + {index}, {channels} - {c});")
+                    w.line(_VECTOR_STEP[op.kind].format(acc=acc, x=v))
+            at = w.index([*o, c], strides_of(out.shape))
+            w.line(f"detail::vec_store_part({w.ref(out.name)} + {at}, {acc}, {channels} - {c});")
 
 
 @emits(SelectAndScatterAdd)

@@ -1,0 +1,146 @@
+"""The one portability layer of the generated kernels: explicit float vectors.
+
+Left to the optimiser, the hot loops were fast only at -O3: g++ 12 unrolls the loops over a
+register tile (and so keeps its accumulators in registers) or vectorises a plain loop only there,
+and at -O2 (CMake's RelWithDebInfo, most experiment builds, ROOT's interpreter at -O1) the same
+header ran 3-4x slower. The kernels therefore state their vectors and their unrolling: GCC/Clang
+vector extensions of one width per target, chosen at compile time by the compiler's own macros,
+and `J2S_UNROLL` (`#pragma GCC unroll`, which both compilers honour at any optimisation level) on
+the loops whose indices name registers. `-march=native` is never required.
+
+| target (compiler macro)                 | VecF lanes | product tile (kTileRows x 16 columns) |
+|-----------------------------------------|-----------:|---------------------------------------|
+| AVX-512 (`__AVX512F__`, e.g. -march=native on a recent EPYC) | 16 | 12 rows: 12 accumulators of 32 registers |
+| x86-64-v3, the documented baseline (`__AVX__`) | 8   | 6 rows: 12 accumulators of 16 registers |
+| plain x86-64 (SSE2)                     | 4          | 3 rows: 12 accumulators of 16 registers |
+| AArch64 NEON (`__aarch64__`)            | 4          | 6 rows: 24 accumulators of 32 registers |
+| other GCC/Clang targets                 | 4          | 3 rows (the compiler lowers the vectors) |
+| other compilers                         | 1 (float)  | 4 rows of plain loops, same arithmetic  |
+
+The weight layout (panels of 16 floats) is the same for all. On the reference AMD EPYC, whose
+FMA units are 512 bits wide, the AVX-512 path runs the batch-64 MLPs 1.6x faster than the AVX
+one: there a -march=native build is that much faster than the portable baseline, which cannot
+assume AVX-512.
+"""
+from __future__ import annotations
+
+SIMD = """\
+// The portability layer of the kernels (jaxpr2sofie's simd.py): VecF is a float vector as wide as
+// the registers of the ISA this header is compiled for, chosen by the compiler's own macros, so
+// -O2 gives the code -O3 gives. AVX-512: 16 lanes; AVX (x86-64-v3): 8; SSE2, NEON and other
+// GCC/Clang targets: 4; other compilers: plain floats (1 lane) with the same arithmetic.
+#if defined(__GNUC__) && defined(__AVX512F__)
+typedef float VecF __attribute__((vector_size(64)));
+typedef std::int32_t VecI __attribute__((vector_size(64)));
+inline VecF vec_splat(float a) { return VecF{a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a}; }
+constexpr int kTileRows = 12;   // 12 x 1 accumulators of AVX-512's 32 registers
+#elif defined(__GNUC__) && defined(__AVX__)
+typedef float VecF __attribute__((vector_size(32)));
+typedef std::int32_t VecI __attribute__((vector_size(32)));
+inline VecF vec_splat(float a) { return VecF{a, a, a, a, a, a, a, a}; }
+constexpr int kTileRows = 6;   // rows of a product's register tile: 6 x 2 accumulators of 16 registers
+#elif defined(__GNUC__)
+typedef float VecF __attribute__((vector_size(16)));
+typedef std::int32_t VecI __attribute__((vector_size(16)));
+inline VecF vec_splat(float a) { return VecF{a, a, a, a}; }
+#if defined(__aarch64__)
+constexpr int kTileRows = 6;   // 6 x 4 accumulators of NEON's 32 registers
+#else
+constexpr int kTileRows = 3;   // 3 x 4 accumulators of SSE2's 16 registers
+#endif
+#else
+typedef float VecF;
+typedef std::int32_t VecI;
+inline VecF vec_splat(float a) { return a; }
+constexpr int kTileRows = 4;
+#endif
+constexpr int kLanes = sizeof(VecF) / sizeof(float);
+// Unrolls the loop it precedes whatever the optimisation level: its index then names registers.
+#ifndef J2S_UNROLL
+#if defined(__GNUC__)
+#define J2S_UNROLL _Pragma("GCC unroll 16")
+#else
+#define J2S_UNROLL
+#endif
+#endif
+// Before a loop whose iterations write their own elements and read none another one writes (an
+// elementwise operator, a copy): g++ vectorises it at -O2 without run-time alias checks, which its
+// -O2 cost model refuses. Clang vectorises such loops at -O2 anyway (and warns on the pragma).
+#ifndef J2S_IVDEP
+#if defined(__GNUC__) && !defined(__clang__)
+#define J2S_IVDEP _Pragma("GCC ivdep")
+#else
+#define J2S_IVDEP
+#endif
+#endif
+// Unaligned loads and stores: a memcpy of one vector is one instruction, and breaks no aliasing rule.
+inline VecF vec_load(const float* p) {
+   VecF v;
+   std::memcpy(&v, p, sizeof v);
+   return v;
+}
+inline void vec_store(float* p, VecF v) { std::memcpy(p, &v, sizeof v); }
+// The first n lanes (all when n >= kLanes, none when n <= 0; the others read as 0): the edge of a
+// row. Lane by lane, unrolled, so that the compiler does not turn them into a memcpy call.
+inline VecF vec_load_part(const float* p, int n) {
+   if (n >= kLanes)
+      return vec_load(p);
+   float lanes[kLanes] = {};
+   J2S_UNROLL
+   for (int i = 0; i < kLanes; ++i)
+      if (i < n)
+         lanes[i] = p[i];
+   return vec_load(lanes);
+}
+inline void vec_store_part(float* p, VecF v, int n) {
+   if (n >= kLanes) {
+      vec_store(p, v);
+      return;
+   }
+   float lanes[kLanes];
+   vec_store(lanes, v);
+   J2S_UNROLL
+   for (int i = 0; i < kLanes; ++i)
+      if (i < n)
+         p[i] = lanes[i];
+}
+template <typename To, typename From>
+inline To vec_bits(const From& v) {
+   To out;
+   std::memcpy(&out, &v, sizeof out);
+   return out;
+}
+// m ? a : b lane by lane (m is what a comparison gave: 0 or -1 per lane, or a bool on one lane),
+// as bit operations: a select the compiler cannot turn into a branch.
+#if defined(__GNUC__)
+inline VecF vec_pick(VecI m, VecF a, VecF b) { return vec_bits<VecF>((m & vec_bits<VecI>(a)) | (~m & vec_bits<VecI>(b))); }
+#else
+inline VecF vec_pick(VecI m, VecF a, VecF b) { return m ? a : b; }
+#endif
+// max and min as XLA's: a NaN in either operand gives NaN
+inline VecF vec_max(VecF acc, VecF x) { return vec_pick((x > acc) | (x != x), x, acc); }
+inline VecF vec_min(VecF acc, VecF x) { return vec_pick((x < acc) | (x != x), x, acc); }
+// A block of 8 floats whatever the target (one AVX register, two SSE2 or NEON ones): the
+// convolutions' channel blocks, whose weights are laid out for it. Left to itself, g++ 12
+// vectorises the convolution loops across taps or pixels instead of channels and keeps the
+// accumulators in scalar registers (4x slower). No function takes or returns an f8 by value, so no
+// ABI note fires where AVX is not enabled.
+#if defined(__GNUC__) || defined(__clang__)
+typedef float f8 __attribute__((vector_size(32)));
+#else
+struct f8 {
+   float v[8];
+   f8& operator+=(const f8& o) { for (int i = 0; i < 8; ++i) v[i] += o.v[i]; return *this; }
+   friend f8 operator*(const f8& a, const f8& b) { f8 r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] * b.v[i]; return r; }
+};
+#endif
+inline void f8_load(f8& v, const float* p) { std::memcpy(&v, p, sizeof v); }
+inline void f8_store(float* p, const f8& v) { std::memcpy(p, &v, sizeof v); }
+#if defined(__GNUC__) || defined(__clang__)
+inline void f8_splat(f8& v, float a) { v = f8{a, a, a, a, a, a, a, a}; }
+#else
+inline void f8_splat(f8& v, float a) { for (int i = 0; i < 8; ++i) v.v[i] = a; }
+#endif
+// relu as XLA's max(x, 0): NaN propagates, -0 becomes +0
+inline VecF vec_relu(VecF y) { return vec_pick((y > 0.f) | (y != y), y, VecF{}); }
+"""
