@@ -101,9 +101,10 @@ def readme_section(d: dict, stem: str) -> str:
         m = [x["ours_mt_over_best_all"] for x in rows if x["model"] == model and x["ours_mt_over_best_all"] is not None]
         if m:
             mt_all.append(f"{model} {_span(m)}")
-    lines.append("- Batch split over every core (`ours:mt`, batches 256 and above): ours:mt is faster than ours by "
-                 + "; ".join(speedups) + " (about 1x: the model runs on one thread, see \"Threads over the batch\"); "
-                 "mt/all per model: " + "; ".join(mt_all) + ".")
+    mt_batches = [b for model in d["models"] for b in d["models"][model]["batches"] if _cell(d, model, b, "ours-mt")]
+    lines.append(f"- Batch split over every core (`ours:mt`, batches {min(mt_batches, default='-')} and above): ours "
+                 "over ours:mt (above 1 the threads pay) " + "; ".join(speedups) + " (about 1x: the model runs on "
+                 "one thread, see \"Threads over the batch\"); mt/all per model: " + "; ".join(mt_all) + ".")
     peak = [x["ours_peak_fraction"] * 100 for x in rows if x["model"] in MLPS and x["batch"] >= 16
             and x["ours_peak_fraction"] is not None]
     lines.append(f"- The dense models ({', '.join(MLPS)}) at batch 16 and above run at {_span(peak, '{:.0f}')} % of "
