@@ -18,10 +18,7 @@ from ..ir.ops.epilogue import operand_kind
 from ..ir.ops.pool import Pool
 from .context import NotBuildable, builds
 from .elementwise import COMPOSED, binary, unary
-from .movement import crop, pad, strided_slice
-
-FLOAT_MAX = float(np.finfo(np.float32).max)
-
+from .movement import crop, edge_pad, pad, strided_slice
 
 def to_first(d):
     return (0, d + 1, *range(1, d + 1))
@@ -178,11 +175,18 @@ def _pool(ctx, op):
     v = ctx.reshape(v, nc + tuple(x.shape[k] for k in pooled))
     if op.kind == "min":
         v = unary(ctx, "neg", v)
-    fill = 0.0 if op.kind == "sum" else -FLOAT_MAX
-    v, sym = _edges(ctx, v, ctx.shape(v), [op.padding[k][0] for k in pooled], [op.padding[k][1] for k in pooled], fill)
-    if op.kind != "sum" and any(sym):   # SOFIE's MaxPool pads are not skipped: pad explicitly
-        v = pad(ctx, v, ctx.shape(v), [0, 0] + sym, [0, 0] + sym, fill)
-        sym = [0] * len(sym)
+    lo, hi = [op.padding[k][0] for k in pooled], [op.padding[k][1] for k in pooled]
+    if op.kind != "sum" and all(max(op.padding[k]) < op.window[k] for k in pooled):
+        # max/min: SOFIE's MaxPool pads are not skipped, and a -inf fill does not compile; every
+        # window reaching into the padding holds the edge element, so copies of it change nothing
+        v = crop(ctx, v, ctx.shape(v), [0, 0] + [min(0, a) for a in lo], [0, 0] + [min(0, c) for c in hi])
+        v = edge_pad(ctx, v, ctx.shape(v), [0, 0] + [max(0, a) for a in lo], [0, 0] + [max(0, c) for c in hi])
+        sym = [0] * len(pooled)
+    elif op.kind != "sum":   # a window wholly in the padding: -FLT_MAX where XLA has -inf
+        raise NotBuildable("a max/min pool whose padding is as wide as its window (SOFIE cannot write the "
+                           "-inf it pads with): use route=\"onnx\" or the project's own C++")
+    else:
+        v, sym = _edges(ctx, v, ctx.shape(v), lo, hi, 0.0)
     s = ctx.sofie
     attr = s.RAttributes_Pool()
     attr.kernel_shape = [int(op.window[k]) for k in pooled]

@@ -149,3 +149,21 @@ def pad(ctx, v, shape, lo, hi, value=0.0):
     pads, fill = ctx.ints(list(lo) + list(hi)), ctx.const(np.float32(value), "pad_value")
     out = tuple(n + a + b for n, a, b in zip(shape, lo, hi))
     return ctx.add(ctx.sofie.ROperator_Pad["float"](v, pads, fill, "", y, "constant"), [v, pads, fill], [y], out)
+
+
+def edge_pad(ctx, v, shape, lo, hi):
+    """Padding by non-negative (lo, hi) per axis with copies of the edge elements (one-element
+    crops and a Concat per axis): what a max pool may pad with instead of -inf, which SOFIE cannot
+    write, while every window reaching into the padding also holds the edge element."""
+    for axis, (a, c) in enumerate(zip(lo, hi)):
+        if not a and not c:
+            continue
+        n = shape[axis]
+        cut = [0] * len(shape)
+        first = crop(ctx, v, shape, cut, [-(n - 1) if k == axis else 0 for k in range(len(shape))])
+        last = crop(ctx, v, shape, [-(n - 1) if k == axis else 0 for k in range(len(shape))], cut)
+        ins = [first] * a + [v] + [last] * c
+        shape = tuple(m + (a + c if k == axis else 0) for k, m in enumerate(shape))
+        y = ctx.fresh("edge_pad")
+        v = ctx.add(ctx.sofie.ROperator_Concat(ins, axis, 0, y), list(dict.fromkeys(ins)), [y], shape, ctx.dtype(v))
+    return v
