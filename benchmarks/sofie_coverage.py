@@ -13,8 +13,9 @@ through four paths, as a Markdown table (README "Real SOFIE"):
   matching Keras at 1e-4;
 - SOFIE's operators: `to_rmodel(route="operators")` -> SOFIE's header, compiled, matching Keras.
 
-Run: python benchmarks/sofie_coverage.py [--only conv2d_same,lstm] [--json coverage.json]
-         [--tf-python /work/venv-tf/bin/python] [--models-dir DIR]
+Run: python benchmarks/sofie_coverage.py [--only conv2d_same,lstm] [--json coverage.json] [--md table.md]
+         [--tf-python venv-tf/bin/python] [--models-dir DIR]
+(venv-tf: python3 -m venv venv-tf && venv-tf/bin/pip install tensorflow-cpu sofie numpy)
 (outside CI: every layer model is compiled three or four times; nothing is asserted)
 
 The TensorFlow side alone: python benchmarks/sofie_coverage.py --keras-parser-only --models-dir DIR
