@@ -51,6 +51,9 @@ def test_ci_tests_the_declared_jax_floor_in_a_second_venv():
                          '"$PY" .ci/floor_pins.py > "$FLOOR/pins.txt"'], floor
     assert floor[4] == '"$FLOOR/bin/pip" install -e . pytest pytest-xdist -c "$FLOOR/pins.txt"', floor
     assert floor[5:] == [FLOOR_TESTS], floor
+    readme = (ROOT / "README.md").read_text().splitlines()
+    for line in floor[1:]:   # the README shows the floor check as CI runs it, line for line
+        assert line in readme, f"README.md lacks .ci/run's floor step {line!r}"
     pins = subprocess.run([sys.executable, str(ROOT / ".ci" / "floor_pins.py")], capture_output=True, text=True,
                           check=True).stdout.split()
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
