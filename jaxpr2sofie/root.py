@@ -280,16 +280,12 @@ SHIPPED_FLAGS = ["-O2", "-std=c++17"] + (["-march=x86-64-v3"] if __import__("pla
                                          else [])
 
 
-def _build_library(name: str, fn: str, header: str, library_code: str, shipped: bool, blas_needed: bool) -> str:
-    """The model's shared library (cached by content hash, as every build of the project)."""
+def _build_library(name: str, fn: str, header: str, library_code: str, shipped: bool, link_blas: bool) -> str:
+    """The model's shared library (cached by content hash, as every build of the project); the
+    library code defines the BLAS names the header calls (_blas)."""
     from .cpp.build import WARNINGS, compile_cached, find_blas, find_compiler
     flags = (SHIPPED_FLAGS if shipped else LOCAL_FLAGS) + WARNINGS + ["-pthread", "-fPIC", "-shared"]
-    link = []
-    if blas_needed:
-        b = find_blas()
-        if "J2S_SGEMM(" in header:
-            flags.append(f"-DJ2S_SGEMM={b.sgemm}")
-        link = list(b.link)
+    link = list(find_blas().link) if link_blas else []
     lib = compile_cached({f"{name}.hxx": header, "scorer.cpp": library_code}, ["scorer.cpp"], f"lib{fn}.so",
                          find_compiler(), flags, link, what=f"the RDataFrame library of {name}", tag="root-")
     return str(lib)
@@ -298,22 +294,15 @@ def _build_library(name: str, fn: str, header: str, library_code: str, shipped: 
 _DECLARED: dict = {}
 
 
-def _blas_prefix(header: str) -> tuple:
-    """(#define line, shared library path) when the header calls BLAS; ("", None) otherwise."""
-    if "J2S_SGEMM(" not in header:
+def _blas(header: str, sofie: bool) -> tuple:
+    """(#define lines naming the BLAS routines the header calls, shared BLAS library), or ("", None)
+    for a header without products: ours calls J2S_SGEMM, a header real SOFIE generated sgemm_ and co."""
+    if not (sofie_header.calls_blas(header) if sofie else "J2S_SGEMM(" in header):
         return "", None
     from .cpp.build import find_blas, shared_blas_library
     b = find_blas()
-    return f"#define J2S_SGEMM {b.sgemm}\n", shared_blas_library(b)
-
-
-def _sofie_blas(header: str) -> tuple:
-    """The #define lines and shared BLAS library for a header real SOFIE generated (sgemm_ and co)."""
-    if not sofie_header.calls_blas(header):
-        return "", None
-    from .cpp.build import find_blas, shared_blas_library
-    b = find_blas()
-    return sofie_header.blas_macros(header, b.sgemm), shared_blas_library(b)
+    macros = sofie_header.blas_macros(header, b.sgemm) if sofie else f"#define J2S_SGEMM {b.sgemm}\n"
+    return macros, shared_blas_library(b)
 
 
 def _code(model, shipped: bool = False) -> tuple:
@@ -324,10 +313,9 @@ def _code(model, shipped: bool = False) -> tuple:
     name = sig["model"]
     ns = sig.get("namespace") or SessionABI.from_signature(sig).namespace
     fn = f"{name}_{key}"
-    sofie = sig.get("generator") == "sofie"
-    macros, blas = _sofie_blas(header) if sofie else ("", _blas_prefix(header)[1])
+    macros, blas = _blas(header, sig.get("generator") == "sofie")
     lib = _build_library(name, fn, header, _library_code(name, ns, fn, sig, weights, macros), shipped,
-                         blas_needed=blas is not None)
+                         link_blas=blas is not None)
     dm = DeclaredModel(name, ns, f"jaxpr2sofie_root::{fn}",
                        tuple((i["name"], _per_event_shape(i["shape"]), i["dtype"]) for i in sig["inputs"]),
                        tuple((o["name"], _per_event_shape(o["shape"]), o["dtype"]) for o in sig["outputs"]),
