@@ -18,8 +18,6 @@ Needs the `root` extra: pip install 'jaxpr2sofie[root]'.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 import warnings
 from dataclasses import dataclass

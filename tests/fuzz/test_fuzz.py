@@ -55,7 +55,8 @@ def test_random_programs_at_a_run_time_batch_match_jax(family, request):
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "run-time batch"])
+# at a run-time batch in the slow set (CI runs it after the main command), as the main command has a ten-minute budget
+@pytest.mark.parametrize("dynamic", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["static", "run-time batch"])
 def test_random_programs_through_real_sofie(family, dynamic, request):
     """The same programs through real SOFIE (sofie_leg.py): those it takes match JAX."""
     long = request.config.getoption("--fuzz-long")
