@@ -15,17 +15,6 @@ from ..ir.ops.conv import SPATIAL   # spatial dimensions of a ConvShape
 
 # The convolutions' 8-channel blocks (f8) are the portability layer's (simd.py).
 _CONV = """\
-// The kernels are compiled once, as they are: without this, g++ inlines each call, whose shape is
-// a constant, and optimises a specialised copy per layer again (minutes of build for MobileNetV2).
-#ifndef J2S_KERNEL
-#if defined(__GNUC__) && !defined(__clang__)
-#define J2S_KERNEL __attribute__((noipa))
-#elif defined(__clang__)
-#define J2S_KERNEL __attribute__((noinline))
-#else
-#define J2S_KERNEL
-#endif
-#endif
 // A convolution's sizes: three spatial dimensions (size 1 where the model has fewer).
 struct ConvShape {
    long n;                 // images
@@ -98,86 +87,143 @@ struct Window3 {
    }
 };
 
-// Channels [c0, c0 + 8 NV) of one output pixel of a depthwise convolution (kernel [K..., C]).
-template <int NV>
-inline void depthwise_block(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, int c0) {
+// One output pixel of a depthwise convolution (kernel [K..., C]), every channel: kLanes channels
+// at a time over the taps inside the input, the last vector of a row in part. The general case
+// (any kernel, dilation) and the border pixels of the row kernel below.
+inline void depthwise_pixel(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y) {
    const int C = s.cout;
-   f8 acc[NV];
-   for (int v = 0; v < NV; ++v)   // one by one: "= {}" zeroes the array through memory (rep stos)
-      f8_splat(acc[v], 0.f);
-   f8 xv, kv;
-   for (int a = w.t0[0]; a < w.t1[0]; ++a)
-      for (int b = w.t0[1]; b < w.t1[1]; ++b) {
-         const float* xr = x + ((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * C + c0;
-         const float* kr = k + (static_cast<long>(a) * s.k[1] + b) * s.k[2] * C + c0;
-         for (int t = w.t0[2]; t < w.t1[2]; ++t) {
-            const float* xp = xr + (w.base[2] + t * s.dil[2]) * C;
-            const float* kp = kr + static_cast<long>(t) * C;
-            for (int v = 0; v < NV; ++v) {
-               f8_load(xv, xp + 8 * v);
-               f8_load(kv, kp + 8 * v);
-               acc[v] += xv * kv;
-            }
-         }
-      }
-   for (int v = 0; v < NV; ++v)
-      f8_store(y + c0 + 8 * v, acc[v]);
-}
-
-// Channels [c0, C) of one output pixel, fewer than 8: scalar.
-inline void depthwise_tail(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, int c0) {
-   const int C = s.cout;
-   for (int c = c0; c < C; ++c) {
-      float acc = 0.f;
+   for (int c = 0; c < C; c += kLanes) {
+      const int n = C - c;
+      VecF acc = vec_splat(0.f);
       for (int a = w.t0[0]; a < w.t1[0]; ++a)
-         for (int b = w.t0[1]; b < w.t1[1]; ++b)
+         for (int b = w.t0[1]; b < w.t1[1]; ++b) {
+            const float* xr = x + ((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * C + c;
+            const float* kr = k + (static_cast<long>(a) * s.k[1] + b) * s.k[2] * C + c;
             for (int t = w.t0[2]; t < w.t1[2]; ++t)
-               acc += x[((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * C
-                        + (w.base[2] + t * s.dil[2]) * C + c]
-                      * k[((static_cast<long>(a) * s.k[1] + b) * s.k[2] + t) * C + c];
-      y[c] = acc;
+               acc += vec_load_part(xr + (w.base[2] + t * s.dil[2]) * C, n) * vec_load_part(kr + static_cast<long>(t) * C, n);
+         }
+      vec_store_part(y + c, acc, n);
    }
 }
 
-// Every output channel of one pixel: blocks of 32 channels (4 accumulators, a quarter of the
-// vector registers), then the whole vectors left, then single channels.
-template <void (*Block1)(const ConvShape&, const Window3&, const float*, const float*, float*, int),
-          void (*Block2)(const ConvShape&, const Window3&, const float*, const float*, float*, int),
-          void (*Block3)(const ConvShape&, const Window3&, const float*, const float*, float*, int),
-          void (*Block4)(const ConvShape&, const Window3&, const float*, const float*, float*, int),
-          void (*Tail)(const ConvShape&, const Window3&, const float*, const float*, float*, int)>
-inline void conv_pixels(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
-   const long image_in = static_cast<long>(s.in[0]) * s.in[1] * s.in[2] * s.cin;
+// The kernel rows (taps of the dimensions before the last) of one output row that fall inside the
+// input: where each starts in the image and in the kernel. At most kTapRows, else the pixel path.
+constexpr int kTapRows = 16;
+struct TapRows {
+   int count = 0;
+   long x[kTapRows], k[kTapRows];
+   TapRows(const ConvShape& s, const Window3& w) {
+      for (int a = w.t0[0]; a < w.t1[0]; ++a)
+         for (int b = w.t0[1]; b < w.t1[1] && count < kTapRows; ++b, ++count) {
+            x[count] = ((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * s.cout;
+            k[count] = (static_cast<long>(a) * s.k[1] + b) * s.k[2] * s.cout;
+         }
+   }
+};
+
+// P neighbouring output pixels of a row whose 3 taps along it are all inside the input (stride S,
+// the first window starting at input pixel x), channel vectors from c while c < end (PART: one
+// partial vector of n channels, the last of a row). The P x 3 taps of a kernel row share its 3
+// weights and, at stride 1, their input vectors: P + 2 (stride 2: 2 P + 1) loads feed 3 P FMAs into
+// P accumulators held in registers.
+template <int S, int P, bool PART>
+inline void depthwise_run3(const TapRows& rows, int C, const float* x, const float* k, float* y, int c, int end) {
+   constexpr int kCols = (P - 1) * S + 3;   // input pixels the P windows cover
+   const int n = end - c;
+   for (; c < end; c += kLanes) {
+      VecF acc[P];
+      J2S_UNROLL
+      for (int p = 0; p < P; ++p)
+         acc[p] = vec_splat(0.f);
+      for (int r = 0; r < rows.count; ++r) {
+         const float* xr = x + rows.x[r] + c;
+         const float* kr = k + rows.k[r] + c;
+         VecF kv[3], xv[kCols];
+         J2S_UNROLL
+         for (int t = 0; t < 3; ++t)
+            kv[t] = PART ? vec_load_part(kr + t * C, n) : vec_load(kr + t * C);
+         J2S_UNROLL
+         for (int q = 0; q < kCols; ++q)
+            xv[q] = PART ? vec_load_part(xr + static_cast<long>(q) * C, n) : vec_load(xr + static_cast<long>(q) * C);
+         J2S_UNROLL
+         for (int p = 0; p < P; ++p)
+            J2S_UNROLL
+            for (int t = 0; t < 3; ++t)
+               acc[p] += xv[p * S + t] * kv[t];
+      }
+      J2S_UNROLL
+      for (int p = 0; p < P; ++p) {
+         if (PART)
+            vec_store_part(y + static_cast<long>(p) * C + c, acc[p], n);
+         else
+            vec_store(y + static_cast<long>(p) * C + c, acc[p]);
+      }
+   }
+}
+
+// P interior pixels of a row, every channel: the whole vectors, then the partial one.
+template <int S, int P>
+inline void depthwise_block3(const TapRows& rows, int C, const float* x, const float* k, float* y) {
+   const int whole = C / kLanes * kLanes;
+   depthwise_run3<S, P, false>(rows, C, x, k, y, 0, whole);
+   if (whole < C)
+      depthwise_run3<S, P, true>(rows, C, x, k, y, whole, C);
+}
+
+// One row of output pixels: a kernel 3 wide along the row at stride S, the pixels whose windows lie
+// inside the input in blocks of kDepthwisePixels, the others (borders) one by one.
+constexpr int kDepthwisePixels = 4;
+template <int S>
+inline void depthwise_row3(const ConvShape& s, int o0, int o1, const float* x, const float* k, float* y) {
+   const int o[3] = {o0, o1, 0};
+   Window3 w(s, o);
+   const TapRows rows(s, w);
+   // interior: 0 <= o2 * S - lo and o2 * S - lo + 2 <= in - 1
+   const int lo = std::min(s.out[2], s.lo[2] > 0 ? (s.lo[2] + S - 1) / S : 0);
+   const int hi = std::max(lo, std::min(s.out[2], s.in[2] - 3 + s.lo[2] >= 0 ? (s.in[2] - 3 + s.lo[2]) / S + 1 : 0));
    const int C = s.cout;
+   auto border = [&](int o2) {
+      w.base[2] = static_cast<long>(o2) * S - s.lo[2];
+      tap_range(w.base[2], s.in[2], 3, 1, w.t0[2], w.t1[2]);
+      depthwise_pixel(s, w, x, k, y + static_cast<long>(o2) * C);
+   };
+   auto first = [&](int o2) { return x + (static_cast<long>(o2) * S - s.lo[2]) * C; };   // its window's first input pixel
+   int o2 = 0;
+   for (; o2 < lo; ++o2)
+      border(o2);
+   for (; o2 + kDepthwisePixels <= hi; o2 += kDepthwisePixels)
+      depthwise_block3<S, kDepthwisePixels>(rows, C, first(o2), k, y + static_cast<long>(o2) * C);
+   for (; o2 < hi; ++o2)
+      depthwise_block3<S, 1>(rows, C, first(o2), k, y + static_cast<long>(o2) * C);
+   for (; o2 < s.out[2]; ++o2)
+      border(o2);
+}
+
+// A depthwise convolution (one input channel per output channel, Cin == Cout), kernel [K..., C],
+// row by row, each row's epilogue applied while the row is in cache. Kernels 3 wide along the row
+// at stride 1 or 2 (MobileNet's) go through depthwise_row3; the others pixel by pixel.
+J2S_KERNEL inline void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
+   const long image_in = static_cast<long>(s.in[0]) * s.in[1] * s.in[2] * s.cin;
+   const long C = s.cout;
+   const bool row3 = s.k[2] == 3 && s.dil[2] == 1 && (s.stride[2] == 1 || s.stride[2] == 2)
+                     && static_cast<long>(s.k[0]) * s.k[1] <= kTapRows;
    for (long n = 0; n < s.n; ++n)
       for (int o0 = 0; o0 < s.out[0]; ++o0)
          for (int o1 = 0; o1 < s.out[1]; ++o1) {
             const long row = ((n * s.out[0] + o0) * s.out[1] + o1) * s.out[2];   // first pixel of the row
-            for (int o2 = 0; o2 < s.out[2]; ++o2) {
-               const int o[3] = {o0, o1, o2};
-               const Window3 w(s, o);
-               const float* xi = x + n * image_in;
-               float* yp = y + (row + o2) * C;
-               int c = 0;
-               for (; c + 32 <= C; c += 32)
-                  Block4(s, w, xi, k, yp, c);
-               switch ((C - c) / 8) {
-               case 3: Block3(s, w, xi, k, yp, c); c += 24; break;
-               case 2: Block2(s, w, xi, k, yp, c); c += 16; break;
-               case 1: Block1(s, w, xi, k, yp, c); c += 8; break;
-               default: break;
+            const float* xi = x + n * image_in;
+            if (row3 && s.stride[2] == 1) {
+               depthwise_row3<1>(s, o0, o1, xi, k, y + row * C);
+            } else if (row3) {
+               depthwise_row3<2>(s, o0, o1, xi, k, y + row * C);
+            } else {
+               for (int o2 = 0; o2 < s.out[2]; ++o2) {
+                  const int o[3] = {o0, o1, o2};
+                  depthwise_pixel(s, Window3(s, o), xi, k, y + (row + o2) * C);
                }
-               if (c < C)
-                  Tail(s, w, xi, k, yp, c);
             }
-            epi(y + row * C, row * C, s.out[2], C);   // the row while it is in cache
+            epi(y + row * C, row * C, s.out[2], static_cast<int>(C));
          }
-}
-
-// A depthwise convolution (one input channel per output channel, Cin == Cout), kernel [K..., C].
-J2S_KERNEL inline void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
-   conv_pixels<depthwise_block<1>, depthwise_block<2>, depthwise_block<3>, depthwise_block<4>, depthwise_tail>(
-      s, x, k, y, epi);
 }
 
 // Input position of tap t of output o along dimension d in the (lhs-dilated, padded) input,

@@ -91,12 +91,23 @@ struct PanelGemm {
    long panel_stride, ldb;
    const float* bias;       // [n], or nullptr
    float* c;                // [m, n], row-major
+   long at = 0;             // c's first element is this element of the output tensor
 };
 
-// Rows [row, row + R) of C, panel `panel`: acc[r][v] plus bias, through the activation ACT. The
+// The bias and activation of gemm_packed<ACT> as a finishing stage; a pointwise convolution's
+// epilogue (conv_kernels.py) is another, with the same two members.
+template <int ACT>
+struct Activation {
+   static constexpr bool kVectors = true;
+   VecF lanes(VecF y, long, long, int) const { return ACT == 1 ? vec_relu(y) : y; }
+   float operator()(float y, long, long) const { return ACT == 1 && y <= 0.f ? 0.f : y; }
+};
+
+// Rows [row, row + R) of C, panel `panel`: acc[r][v] plus bias, through the finishing stage F
+// (on whole vectors, or value by value where F has no vector form) as the tile is stored. The
 // last panel of a row may be narrower than kPanel: its vectors are read and written in part.
-template <int R, int ACT>
-inline void store_tile(const VecF (&acc)[R][kPanelVecs], const PanelGemm& g, long row, int panel) {
+template <int R, class F>
+inline void store_tile(const VecF (&acc)[R][kPanelVecs], const PanelGemm& g, long row, int panel, const F& f) {
    const int first = panel * kPanel;
    const int cols = std::min(kPanel, g.n - first);
    VecF bias[kPanelVecs] = {};
@@ -107,19 +118,24 @@ inline void store_tile(const VecF (&acc)[R][kPanelVecs], const PanelGemm& g, lon
    }
    for (int r = 0; r < R; ++r) {
       float* c = g.c + (row + r) * g.n + first;
+      const long at = g.at + (row + r) * g.n + first;   // element of the output tensor
       J2S_UNROLL
       for (int v = 0; v < kPanelVecs; ++v) {
-         VecF y = acc[r][v] + bias[v];
-         if (ACT == 1)
-            y = vec_relu(y);
-         vec_store_part(c + v * kLanes, y, cols - v * kLanes);
+         const int n = cols - v * kLanes;
+         if constexpr (F::kVectors) {
+            vec_store_part(c + v * kLanes, f.lanes(acc[r][v] + bias[v], first + v * kLanes, at + v * kLanes, n), n);
+         } else {
+            vec_store_part(c + v * kLanes, acc[r][v] + bias[v], n);
+            for (int j = 0; j < std::min(n, kLanes); ++j)
+               c[v * kLanes + j] = f(c[v * kLanes + j], first + v * kLanes + j, at + v * kLanes + j);
+         }
       }
    }
 }
 
 // Rows [row, row + R) against one panel: R x kPanelVecs independent FMA chains.
-template <int R, int ACT>
-inline void panel_tile(const PanelGemm& g, long row, int panel) {
+template <int R, class F>
+inline void panel_tile(const PanelGemm& g, long row, int panel, const F& f) {
    const float* a = g.a + row * g.k;
    const float* b = g.b + panel * g.panel_stride;
    VecF acc[R][kPanelVecs] = {};
@@ -136,13 +152,13 @@ inline void panel_tile(const PanelGemm& g, long row, int panel) {
             acc[r][v] += ar * bk[v];
       }
    }
-   store_tile<R, ACT>(acc, g, row, panel);
+   store_tile<R>(acc, g, row, panel, f);
 }
 
 // One row against one panel (batch-1 inference): K is split over kRowSplit partial sums, so that
 // kRowSplit x kPanelVecs FMA chains run at once.
-template <int ACT>
-inline void panel_row(const PanelGemm& g, long row, int panel) {
+template <class F>
+inline void panel_row(const PanelGemm& g, long row, int panel, const F& f) {
    const float* a = g.a + row * g.k;
    const float* b = g.b + panel * g.panel_stride;
    VecF acc[kRowSplit][kPanelVecs] = {};
@@ -170,20 +186,31 @@ inline void panel_row(const PanelGemm& g, long row, int panel) {
       for (int s = 1; s < kRowSplit; ++s)
          sum[0][v] += acc[s][v];
    }
-   store_tile<1, ACT>(sum, g, row, panel);
+   store_tile<1>(sum, g, row, panel, f);
 }
 
-// The `rows` (< kTileRows) rows left after the whole tiles, against one panel.
-template <int ACT>
-inline void panel_rest(const PanelGemm& g, long row, long rows, int panel) {
-   for (; rows >= 6; row += 6, rows -= 6)   // only where a whole tile has more rows (AVX-512)
-      panel_tile<6, ACT>(g, row, panel);
+// The `rows` (< kTileRows) rows left after the whole tiles, against one panel: one tile of them
+// all, so that each panel is read once and as many FMA chains as rows run at once (the 3x3 pixels
+// of a network's last stage are 9 rows; as 6 + 3 they ran half as fast).
+template <class F>
+inline void panel_rest(const PanelGemm& g, long row, long rows, int panel, const F& f) {
+   if constexpr (kTileRows > 6) {
+      switch (rows) {
+      case 11: panel_tile<11>(g, row, panel, f); return;
+      case 10: panel_tile<10>(g, row, panel, f); return;
+      case 9: panel_tile<9>(g, row, panel, f); return;
+      case 8: panel_tile<8>(g, row, panel, f); return;
+      case 7: panel_tile<7>(g, row, panel, f); return;
+      case 6: panel_tile<6>(g, row, panel, f); return;
+      default: break;
+      }
+   }
    switch (rows) {
-   case 5: panel_tile<5, ACT>(g, row, panel); break;
-   case 4: panel_tile<4, ACT>(g, row, panel); break;
-   case 3: panel_tile<3, ACT>(g, row, panel); break;
-   case 2: panel_tile<2, ACT>(g, row, panel); break;
-   case 1: panel_row<ACT>(g, row, panel); break;
+   case 5: panel_tile<5>(g, row, panel, f); break;
+   case 4: panel_tile<4>(g, row, panel, f); break;
+   case 3: panel_tile<3>(g, row, panel, f); break;
+   case 2: panel_tile<2>(g, row, panel, f); break;
+   case 1: panel_row(g, row, panel, f); break;
    default: break;
    }
 }
@@ -191,16 +218,16 @@ inline void panel_rest(const PanelGemm& g, long row, long rows, int panel) {
 // Every panel of g. Rows go in blocks whose share of A stays in the L2 cache (about 128 KB);
 // within a block each panel is read once, by all the block's tiles in turn, so a weight matrix
 // larger than the cache is streamed once per block, not once per tile.
-template <int ACT>
-inline void panel_gemm(const PanelGemm& g) {
+template <class F>
+inline void panel_gemm(const PanelGemm& g, const F& f) {
    const long block = std::max<long>(kTileRows, 32768L / std::max(g.k, 1) / kTileRows * kTileRows);
    for (long first = 0; first < g.m; first += block) {
       const long rows = std::min(block, g.m - first);
       const long tiled = rows / kTileRows * kTileRows;
       for (int p = 0; p < g.panels; ++p) {
          for (long r = first; r < first + tiled; r += kTileRows)
-            panel_tile<kTileRows, ACT>(g, r, p);
-         panel_rest<ACT>(g, first + tiled, rows - tiled, p);
+            panel_tile<kTileRows>(g, r, p, f);
+         panel_rest(g, first + tiled, rows - tiled, p, f);
       }
    }
 }
@@ -209,14 +236,23 @@ inline void panel_gemm(const PanelGemm& g) {
 template <int ACT>
 inline void gemm_packed(long M, int N, int K, const float* A, const float* P, const float* bias, float* C) {
    const PanelGemm g{M, N, K, (N + kPanel - 1) / kPanel, A, P, static_cast<long>(kPanel) * K, kPanel, bias, C};
-   panel_gemm<ACT>(g);
+   panel_gemm(g, Activation<ACT>{});
+}
+
+// The same through a convolution's epilogue E (its stages, conv_kernels.py) as each tile is stored,
+// while it is in registers; C's first element is element `at` of the output tensor. Compiled once
+// per stage chain (J2S_KERNEL), whatever the number of layers that call it.
+template <class E>
+J2S_KERNEL void gemm_packed_with(long M, int N, int K, const float* A, const float* P, float* C, long at, const E& e) {
+   const PanelGemm g{M, N, K, (N + kPanel - 1) / kPanel, A, P, static_cast<long>(kPanel) * K, kPanel, nullptr, C, at};
+   panel_gemm(g, e);
 }
 
 // B row-major [K,N] as it is (an activation: packing it would cost a copy): each whole panel is
 // read in place, rows N apart; the last N % 16 columns as plain loops.
 inline void gemm_rows(long M, int N, int K, const float* A, const float* B, float* C) {
    const PanelGemm g{M, N, K, N / kPanel, A, B, kPanel, N, nullptr, C};
-   panel_gemm<0>(g);
+   panel_gemm(g, Activation<0>{});
    for (int j = N / kPanel * kPanel; j < N; ++j)
       for (long i = 0; i < M; ++i) {
          float acc = 0.f;

@@ -74,18 +74,26 @@ def _functor(w, g, stages, out_shape):
     return w.define("Epilogue", text), tensors
 
 
-def epilogue_object(w, g, stages, out_shape) -> str:
-    """Declare the detail::Epilogue (conv_kernels.py) applying `stages`; its C++ name."""
+def epilogue_stages(w, g, stages, out_shape) -> str:
+    """Declare the generated functor applying `stages` (non-empty); its C++ name. Kernels that take
+    it as a template argument (detail::gemm_packed_with) apply it to values still in registers."""
     w.need("conv")
     if any(s.kind in VECTOR_KINDS for s in stages):
         w.need("vmath")   # their vector forms (vmath.py)
+    struct, tensors = _functor(w, g, stages, out_shape)
+    name = w.fresh("stages")
+    w.line(f"const detail::{struct} {name}{{{', '.join(w.ref(t) for t in tensors)}}};")
+    return name
+
+
+def epilogue_object(w, g, stages, out_shape) -> str:
+    """Declare the detail::Epilogue (conv_kernels.py) applying `stages`; its C++ name."""
+    w.need("conv")
     name = w.fresh("epi")
     if not stages:
         w.line(f"const detail::Epilogue {name}{{}};")
         return name
-    struct, tensors = _functor(w, g, stages, out_shape)
-    w.line(f"const detail::{struct} {name}_stages{{{', '.join(w.ref(t) for t in tensors)}}};")
-    w.line(f"const detail::Epilogue {name} = detail::epilogue_of({name}_stages);")
+    w.line(f"const detail::Epilogue {name} = detail::epilogue_of({epilogue_stages(w, g, stages, out_shape)});")
     return name
 
 
