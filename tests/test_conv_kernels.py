@@ -1,0 +1,138 @@
+"""The convolution kernels (cpp/conv_kernels.py, the pointwise product of cpp/kernels.py) against
+JAX at every flag set of test_simd_kernels (AVX-512, x86-64-v3 and SSE2 vectors) and on the
+portability layer's plain-float path. One model holds every case, so one build per flag set checks
+them all at a run-time batch: depthwise 3x3 at stride 1 and 2 with SAME, VALID and asymmetric
+padding, channel counts below, at and past the vector widths (3, 5, 17, 32, 33), rows narrower than
+a block of output pixels, a dilated kernel (the pixel-by-pixel path), pointwise products with bias,
+relu, relu6 and residual epilogues, and a general 3x3 convolution. No timing here."""
+from __future__ import annotations
+
+import platform
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxpr2sofie as j2s
+from jaxpr2sofie.cpp.emit import emit_header
+from helpers import assert_close, require_tool
+from test_simd_kernels import FLAG_SETS
+
+DN = ("NHWC", "HWIO", "NHWC")
+BATCHES = [1, 3]
+EVENT = (9, 11, 17)
+
+pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                                reason="the flag sets name x86-64 targets")
+
+
+def _depthwise(x, k, stride, padding, dilation=(1, 1)):
+    return lax.conv_general_dilated(x, k, stride, padding, rhs_dilation=dilation, dimension_numbers=DN,
+                                    feature_group_count=x.shape[-1])
+
+
+def _conv(x, k, stride=(1, 1), padding="SAME"):
+    return lax.conv_general_dilated(x, k, stride, padding, dimension_numbers=DN)
+
+
+def relu6(h):
+    return jnp.minimum(jax.nn.relu(h), 6.0)
+
+
+def convs(p, x):
+    """Every kernel path on one input of 17 channels, 9 x 11 pixels."""
+    x33 = jnp.concatenate([x, x[..., :16]], axis=-1)                       # 33 channels
+    x32 = x33[..., :32]
+    return (
+        relu6(_depthwise(x, p["d17"], (1, 1), "SAME") + p["b17"]),          # a partial vector
+        jax.nn.relu(_depthwise(x32, p["d32"], (2, 2), ((0, 1), (0, 1))) + p["b32"]),   # asymmetric
+        _depthwise(x33, p["d33"], (2, 2), "SAME"),
+        _depthwise(x[:, :, :5, :5], p["d5"], (1, 1), "VALID"),              # rows of 3 pixels
+        _depthwise(x[:, :4, :2, :3], p["d3"], (1, 1), ((2, 1), (1, 2))),    # all border pixels
+        _depthwise(x[..., :3], p["d3"], (1, 1), "SAME", dilation=(2, 2)),   # the pixel path
+        relu6(_conv(x, p["p17_33"]) + p["b33"]),                           # pointwise, relu6
+        _conv(x33, p["p33_33"]) + p["b33"] + x33,                          # pointwise, residual
+        jax.nn.relu(_conv(x32, p["p32_16"])),                              # pointwise, relu only
+        jax.nn.relu(_conv(x[..., :5], p["k5_17"], (2, 2)) + p["b17"]),     # general 3x3
+    )
+
+
+def _params():
+    rng = np.random.default_rng(24)
+
+    def w(*shape, scale=0.4):
+        return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+    return {"d17": w(3, 3, 1, 17), "d32": w(3, 3, 1, 32), "d33": w(3, 3, 1, 33), "d5": w(3, 3, 1, 5),
+            "d3": w(3, 3, 1, 3), "b17": w(17), "b32": w(32), "b33": w(33),
+            "p17_33": w(1, 1, 17, 33, scale=0.3), "p33_33": w(1, 1, 33, 33, scale=0.2),
+            "p32_16": w(1, 1, 32, 16, scale=0.2), "k5_17": w(3, 3, 5, 17, scale=0.2)}
+
+
+PARAMS = _params()
+
+
+@pytest.fixture(scope="module")
+def converted():
+    x = np.zeros((2, *EVENT), np.float32)
+    return j2s.convert(convs, PARAMS, x, name="ConvKernels", batch="dynamic", max_batch=4, progress=False)
+
+
+def _check(got, x, what):
+    want = jax.jit(convs)(PARAMS, x)
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert_close(g, np.asarray(w), rtol=1e-4, what=f"output {k}, {what}")
+
+
+def test_the_model_takes_the_new_kernel_paths(converted):
+    header = emit_header(converted.graph)
+    assert header.count("detail::conv_depthwise(") == 6
+    assert header.count("detail::gemm_packed_with(") >= 3
+
+
+@pytest.mark.parametrize("flags", list(FLAG_SETS))
+def test_conv_kernels_match_jax(converted, flags):
+    compiled = converted.compile(flags=FLAG_SETS[flags])   # -Werror: conftest's strict mode
+    rng = np.random.default_rng(sum(map(ord, flags)))
+    for batch in BATCHES:
+        x = rng.standard_normal((batch, *EVENT)).astype(np.float32)
+        _check(compiled(x), x, f"batch {batch}, {flags}")
+
+
+def test_plain_float_path_matches_jax(converted, tmp_path):
+    """The portability layer's path for compilers without GCC's vector extensions (VecF = float):
+    g++ with __GNUC__ undefined once the standard headers are in."""
+    cxx = require_tool("g++", "the plain-float path is built with g++")
+    converted.generate(str(tmp_path))
+    header = (tmp_path / "ConvKernels.hxx").read_text()
+    includes = [line for line in header.splitlines() if line.startswith("#include <")]
+    batch = 2
+    x = np.random.default_rng(5).standard_normal((batch, *EVENT)).astype(np.float32)
+    x.tofile(tmp_path / "x.bin")
+    (tmp_path / "main.cpp").write_text("\n".join([
+        *includes, "#include <cstdio>", "#undef __GNUC__", '#include "ConvKernels.hxx"',
+        "int main() {",
+        f'   TMVA_SOFIE_ConvKernels::Session s("{tmp_path}/ConvKernels.dat", {batch});',
+        f"   std::vector<float> x({x.size});",
+        f'   std::FILE* f = std::fopen("{tmp_path}/x.bin", "rb");',
+        "   if (std::fread(x.data(), sizeof(float), x.size(), f) != x.size()) return 1;",
+        "   std::fclose(f);",
+        f"   const auto y = s.infer({batch}, x.data());",
+        f'   std::FILE* o = std::fopen("{tmp_path}/y.bin", "wb");',
+        "   for (const auto& v : y) std::fwrite(v.data(), sizeof(float), v.size(), o);",
+        "   std::fclose(o);",
+        "}", ""]))
+    subprocess.run([cxx, "-O1", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-o", str(tmp_path / "main"),
+                    str(tmp_path / "main.cpp")], check=True, cwd=tmp_path)
+    subprocess.run([str(tmp_path / "main")], check=True)
+    flat = np.fromfile(tmp_path / "y.bin", np.float32)
+    want = jax.jit(convs)(PARAMS, x)
+    got, at = [], 0
+    for w in want:
+        got.append(flat[at:at + w.size].reshape(w.shape))
+        at += w.size
+    assert at == flat.size
+    _check(got, x, "plain floats")
