@@ -4,7 +4,7 @@ portability layer's plain-float path. One model holds every case, so one build p
 them all at a run-time batch: depthwise 3x3 at stride 1 and 2 with SAME, VALID and asymmetric
 padding, channel counts below, at and past the vector widths (3, 5, 17, 32, 33), rows narrower than
 a block of output pixels, a dilated kernel (the pixel-by-pixel path), pointwise products with bias,
-relu, relu6 and residual epilogues, and a general 3x3 convolution. No timing here."""
+relu, relu6 and residual epilogues (on depthwise ones too), and a general 3x3 convolution. No timing here."""
 from __future__ import annotations
 
 import platform
@@ -50,6 +50,7 @@ def convs(p, x):
         relu6(_depthwise(x, p["d17"], (1, 1), "SAME") + p["b17"]),          # a partial vector
         jax.nn.relu(_depthwise(x32, p["d32"], (2, 2), ((0, 1), (0, 1))) + p["b32"]),   # asymmetric
         _depthwise(x33, p["d33"], (2, 2), "SAME"),
+        _depthwise(x, p["d17"], (1, 1), "SAME") + x,                         # residual
         _depthwise(x[:, :, :5, :5], p["d5"], (1, 1), "VALID"),              # rows of 3 pixels
         _depthwise(x[:, :4, :2, :3], p["d3"], (1, 1), ((2, 1), (1, 2))),    # all border pixels
         _depthwise(x[..., :3], p["d3"], (1, 1), "SAME", dilation=(2, 2)),   # the pixel path
@@ -89,7 +90,7 @@ def _check(got, x, what):
 
 def test_the_model_takes_the_new_kernel_paths(converted):
     header = emit_header(converted.graph)
-    assert header.count("detail::conv_depthwise(") == 6
+    assert header.count("detail::conv_depthwise(") == 7
     assert header.count("detail::gemm_packed_with(") >= 3
 
 

@@ -3,8 +3,9 @@
 Emitting each layer's loops with constant sizes let g++ specialise them, but it then optimised one
 loop nest per layer: MobileNetV2's header took a minute to build. Each layer now fills a ConvShape
 and calls one of these kernels, so g++ compiles each kernel once whatever the depth of the model;
-only the channel block (how many 8-float accumulators stay in registers) is a template argument,
-as registers must be named at compile time.
+only register blocks (output pixels per block: registers must be named at compile time) and the
+depthwise kernel's epilogue (applied to its accumulators, one copy per stage chain) are template
+arguments. Depthwise 3x3 rows run kLanes channels x 4 output pixels at a time, borders apart.
 
 Up to three spatial dimensions; fewer are padded with size-1 dimensions in front.
 Channels last: input [N, D, H, W, Cin], output [N, OD, OH, OW, Cout].
@@ -26,42 +27,6 @@ struct ConvShape {
    int cin, cout;
    long pixels() const { return static_cast<long>(out[0]) * out[1] * out[2]; }
 };
-
-// Elementwise stages applied to each block of output rows while it is in cache (see epilogue.py):
-// a function per stage combination, reached through a pointer so the kernels are compiled once.
-struct Epilogue {
-   void (*fn)(const void*, float*, long, long, int) = nullptr;
-   const void* stages = nullptr;
-   // `rows` rows of `cout` floats at y, which is element `at` of the output tensor
-   void operator()(float* y, long at, long rows, int cout) const {
-      if (fn) fn(stages, y, at, rows, cout);
-   }
-};
-
-// Compiled once per stage chain (J2S_KERNEL): inlined where a call's sizes are constants, g++ 12
-// vectorises short channel loops across rows instead, with permutes (several times slower). A chain
-// with a vector form (E::kVectors) runs on whole vectors of channels, the last one of a row in part,
-// so that every channel gets the same code and -O2 the speed of -O3.
-template <class E>
-J2S_KERNEL void run_epilogue(const void* stages, float* y, long at, long rows, int cout) {
-   const E& e = *static_cast<const E*>(stages);
-   for (long r = 0; r < rows; ++r) {
-      float* yr = y + r * cout;
-      const long base = at + r * cout;
-      if constexpr (E::kVectors) {
-         for (int c = 0; c < cout; c += kLanes) {
-            const int n = cout - c;
-            vec_store_part(yr + c, e.lanes(vec_load_part(yr + c, n), c, base + c, n), n);
-         }
-      } else {
-         for (int c = 0; c < cout; ++c)
-            yr[c] = e(yr[c], c, base + c);
-      }
-   }
-}
-
-template <class E>
-Epilogue epilogue_of(const E& e) { return Epilogue{&run_epilogue<E>, &e}; }
 
 // Taps [t0, t1) of one output position along one dimension whose input position
 // base + t * dil lies inside [0, size).
@@ -87,12 +52,15 @@ struct Window3 {
    }
 };
 
-// One output pixel of a depthwise convolution (kernel [K..., C]), every channel: kLanes channels
-// at a time over the taps inside the input, the last vector of a row in part. The general case
-// (any kernel, dilation) and the border pixels of the row kernel below.
-inline void depthwise_pixel(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y) {
+// One output pixel of a depthwise convolution (kernel [K..., C]), channels from c0: kLanes
+// channels at a time over the taps inside the input, the last vector of a row in part, through the
+// finishing stage f as they are stored (y is element `at` of the output). The general case (any
+// kernel, dilation), and the border pixels and last partial vector of the row kernel below.
+template <class F>
+inline void depthwise_pixel(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, long at,
+                            const F& f, int c0 = 0) {
    const int C = s.cout;
-   for (int c = 0; c < C; c += kLanes) {
+   for (int c = c0; c < C; c += kLanes) {
       const int n = C - c;
       VecF acc = vec_splat(0.f);
       for (int a = w.t0[0]; a < w.t1[0]; ++a)
@@ -102,7 +70,7 @@ inline void depthwise_pixel(const ConvShape& s, const Window3& w, const float* x
             for (int t = w.t0[2]; t < w.t1[2]; ++t)
                acc += vec_load_part(xr + (w.base[2] + t * s.dil[2]) * C, n) * vec_load_part(kr + static_cast<long>(t) * C, n);
          }
-      vec_store_part(y + c, acc, n);
+      store_through(f, y + c, acc, c, at + c, n);
    }
 }
 
@@ -122,15 +90,14 @@ struct TapRows {
 };
 
 // P neighbouring output pixels of a row whose 3 taps along it are all inside the input (stride S,
-// the first window starting at input pixel x), channel vectors from c while c < end (PART: one
-// partial vector of n channels, the last of a row). The P x 3 taps of a kernel row share its 3
-// weights and, at stride 1, their input vectors: P + 2 (stride 2: 2 P + 1) loads feed 3 P FMAs into
-// P accumulators held in registers.
-template <int S, int P, bool PART>
-inline void depthwise_run3(const TapRows& rows, int C, const float* x, const float* k, float* y, int c, int end) {
+// the first window starting at input pixel x), the whole channel vectors (the partial one goes
+// through depthwise_pixel). The P x 3 taps of a kernel row share its 3 weights and, at stride 1,
+// their input vectors: P + 2 (stride 2: 2 P + 1) loads feed 3 P FMAs into P accumulators held in
+// registers, finished by f as they are stored (y: element `at` of the output).
+template <int S, int P, class F>
+inline void depthwise_run3(const TapRows& rows, int C, const float* x, const float* k, float* y, long at, const F& f) {
    constexpr int kCols = (P - 1) * S + 3;   // input pixels the P windows cover
-   const int n = end - c;
-   for (; c < end; c += kLanes) {
+   for (int c = 0; c + kLanes <= C; c += kLanes) {
       VecF acc[P];
       J2S_UNROLL
       for (int p = 0; p < P; ++p)
@@ -141,10 +108,10 @@ inline void depthwise_run3(const TapRows& rows, int C, const float* x, const flo
          VecF kv[3], xv[kCols];
          J2S_UNROLL
          for (int t = 0; t < 3; ++t)
-            kv[t] = PART ? vec_load_part(kr + t * C, n) : vec_load(kr + t * C);
+            kv[t] = vec_load(kr + t * C);
          J2S_UNROLL
          for (int q = 0; q < kCols; ++q)
-            xv[q] = PART ? vec_load_part(xr + static_cast<long>(q) * C, n) : vec_load(xr + static_cast<long>(q) * C);
+            xv[q] = vec_load(xr + static_cast<long>(q) * C);
          J2S_UNROLL
          for (int p = 0; p < P; ++p)
             J2S_UNROLL
@@ -152,29 +119,17 @@ inline void depthwise_run3(const TapRows& rows, int C, const float* x, const flo
                acc[p] += xv[p * S + t] * kv[t];
       }
       J2S_UNROLL
-      for (int p = 0; p < P; ++p) {
-         if (PART)
-            vec_store_part(y + static_cast<long>(p) * C + c, acc[p], n);
-         else
-            vec_store(y + static_cast<long>(p) * C + c, acc[p]);
-      }
+      for (int p = 0; p < P; ++p)
+         store_through(f, y + static_cast<long>(p) * C + c, acc[p], c, at + static_cast<long>(p) * C + c, kLanes);
    }
-}
-
-// P interior pixels of a row, every channel: the whole vectors, then the partial one.
-template <int S, int P>
-inline void depthwise_block3(const TapRows& rows, int C, const float* x, const float* k, float* y) {
-   const int whole = C / kLanes * kLanes;
-   depthwise_run3<S, P, false>(rows, C, x, k, y, 0, whole);
-   if (whole < C)
-      depthwise_run3<S, P, true>(rows, C, x, k, y, whole, C);
 }
 
 // One row of output pixels: a kernel 3 wide along the row at stride S, the pixels whose windows lie
 // inside the input in blocks of kDepthwisePixels, the others (borders) one by one.
 constexpr int kDepthwisePixels = 4;
-template <int S>
-inline void depthwise_row3(const ConvShape& s, int o0, int o1, const float* x, const float* k, float* y) {
+template <int S, class F>
+inline void depthwise_row3(const ConvShape& s, int o0, int o1, const float* x, const float* k, float* y, long at,
+                           const F& f) {
    const int o[3] = {o0, o1, 0};
    Window3 w(s, o);
    const TapRows rows(s, w);
@@ -182,27 +137,36 @@ inline void depthwise_row3(const ConvShape& s, int o0, int o1, const float* x, c
    const int lo = std::min(s.out[2], s.lo[2] > 0 ? (s.lo[2] + S - 1) / S : 0);
    const int hi = std::max(lo, std::min(s.out[2], s.in[2] - 3 + s.lo[2] >= 0 ? (s.in[2] - 3 + s.lo[2]) / S + 1 : 0));
    const int C = s.cout;
-   auto border = [&](int o2) {
+   const int whole = C / kLanes * kLanes;
+   auto pixel = [&](int o2, int c0) {   // output pixel o2 from channel c0, taps checked
       w.base[2] = static_cast<long>(o2) * S - s.lo[2];
       tap_range(w.base[2], s.in[2], 3, 1, w.t0[2], w.t1[2]);
-      depthwise_pixel(s, w, x, k, y + static_cast<long>(o2) * C);
+      depthwise_pixel(s, w, x, k, y + static_cast<long>(o2) * C, at + static_cast<long>(o2) * C, f, c0);
    };
-   auto first = [&](int o2) { return x + (static_cast<long>(o2) * S - s.lo[2]) * C; };   // its window's first input pixel
+   auto block = [&](int o2, auto pixels) {   // `pixels` interior output pixels from o2
+      constexpr int P = decltype(pixels)::value;
+      depthwise_run3<S, P>(rows, C, x + (static_cast<long>(o2) * S - s.lo[2]) * C, k, y + static_cast<long>(o2) * C,
+                           at + static_cast<long>(o2) * C, f);
+      for (int p = 0; whole < C && p < P; ++p)
+         pixel(o2 + p, whole);
+   };
    int o2 = 0;
    for (; o2 < lo; ++o2)
-      border(o2);
+      pixel(o2, 0);
    for (; o2 + kDepthwisePixels <= hi; o2 += kDepthwisePixels)
-      depthwise_block3<S, kDepthwisePixels>(rows, C, first(o2), k, y + static_cast<long>(o2) * C);
+      block(o2, std::integral_constant<int, kDepthwisePixels>{});
    for (; o2 < hi; ++o2)
-      depthwise_block3<S, 1>(rows, C, first(o2), k, y + static_cast<long>(o2) * C);
+      block(o2, std::integral_constant<int, 1>{});
    for (; o2 < s.out[2]; ++o2)
-      border(o2);
+      pixel(o2, 0);
 }
 
 // A depthwise convolution (one input channel per output channel, Cin == Cout), kernel [K..., C],
-// row by row, each row's epilogue applied while the row is in cache. Kernels 3 wide along the row
-// at stride 1 or 2 (MobileNet's) go through depthwise_row3; the others pixel by pixel.
-J2S_KERNEL inline void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const Epilogue& epi) {
+// row by row, its epilogue F (Activation<0>: none) applied to the accumulators as they are stored.
+// Kernels 3 wide along the row at stride 1 or 2 (MobileNet's) go through depthwise_row3, the
+// others pixel by pixel. Compiled once per epilogue, whatever the number of layers.
+template <class F>
+J2S_KERNEL void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const F& f) {
    const long image_in = static_cast<long>(s.in[0]) * s.in[1] * s.in[2] * s.cin;
    const long C = s.cout;
    const bool row3 = s.k[2] == 3 && s.dil[2] == 1 && (s.stride[2] == 1 || s.stride[2] == 2)
@@ -210,19 +174,18 @@ J2S_KERNEL inline void conv_depthwise(const ConvShape& s, const float* x, const 
    for (long n = 0; n < s.n; ++n)
       for (int o0 = 0; o0 < s.out[0]; ++o0)
          for (int o1 = 0; o1 < s.out[1]; ++o1) {
-            const long row = ((n * s.out[0] + o0) * s.out[1] + o1) * s.out[2];   // first pixel of the row
+            const long at = ((n * s.out[0] + o0) * s.out[1] + o1) * s.out[2] * C;   // the row's first element
             const float* xi = x + n * image_in;
             if (row3 && s.stride[2] == 1) {
-               depthwise_row3<1>(s, o0, o1, xi, k, y + row * C);
+               depthwise_row3<1>(s, o0, o1, xi, k, y + at, at, f);
             } else if (row3) {
-               depthwise_row3<2>(s, o0, o1, xi, k, y + row * C);
+               depthwise_row3<2>(s, o0, o1, xi, k, y + at, at, f);
             } else {
                for (int o2 = 0; o2 < s.out[2]; ++o2) {
                   const int o[3] = {o0, o1, o2};
-                  depthwise_pixel(s, Window3(s, o), xi, k, y + (row + o2) * C);
+                  depthwise_pixel(s, Window3(s, o), xi, k, y + at + o2 * C, at + o2 * C, f);
                }
             }
-            epi(y + row * C, row * C, s.out[2], static_cast<int>(C));
          }
 }
 
@@ -279,6 +242,43 @@ J2S_KERNEL inline void im2col(const ConvShape& s, const float* x, float* col, lo
 }
 """
 HELPERS = {"conv": _CONV}
+
+# The epilogue of a convolution that is not applied in registers: a kernel of its own, compiled once
+# per stage chain and called through a pointer (the packed product calls it on each stored tile).
+EPILOGUE = """\
+// Elementwise stages applied to each block of output rows while it is in cache (see epilogue.py):
+// a function per stage combination, reached through a pointer so the kernels are compiled once.
+struct Epilogue {
+   void (*fn)(const void*, float*, long, long, int, int, long) = nullptr;
+   const void* stages = nullptr;
+   // `rows` rows of `cout` floats at y, which is element `at` of the output tensor
+   void operator()(float* y, long at, long rows, int cout) const {
+      if (fn) fn(stages, y, at, rows, cout, 0, cout);
+   }
+   // columns [c0, c0 + cols) of `rows` rows ld floats apart: a product's register tile, just stored
+   void tile(float* y, long at, long rows, int cols, int c0, long ld) const {
+      if (fn) fn(stages, y, at, rows, cols, c0, ld);
+   }
+};
+
+// Compiled once per stage chain (J2S_KERNEL): inlined where a call's sizes are constants, g++ 12
+// vectorises short channel loops across rows instead, with permutes (several times slower). A chain
+// with a vector form (E::kVectors) runs on whole vectors of channels, the last one of a row in part,
+// so that every channel gets the same code and -O2 the speed of -O3.
+template <class E>
+J2S_KERNEL void run_epilogue(const void* stages, float* y, long at, long rows, int cols, int c0, long ld) {
+   const E& e = *static_cast<const E*>(stages);
+   for (long r = 0; r < rows; ++r) {
+      float* yr = y + r * ld;
+      const long base = at + r * ld;
+      for (int c = 0; c < cols; c += kLanes)
+         store_through(e, yr + c, vec_load_part(yr + c, cols - c), c0 + c, base + c, cols - c);
+   }
+}
+
+template <class E>
+Epilogue epilogue_of(const E& e) { return Epilogue{&run_epilogue<E>, &e}; }
+"""
 
 
 def shape_literal(n, spatial, outs, ksizes, strides, lows, dil, lhs, cin, cout) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .conv_kernels import EPILOGUE
 from .simd import SIMD
 from .vmath import VMATH
 
@@ -92,19 +93,11 @@ struct PanelGemm {
    const float* bias;       // [n], or nullptr
    float* c;                // [m, n], row-major
    long at = 0;             // c's first element is this element of the output tensor
-};
-
-// The bias and activation of gemm_packed<ACT> as a finishing stage; a pointwise convolution's
-// epilogue (conv_kernels.py) is another, with the same two members.
-template <int ACT>
-struct Activation {
-   static constexpr bool kVectors = true;
-   VecF lanes(VecF y, long, long, int) const { return ACT == 1 ? vec_relu(y) : y; }
-   float operator()(float y, long, long) const { return ACT == 1 && y <= 0.f ? 0.f : y; }
+   Epilogue epi = {};       // a convolution's epilogue, applied to each tile once stored (in L1)
 };
 
 // Rows [row, row + R) of C, panel `panel`: acc[r][v] plus bias, through the finishing stage F
-// (on whole vectors, or value by value where F has no vector form) as the tile is stored. The
+// (simd.py) as the tile is stored. The
 // last panel of a row may be narrower than kPanel: its vectors are read and written in part.
 template <int R, class F>
 inline void store_tile(const VecF (&acc)[R][kPanelVecs], const PanelGemm& g, long row, int panel, const F& f) {
@@ -121,16 +114,10 @@ inline void store_tile(const VecF (&acc)[R][kPanelVecs], const PanelGemm& g, lon
       const long at = g.at + (row + r) * g.n + first;   // element of the output tensor
       J2S_UNROLL
       for (int v = 0; v < kPanelVecs; ++v) {
-         const int n = cols - v * kLanes;
-         if constexpr (F::kVectors) {
-            vec_store_part(c + v * kLanes, f.lanes(acc[r][v] + bias[v], first + v * kLanes, at + v * kLanes, n), n);
-         } else {
-            vec_store_part(c + v * kLanes, acc[r][v] + bias[v], n);
-            for (int j = 0; j < std::min(n, kLanes); ++j)
-               c[v * kLanes + j] = f(c[v * kLanes + j], first + v * kLanes + j, at + v * kLanes + j);
-         }
+         store_through(f, c + v * kLanes, acc[r][v] + bias[v], first + v * kLanes, at + v * kLanes, cols - v * kLanes);
       }
    }
+   g.epi.tile(g.c + row * g.n + first, g.at + row * g.n + first, R, cols, first, g.n);
 }
 
 // Rows [row, row + R) against one panel: R x kPanelVecs independent FMA chains.
@@ -219,7 +206,8 @@ inline void panel_rest(const PanelGemm& g, long row, long rows, int panel, const
 // within a block each panel is read once, by all the block's tiles in turn, so a weight matrix
 // larger than the cache is streamed once per block, not once per tile.
 template <class F>
-inline void panel_gemm(const PanelGemm& g, const F& f) {
+inline void panel_gemm(const PanelGemm& g, const F& stage) {
+   const F f = stage;   // a local copy, kept in registers: the stores to C cannot change it
    const long block = std::max<long>(kTileRows, 32768L / std::max(g.k, 1) / kTileRows * kTileRows);
    for (long first = 0; first < g.m; first += block) {
       const long rows = std::min(block, g.m - first);
@@ -239,34 +227,46 @@ inline void gemm_packed(long M, int N, int K, const float* A, const float* P, co
    panel_gemm(g, Activation<ACT>{});
 }
 
-// The same through a convolution's epilogue E (its stages, conv_kernels.py) as each tile is stored,
-// while it is in registers; C's first element is element `at` of the output tensor. Compiled once
-// per stage chain (J2S_KERNEL), whatever the number of layers that call it.
-template <class E>
-J2S_KERNEL void gemm_packed_with(long M, int N, int K, const float* A, const float* P, float* C, long at, const E& e) {
+// A convolution's usual epilogue (+ bias per channel, + residual, relu, min with a literal; each
+// optional, in this order) with run-time operands: one compiled product serves every such layer and
+// applies it in registers as each tile is stored. relu is a lower bound of 0 (else -inf), the min an
+// upper bound (else +inf): both always applied, without a branch, as XLA's max and min (NaN stays).
+struct BiasClamp {
+   static constexpr bool kVectors = true;
+   const float* bias;       // [n], or nullptr
+   const float* residual;   // the output tensor's shape, or nullptr
+   float lo, hi;
+   VecF lanes(VecF y, long c, long i, int n) const {
+      if (bias)
+         y += vec_load_part(bias + c, n);
+      if (residual)
+         y += vec_load_part(residual + i, n);
+      y = vec_pick(y <= lo, vec_splat(lo), y);   // -0 becomes +0 where lo is 0, as relu does
+      return vec_pick(y > hi, vec_splat(hi), y);
+   }
+};
+
+// C = A * B (packed) through the finishing stage: a BiasClamp applied in registers, or any other
+// epilogue (conv_kernels.py) applied to each tile right after it is stored, in L1. C's first
+// element is element `at` of the output tensor. Compiled once, not per layer or stage chain, so that
+// MobileNetV2's build stays short.
+J2S_KERNEL inline void gemm_packed_with(long M, int N, int K, const float* A, const float* P, float* C, long at,
+                                        const BiasClamp& e) {
    const PanelGemm g{M, N, K, (N + kPanel - 1) / kPanel, A, P, static_cast<long>(kPanel) * K, kPanel, nullptr, C, at};
    panel_gemm(g, e);
 }
-
-// B row-major [K,N] as it is (an activation: packing it would cost a copy): each whole panel is
-// read in place, rows N apart; the last N % 16 columns as plain loops.
-inline void gemm_rows(long M, int N, int K, const float* A, const float* B, float* C) {
-   const PanelGemm g{M, N, K, N / kPanel, A, B, kPanel, N, nullptr, C};
+J2S_KERNEL inline void gemm_packed_with(long M, int N, int K, const float* A, const float* P, float* C, long at,
+                                        const Epilogue& e) {
+   const PanelGemm g{M, N, K, (N + kPanel - 1) / kPanel, A, P, static_cast<long>(kPanel) * K, kPanel, nullptr, C, at, e};
    panel_gemm(g, Activation<0>{});
-   for (int j = N / kPanel * kPanel; j < N; ++j)
-      for (long i = 0; i < M; ++i) {
-         float acc = 0.f;
-         for (int k = 0; k < K; ++k)
-            acc += A[i * K + k] * B[static_cast<long>(k) * N + j];
-         C[i * N + j] = acc;
-      }
 }
 """
 
 # in the order a header writes them: later ones use earlier ones
-HELPERS = {"simd": SIMD, "gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS, "gemm_packed": _GEMM_PACKED, "vmath": VMATH}
+HELPERS = {"simd": SIMD, "gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS, "epilogue": EPILOGUE,
+           "gemm_packed": _GEMM_PACKED, "vmath": VMATH}
 # helpers written with the portability layer's vectors: a header that carries one carries "simd"
-SIMD_HELPERS = {"gemm_packed", "vmath", "conv"}
+SIMD_HELPERS = {"epilogue", "gemm_packed", "vmath", "conv"}
 # helpers that need the BLAS declaration (and a BLAS library at link time)
 BLAS_HELPERS = {"gemm_blas"}
 

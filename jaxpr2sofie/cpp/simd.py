@@ -155,4 +155,27 @@ inline void f8_splat(f8& v, float a) { for (int i = 0; i < 8; ++i) v.v[i] = a; }
 #endif
 // relu as XLA's max(x, 0): NaN propagates, -0 becomes +0
 inline VecF vec_relu(VecF y) { return vec_pick((y > 0.f) | (y != y), y, VecF{}); }
+
+// A finishing stage applied to a kernel's output while it is in registers: nothing or relu here
+// (gemm_packed<ACT>), a convolution's epilogue functor otherwise (epilogue.py), which has the same
+// members: a whole-vector form where kVectors, else one value at a time.
+template <int ACT>
+struct Activation {
+   static constexpr bool kVectors = true;
+   VecF lanes(VecF y, long, long, int) const { return ACT == 1 ? vec_relu(y) : y; }
+   float operator()(float y, long, long) const { return ACT == 1 && y <= 0.f ? 0.f : y; }
+};
+
+// Stores the first n lanes of v (all when n >= kLanes) at y through the finishing stage f: channel
+// c onward of element `at` onward of the output tensor.
+template <class F>
+inline void store_through(const F& f, float* y, VecF v, long c, long at, int n) {
+   if constexpr (F::kVectors) {
+      vec_store_part(y, f.lanes(v, c, at, n), n);
+   } else {
+      vec_store_part(y, v, n);
+      for (int j = 0; j < std::min(n, kLanes); ++j)
+         y[j] = f(y[j], c + j, at + j);
+   }
+}
 """

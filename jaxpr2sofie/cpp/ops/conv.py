@@ -8,7 +8,7 @@ from ...ir.ops.conv import IM2COL_BUDGET, SPATIAL, Conv
 from ...ir.tensor import numel, strides_of
 from ..rules import emits
 from .conv_direct import emit_direct, emit_im2col
-from .epilogue import emit_epilogue, epilogue_stages
+from .epilogue import bias_clamp, emit_epilogue, epilogue_object
 from .linalg import emit_gemm, emit_packed_gemm
 from .movement import copy_view
 from .pool import window_access
@@ -47,8 +47,9 @@ def _finish(op, w, g, y, offset, rows):
 
 def _emit_pointwise(op, w, g):
     """The input already is the im2col matrix: one GEMM over every pixel of every image. A packed
-    kernel's product applies the epilogue to each register tile as it is stored; the others run
-    in row blocks when an epilogue follows, so each block is finished while still in cache."""
+    kernel's product applies the epilogue to each register tile: in registers when it is a
+    BiasClamp, else right after storing the tile (in L1); the others run in row blocks when an
+    epilogue follows, so each is finished while in cache."""
     n, spatial, cin, _, _, cout = op.dims(g)
     x, kern, y = w.ref(op.inputs[0]), w.ref(op.inputs[1]), w.ref(op.outputs[0])
     pixels = numel(spatial)
@@ -57,12 +58,13 @@ def _emit_pointwise(op, w, g):
     else:
         outer, rows = 1, n * pixels
     if op.packed and op.epilogue:
-        stages = epilogue_stages(w, g, op.epilogue, g.tensors[op.outputs[0]].shape)
+        out_shape = g.tensors[op.outputs[0]].shape
+        epi = bias_clamp(w, g, op.epilogue, out_shape) or epilogue_object(w, g, op.epilogue, out_shape)
         w.need("gemm_packed")
         with w.loops([outer], stem="b") as (b,):
             at = w.index([b], [rows * cout])   # first output element of this image
             xo = w.index([b], [rows * cin])
-            w.line(f"detail::gemm_packed_with({rows}, {cout}, {cin}, {_at(x, xo)}, {kern}, {_at(y, at)}, {at}, {stages});")
+            w.line(f"detail::gemm_packed_with({rows}, {cout}, {cin}, {_at(x, xo)}, {kern}, {_at(y, at)}, {at}, {epi});")
         return
     block = rows if not op.epilogue else max(1, min(rows, IM2COL_BUDGET // max(1, cout)))
     with w.loops([outer], stem="b") as (b,):

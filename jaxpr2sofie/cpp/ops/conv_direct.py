@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..conv_kernels import shape_literal
 from .conv_loops import emit_direct as emit_direct_loops
-from .epilogue import epilogue_object
+from .epilogue import epilogue_stages
 
 
 def conv_shape(op, g) -> str:
@@ -22,15 +22,15 @@ def conv_shape(op, g) -> str:
 
 def emit_direct(op, w, g, depthwise: bool) -> None:
     """out[n, o, oc] = sum over real taps t (and input channels ci) of x[n, o*s + t*d - lo, ci] *
-    k[t, ci, oc]; `depthwise`: ci = oc and the kernel is [K..., 1, C]. The epilogue runs per output
-    row, while the row is in cache."""
+    k[t, ci, oc]; `depthwise`: ci = oc and the kernel is [K..., 1, C], and the epilogue is applied
+    to the accumulators as they are stored."""
     if not depthwise:
         emit_direct_loops(op, w, g, depthwise=False)
         return
-    out_shape = g.tensors[op.outputs[0]].shape
-    epi = epilogue_object(w, g, op.epilogue, out_shape)
+    w.need("conv")
+    stages = epilogue_stages(w, g, op.epilogue, g.tensors[op.outputs[0]].shape) if op.epilogue else "detail::Activation<0>{}"
     x, k, y = (w.ref(t) for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
-    w.line(f"detail::conv_depthwise({conv_shape(op, g)}, {x}, {k}, {y}, {epi});")
+    w.line(f"detail::conv_depthwise({conv_shape(op, g)}, {x}, {k}, {y}, {stages});")
 
 
 def emit_im2col(op, w, g, col: str, n0: str, nb, c0: str, cg) -> None:

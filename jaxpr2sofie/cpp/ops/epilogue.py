@@ -76,8 +76,8 @@ def _functor(w, g, stages, out_shape):
 
 def epilogue_stages(w, g, stages, out_shape) -> str:
     """Declare the generated functor applying `stages` (non-empty); its C++ name. Kernels that take
-    it as a template argument (detail::gemm_packed_with) apply it to values still in registers."""
-    w.need("conv")
+    it as a template argument (detail::conv_depthwise) apply it to values still in registers."""
+    w.need("epilogue")
     if any(s.kind in VECTOR_KINDS for s in stages):
         w.need("vmath")   # their vector forms (vmath.py)
     struct, tensors = _functor(w, g, stages, out_shape)
@@ -86,9 +86,47 @@ def epilogue_stages(w, g, stages, out_shape) -> str:
     return name
 
 
+_BIAS_CLAMP = ["bias", "residual", "relu", "clamp"]   # its steps, in their order
+
+
+def bias_clamp(w, g, stages, out_shape):
+    """Declare `stages` as a detail::BiasClamp (kernels.py: + bias per channel, + residual, relu, min
+    with a literal, each optional, in that order); its C++ name, or None when they are something else."""
+    bias = residual = None
+    lo = hi = None
+    order = []
+    for s in stages:
+        operands = [a for a in s.args if a is not None]
+        if s.kind == "add" and len(operands) == 1 and isinstance(operands[0], str):
+            kind = operand_kind(g, operands[0], out_shape)
+            step = {"channel": "bias", "full": "residual"}.get(kind)
+        elif s.kind == "relu":
+            step = "relu"
+        elif s.kind == "min" and s.literal_bound() and s.literal_bound()[1] == ">":
+            step = "clamp"
+        else:
+            return None
+        if step is None or order and _BIAS_CLAMP.index(step) <= _BIAS_CLAMP.index(order[-1]):
+            return None
+        order.append(step)
+        if step == "bias":
+            bias = w.ref(operands[0])
+        elif step == "residual":
+            residual = w.ref(operands[0])
+        elif step == "relu":
+            lo = "0.f"
+        else:
+            hi = w.literal(operands[0].value, "float32")
+    name = w.fresh("epi")
+    inf = "std::numeric_limits<float>::infinity()"
+    w.line(f"const detail::BiasClamp {name}{{{bias or 'nullptr'}, {residual or 'nullptr'}, {lo or '-' + inf}, "
+           f"{hi or inf}}};")
+    return name
+
+
 def epilogue_object(w, g, stages, out_shape) -> str:
     """Declare the detail::Epilogue (conv_kernels.py) applying `stages`; its C++ name."""
-    w.need("conv")
+    w.need("epilogue")
     name = w.fresh("epi")
     if not stages:
         w.line(f"const detail::Epilogue {name}{{}};")
