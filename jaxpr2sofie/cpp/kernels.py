@@ -260,6 +260,20 @@ J2S_KERNEL inline void gemm_packed_with(long M, int N, int K, const float* A, co
    const PanelGemm g{M, N, K, (N + kPanel - 1) / kPanel, A, P, static_cast<long>(kPanel) * K, kPanel, nullptr, C, at, e};
    panel_gemm(g, Activation<0>{});
 }
+
+// B row-major [K,N] as it is (an activation: packing it would cost a copy): each whole panel is
+// read in place, rows N apart; the last N % 16 columns as plain loops.
+inline void gemm_rows(long M, int N, int K, const float* A, const float* B, float* C) {
+   const PanelGemm g{M, N, K, N / kPanel, A, B, kPanel, N, nullptr, C};
+   panel_gemm(g, Activation<0>{});
+   for (int j = N / kPanel * kPanel; j < N; ++j)
+      for (long i = 0; i < M; ++i) {
+         float acc = 0.f;
+         for (int k = 0; k < K; ++k)
+            acc += A[i * K + k] * B[static_cast<long>(k) * N + j];
+         C[i * N + j] = acc;
+      }
+}
 """
 
 # in the order a header writes them: later ones use earlier ones
