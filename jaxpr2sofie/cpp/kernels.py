@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .simd import SIMD
+from .simd import SIMD, dispatch_call, dispatched
 from .vmath import VMATH
 
 PANEL = 16
@@ -71,15 +71,12 @@ inline void gemm_blas(bool ta, bool tb, int M, int N, int K, const float* A, con
 # Epilogues a packed product applies to its output tile: ACT is the template argument.
 ACTIVATIONS = {"": 0, "relu": 1}
 
-_GEMM_PACKED = """\
+_PANEL_TYPES = """\
 // C[M,N] = act(A[M,K] * B + bias) with B in panels of kPanel columns. Each step of a tile's inner
 // loop loads one panel row into registers and multiplies it by one broadcast value per row of A,
 // accumulating rows x kPanel outputs in registers (the portability layer's vectors, unrolled by
 // J2S_UNROLL, so at -O2 as at -O3); the bias and activation are applied as the tile is stored.
 constexpr int kPanel = 16;                    // columns per panel: the packed weights' layout
-constexpr int kPanelVecs = kPanel / kLanes;   // vectors per panel row
-constexpr int kRowSplit = kPanelVecs < 8 ? 8 / kPanelVecs : 1;   // partial sums of a lone row
-
 // A product whose B is a sequence of panels: panel p starts at b + p * panel_stride and its rows
 // are ldb floats apart (packed weights: kPanel; a row-major activation read in place: n).
 struct PanelGemm {
@@ -92,6 +89,13 @@ struct PanelGemm {
    const float* bias;       // [n], or nullptr
    float* c;                // [m, n], row-major
 };
+"""
+
+# The kernels proper, written with the portability layer's vectors: compiled for the baseline ISA and
+# again for each wider tier the products dispatch to (simd.dispatched).
+_PANEL_KERNELS = """\
+constexpr int kPanelVecs = kPanel / kLanes;   // vectors per panel row
+constexpr int kRowSplit = kPanelVecs < 8 ? 8 / kPanelVecs : 1;   // partial sums of a lone row
 
 // Rows [row, row + R) of C, panel `panel`: acc[r][v] plus bias, through the activation ACT. The
 // last panel of a row may be narrower than kPanel: its vectors are read and written in part.
@@ -205,18 +209,26 @@ inline void panel_gemm(const PanelGemm& g) {
    }
 }
 
+"""
+
+_PANEL_ENTRIES = """\
+// Every panel of g, in the widest vector tier this CPU has (simd.py: run-time dispatch).
+template <int ACT>
+inline void run_panels(const PanelGemm& g) {
+""" + dispatch_call("panel_gemm<ACT>(g)") + """}
+
 // B packed as panels ([ceil(N/16)][K][16], zero-padded): a constant weight.
 template <int ACT>
 inline void gemm_packed(long M, int N, int K, const float* A, const float* P, const float* bias, float* C) {
    const PanelGemm g{M, N, K, (N + kPanel - 1) / kPanel, A, P, static_cast<long>(kPanel) * K, kPanel, bias, C};
-   panel_gemm<ACT>(g);
+   run_panels<ACT>(g);
 }
 
 // B row-major [K,N] as it is (an activation: packing it would cost a copy): each whole panel is
 // read in place, rows N apart; the last N % 16 columns as plain loops.
 inline void gemm_rows(long M, int N, int K, const float* A, const float* B, float* C) {
    const PanelGemm g{M, N, K, N / kPanel, A, B, kPanel, N, nullptr, C};
-   panel_gemm<0>(g);
+   run_panels<0>(g);
    for (int j = N / kPanel * kPanel; j < N; ++j)
       for (long i = 0; i < M; ++i) {
          float acc = 0.f;
@@ -226,6 +238,11 @@ inline void gemm_rows(long M, int N, int K, const float* A, const float* B, floa
       }
 }
 """
+
+# each copy of the kernels in a namespace of its own: PanelGemm's namespace holds none of them, so an
+# argument-dependent lookup finds no second candidate
+_GEMM_PACKED = (_PANEL_TYPES + "namespace base {\n" + _PANEL_KERNELS + "}  // namespace base\n"
+                + dispatched(_PANEL_KERNELS) + _PANEL_ENTRIES)
 
 # in the order a header writes them: later ones use earlier ones
 HELPERS = {"simd": SIMD, "gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS, "gemm_packed": _GEMM_PACKED, "vmath": VMATH}
