@@ -207,7 +207,9 @@ def _rdf_panel(ax, r: dict) -> None:
     ax.set_title(f"RDataFrame: {r['model']}, {r['events']} events", fontsize=8)
     ax.set_ylabel("µs per event (wall)", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=6)
+    top = max([r["budget"]["budget_us"]] + [c[k]["wall_us"] for c in r["threads"].values() for k in keys])
+    ax.set_ylim(0, 1.45 * top)       # room for the legend above the bars
+    ax.legend(fontsize=6, loc="upper center", ncol=3)
     ax.grid(True, axis="y", alpha=0.3)
 
 
