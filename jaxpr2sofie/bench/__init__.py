@@ -5,8 +5,9 @@ jax2onnx export and on ours, IREE and ROOT's own SOFIE, per model and batch, on 
     jaxpr2sofie bench --peers --models A,D
 
 `models` defines the networks, `contenders` (with `iree` and `sofie_peer`) how each peer is
-prepared, checked against JAX and timed, `runner` the interleaved measurement, `machine` the CPU,
-versions and the sgemm peak, `report` the table, JSON and plot. Lives in the package, not in
+prepared, checked against JAX and timed, `runner` the interleaved measurement, `rdf` the
+RDataFrame row (a model scored through jaxpr2sofie.root.define), `machine` the CPU, versions and
+the sgemm peak, `report` the table, JSON and plot. Lives in the package, not in
 benchmarks/, so that the command line of an installed jaxpr2sofie runs it too.
 """
 from __future__ import annotations
