@@ -116,7 +116,7 @@ def test_rdataframe_row(results):
         for k in keys:
             c = r["threads"][t][k]
             assert c["wall_us"] > 0 and c["cpu_us"] >= 0 and c["events_per_s"] > 0 and len(c["rounds_wall_us"]) == 1
-        assert sum(r["slots"][t]) == RDF_EVENTS and len(r["slots"][t]) == int(t)
+        assert sum(r["slots"][t]) == RDF_EVENTS and len(r["slots"][t]) == int(t) and r["load"][t] >= 0
     b, one = r["budget"], r["threads"]["1"]
     assert b["budget_us"] == pytest.approx(r["compiled_us"] + one["read"]["wall_us"] + 0.3)
     assert b["met"] == (one["ours"]["wall_us"] <= b["budget_us"])

@@ -137,12 +137,14 @@ def summarise(n: int, prep: dict, runs: dict, sofie_why: str, wall_s: float) -> 
     one, top = runs["1"]["contenders"], runs[max(runs, key=int)]["contenders"]
     compiled = prep["compiled_us"]
     budget = compiled + one["read"]["wall_us"] + MARGIN_US
-    out = {"events": n, "model": MODEL, "columns": len(COLUMNS), "flags": "-O3 -march=native",
+    out = {"events": n, "model": MODEL, "columns": len(COLUMNS), "flags": "-O3 -march=native", "cores": os.cpu_count(),
            "cluster": CLUSTER, "file": runs["1"]["file"], "root": runs["1"]["root"],
            "repeats": prep["spec"]["repeats"], "compiled_us": compiled, "compiled_rounds_us": prep["compiled_rounds_us"],
            "labels": {k: LABELS[k] for k in one}, "sofie_absent": sofie_why or None,
            "threads": {t: r["contenders"] for t, r in runs.items()},
            "slots": {t: r["slots"] for t, r in runs.items()},
+           # the 1-minute load average as each child ended: above the cores, other jobs took CPU
+           "load": {t: r.get("load") for t, r in runs.items()},
            "budget": {"margin_us": MARGIN_US, "budget_us": budget, "ours_us": one["ours"]["wall_us"],
                       "met": one["ours"]["wall_us"] <= budget, "over_us": one["ours"]["wall_us"] - budget,
                       # what define adds over reading the columns and running the model
@@ -221,6 +223,7 @@ def _child(spec: dict) -> None:
     slots = ROOT.RDataFrame("events", spec["file"]).Define("slot", "rdfslot_").Histo1D(
         ("slots", "slots", threads, 0, threads), "slot").GetValue()
     print(_RESULT + json.dumps({"contenders": out, "root": str(ROOT.gROOT.GetVersion()),
+                                "load": os.getloadavg()[0],
                                 "slots": [int(slots.GetBinContent(i + 1)) for i in range(threads)],
                                 "file": facts}), flush=True)
 

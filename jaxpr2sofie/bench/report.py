@@ -157,6 +157,10 @@ def rdf_table(r: dict) -> list:
         lines.append(f"{r['speedup_threads']} threads (EnableImplicitMT) over 1 (the sequential loop), wall clock: "
                      + ", ".join(f"{k} {v:.2f}x" for k, v in r["speedup"].items())
                      + f"; events per slot: {', '.join(map(str, slots))}")
+    if any(v is not None for v in r.get("load", {}).values()):
+        lines.append("load average (1 min) as each thread count ended: "
+                     + ", ".join(f"{t} thread(s) {v:.2f}" for t, v in r["load"].items() if v is not None)
+                     + f", {r.get('cores', '?')} cores (a load above a count's threads: other jobs took CPU)")
     lines += [f"  {k:6s} {v}" + (f"  [absent: {r['sofie_absent']}]" if k == "sofie" and r.get("sofie_absent") else "")
               for k, v in r["labels"].items()]
     return lines
