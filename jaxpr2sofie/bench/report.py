@@ -138,7 +138,7 @@ def rdf_table(r: dict) -> list:
     lines = [f"RDataFrame (ROOT {r['root']}): {r['events']} events of {r['columns']} float columns "
              f"({f['clusters']} clusters of {r['cluster']} events, compression {f['compression']}, {f['zip_mb']:.0f} MB), "
              f"{r['model']}, median of {r['repeats']} event loops per cell; compiled at batch 1 ({r['flags']}, "
-             f"the project's harness): {r['compiled_us']:.3f} µs",
+             f"the project's harness): {r['compiled_us']:.3f} µs ({1 / r['compiled_us']:.2f} M events/s)",
              ""]
     keys = list(r["labels"])
     head = ["threads"] + [f"{k} µs/ev" for k in keys] + [f"{k} CPU µs/ev" for k in keys] + [f"{k} Mev/s" for k in keys]
