@@ -156,8 +156,10 @@ def rdf_lines(r) -> list:
             f"{b['margin_us']}): {'met' if b['met'] else 'missed'} by {abs(b['over_us']):.2f} µs")
     if r.get("speedup"):
         sp = r["speedup"]
+        load = r.get("load", {}).get(str(r["speedup_threads"]))
         line += (f"; {r['speedup_threads']} threads run it {sp['ours']:.2f}x as fast (reading alone "
-                 f"{sp['read']:.2f}x)")
+                 f"{sp['read']:.2f}x" + (f"; load average {load:.1f} on {r['cores']} cores as they ended"
+                                         if load is not None else "") + ")")
     if "sofie" in one:
         line += f"; SOFIE's own header through `define`: {one['sofie']['wall_us']:.2f} µs per event"
     return [line + "."]
