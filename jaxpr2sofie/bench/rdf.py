@@ -28,7 +28,7 @@ MARGIN_US = 0.3                    # issue 24's budget: compiled + reading the c
 MODEL = f"MLP {'-'.join(map(str, WIDTHS))}, ReLU"
 COLUMNS = [f"x{i:02d}" for i in range(WIDTHS[0])]
 LABELS = {"read": "RDataFrame alone: the 28 columns read and summed (a Define of their sum)",
-          "ours": "jaxpr2sofie.root.define on our header (its library built -O3 -march=native)",
+          "ours": "jaxpr2sofie.root.define on our header (its library built with {flags})",
           "sofie": "jaxpr2sofie.root.define on the header real SOFIE (PyPI sofie) generated"}
 _RESULT = "RDF-RESULT "
 
@@ -67,7 +67,8 @@ def _prepare(n: int, work: Path, with_sofie: bool, settings, log) -> dict:
     from ..cpp.build import build_timing_harness
     from ..examples import jet_tagger_params
     from ..model import convert
-    from .contenders import FLAG_SETS, HarnessRunner
+    from ..root import LOCAL_FLAGS
+    from .contenders import HarnessRunner
     from .models import mlp
     from .runner import calibrate
     x = events(n)
@@ -78,7 +79,8 @@ def _prepare(n: int, work: Path, with_sofie: bool, settings, log) -> dict:
     if with_sofie:
         folders["sofie"] = work / "sofie"
         m.generate(folders["sofie"], backend="sofie")
-    harness = HarnessRunner(build_timing_harness(m.graph, flags=FLAG_SETS["native"]), None)
+    # the flags define builds its library with (a local dataframe)
+    harness = HarnessRunner(build_timing_harness(m.graph, flags=LOCAL_FLAGS), None)
     try:
         iters = calibrate(harness, settings.target_s * 1e9)
         rounds = [statistics.median(harness.time(iters, settings.samples)) / 1e3 for _ in range(settings.repeats)]
@@ -137,10 +139,12 @@ def summarise(n: int, prep: dict, runs: dict, sofie_why: str, wall_s: float) -> 
     one, top = runs["1"]["contenders"], runs[max(runs, key=int)]["contenders"]
     compiled = prep["compiled_us"]
     budget = compiled + one["read"]["wall_us"] + MARGIN_US
-    out = {"events": n, "model": MODEL, "columns": len(COLUMNS), "flags": "-O3 -march=native", "cores": os.cpu_count(),
+    from ..root import LOCAL_FLAGS
+    out = {"events": n, "model": MODEL, "columns": len(COLUMNS), "flags": " ".join(LOCAL_FLAGS), "cores": os.cpu_count(),
            "cluster": CLUSTER, "file": runs["1"]["file"], "root": runs["1"]["root"],
            "repeats": prep["spec"]["repeats"], "compiled_us": compiled, "compiled_rounds_us": prep["compiled_rounds_us"],
-           "labels": {k: LABELS[k] for k in one}, "sofie_absent": sofie_why or None,
+           "labels": {k: LABELS[k].format(flags=" ".join(LOCAL_FLAGS)) for k in one},
+           "sofie_absent": sofie_why or None,
            "threads": {t: r["contenders"] for t, r in runs.items()},
            "slots": {t: r["slots"] for t, r in runs.items()},
            # the 1-minute load average as each child ended: above the cores, other jobs took CPU
