@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 
 import numpy as np
@@ -33,6 +34,9 @@ class Wrong(C.Contender):
         return C.PythonRunner(lambda: None, case.reference + 1.0)
 
 
+RDF_EVENTS = 3000    # the RDataFrame row's events in the test: the file is written once per cache
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
@@ -40,7 +44,8 @@ def results(tmp_path_factory):
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
         mp.setattr(runner, "all_contenders", lambda: {**real(), "broken": Broken(), "wrong": Wrong()})
-        assert bench.main(["--quick", "--models", "A", "--batches", "1,2", "--repeats", "1", "--out", str(out)]) == 0
+        assert bench.main(["--quick", "--models", "A", "--batches", "1,2", "--repeats", "1", "--out", str(out),
+                           "--flag-sets", "native,portable,portable-O3", "--rdf-events", str(RDF_EVENTS)]) == 0
     files = sorted(out.glob("*.json"))
     assert len(files) == 1, files
     return json.loads(files[0].read_text()), printed.getvalue(), out
@@ -71,6 +76,83 @@ def test_json_structure(results):
     assert "xla" in data["overhead_us"] and set(data["overhead_us"]) <= {"xla", "ort1", "ort"}
     assert [(r["model"], r["batch"]) for r in data["rows"]] == [("A", 1), ("A", 2)]
     assert sorted(p.suffix for p in out.iterdir()) in ([".json", ".png"], [".json"])
+    assert data["settings"]["rdf_events"] == RDF_EVENTS and list(data["settings"]["flag_sets"]) == [
+        "native", "portable", "portable-o3"]
+
+
+def test_flag_sets_each_a_column_and_their_ratios(results):
+    """native, portable (ours and SOFIE) and portable-O3 (ours only): a column each, checked and
+    timed, and the ratios that split O2/O3 into the ISA's and the optimiser's shares."""
+    data, printed, _ = results
+    info = data["contenders"]
+    assert {"ours-portable", "sofie-portable", "ours-portable-o3"} <= set(info) and "sofie-portable-o3" not in info
+    assert info["ours-portable-o3"]["flag_set"] == "portable-o3" and "-O3 -march=x86-64-v3" in info[
+        "ours-portable-o3"]["label"]
+    ok = {(c["batch"], c["contender"]): c for c in data["cells"] if c["status"] == "ok"}
+    for b in (1, 2):
+        for k in ("ours-portable", "ours-portable-o3") + (("sofie-portable",) if not info["sofie"]["absent"] else ()):
+            assert ok[b, k]["us"] > 0 and ok[b, k]["rel_err"] <= runner.TOLERANCE
+    for r in data["rows"]:
+        assert r["isa_ratio"] == pytest.approx(ok[r["batch"], "ours-portable-o3"]["us"] / ok[r["batch"], "ours"]["us"])
+        assert r["opt_ratio"] == pytest.approx(ok[r["batch"], "ours-portable"]["us"]
+                                               / ok[r["batch"], "ours-portable-o3"]["us"])
+    header = next(line for line in printed.splitlines() if line.startswith("model")).split()
+    assert {"ours:O2", "sofie:O2", "ours:O3v3", "O2/O3", "O2:sofie", "O3v3/O3", "O2/O3v3"} <= set(header)
+
+
+def test_rdataframe_row(results):
+    """The RDataFrame row: reading the columns alone, ours (and SOFIE's header) through
+    root.define, on one thread and on every core, each figure positive, the budget worked out
+    from the run's own compiled latency, and the events shared out over the slots."""
+    data, printed, _ = results
+    r = data["rdf"]
+    assert "absent" not in r and "error" not in r, r     # PyROOT is in the [test] extra
+    assert r["events"] == RDF_EVENTS and r["columns"] == 28 and r["file"]["entries"] == RDF_EVENTS
+    assert r["file"]["clusters"] >= 1 and r["compiled_us"] > 0
+    threads = sorted({"1", str(os.cpu_count())}, key=int)     # the sequential loop and every core
+    assert list(r["threads"]) == threads
+    keys = ["read", "ours"] + ([] if r["sofie_absent"] else ["sofie"])
+    for t in threads:
+        assert list(r["threads"][t]) == keys
+        for k in keys:
+            c = r["threads"][t][k]
+            assert c["wall_us"] > 0 and c["cpu_us"] >= 0 and c["events_per_s"] > 0 and len(c["rounds_wall_us"]) == 1
+        assert sum(r["slots"][t]) == RDF_EVENTS and len(r["slots"][t]) == int(t) and r["load"][t] >= 0
+    b, one = r["budget"], r["threads"]["1"]
+    assert b["budget_us"] == pytest.approx(r["compiled_us"] + one["read"]["wall_us"] + 0.3)
+    assert b["met"] == (one["ours"]["wall_us"] <= b["budget_us"])
+    if len(threads) > 1:
+        top = r["threads"][threads[-1]]
+        assert r["speedup"]["ours"] == pytest.approx(one["ours"]["wall_us"] / top["ours"]["wall_us"])
+    assert f"RDataFrame (ROOT {r['root']}): {RDF_EVENTS} events of 28 float columns" in printed
+    assert "budget (issue 24, 1 thread)" in printed
+
+
+def test_readme_report_of_this_run(results):
+    """benchmarks/report_readme.py on the run: the command that reproduces it, the table with
+    every flag set and the RDataFrame row, the bullets, and the plot drawn when it is missing."""
+    import importlib.util
+    from pathlib import Path
+    data, _, out = results
+    spec = importlib.util.spec_from_file_location("report_readme", Path(__file__).parents[1] / "benchmarks" /
+                                                  "report_readme.py")
+    rr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rr)
+    (result,) = out.glob("*.json")
+    section = rr.readme_section(data, result.stem)
+    assert (f"`python benchmarks/run.py --models A --batches 1,2 --flag-sets native,portable,portable-o3 "
+            f"--rdf-events {RDF_EVENTS} --quick`") in section
+    assert data["table"].rstrip("\n") in section
+    threads_run = "" if os.cpu_count() == 1 else f"{os.cpu_count()} threads run it"
+    for needed in ("(O2/O3, issue 24's target", "(O2:sofie)" if not data["contenders"]["sofie"]["absent"] else "",
+                   "(O3v3/O3)", "(O2/O3v3)", "- Inside RDataFrame (3000 events", threads_run):
+        assert needed in section, needed
+    readme = rr.rendered(result)["README.md"]
+    assert section in readme and readme.count("<!-- bench-report:start -->") == 1
+    pytest.importorskip("matplotlib")
+    result.with_suffix(".png").unlink(missing_ok=True)
+    rr.ensure_plot(result, data)
+    assert result.with_suffix(".png").stat().st_size > 0
 
 
 def test_present_contenders_agree_with_jax_absent_ones_say_why(results):
@@ -130,6 +212,8 @@ def test_rel_error_is_relative_to_the_output_scale():
     (["bench", "model.py", "--peers"], "drop MODEL"),
     (["bench", "--peers", "--models", "A,Z"], "unknown model(s) Z"),
     (["bench", "--peers", "--contenders", "ours,tvm"], "unknown contender(s) tvm"),
+    (["bench", "--peers", "--rdf-events", "-1"], "--rdf-events must be 0"),
+    (["bench", "--peers", "--flag-sets", "portable-o3"], "--flag-sets takes native (always)"),
 ])
 def test_cli_bench_peers_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -190,3 +274,27 @@ def test_ratio_of_ours_on_every_core():
     (row,) = ratio_rows({"cells": cells, "peak": {}, "contenders": contenders})
     assert row["best_all"] == "xla" and row["ours_mt_over_best_all"] == pytest.approx(0.75)
     assert row["ours_over_best_1t"] == pytest.approx(100 / 90)
+
+
+def test_rdataframe_budget_and_table_from_figures():
+    """The RDataFrame row's arithmetic on given figures: the budget (compiled + reading + 0.3 µs),
+    met or missed, define's own cost, the speed-up of every core; and its lines in the table."""
+    from jaxpr2sofie.bench import rdf
+    from jaxpr2sofie.bench.report import rdf_table
+
+    def cell(us):
+        return {"wall_us": us, "cpu_us": us, "events_per_s": 1e6 / us}
+    runs = {"1": {"contenders": {"read": cell(1.5), "ours": cell(1.9)}, "slots": [1000], "root": "6.40.00",
+                  "file": {"clusters": 100, "compression": 101, "zip_mb": 1.0, "entries": 1000}},
+            "2": {"contenders": {"read": cell(0.75), "ours": cell(1.0)}, "slots": [480, 520], "root": "6.40.00",
+                  "file": {"clusters": 100, "compression": 101, "zip_mb": 1.0, "entries": 1000}}}
+    prep = {"compiled_us": 0.2, "compiled_rounds_us": [0.2], "spec": {"repeats": 3}}
+    r = rdf.summarise(1000, prep, runs, "", 1.0)
+    assert r["budget"]["budget_us"] == pytest.approx(2.0) and r["budget"]["met"]
+    assert r["budget"]["over_us"] == pytest.approx(-0.1) and r["budget"]["overhead_us"] == pytest.approx(0.2)
+    assert r["speedup"] == pytest.approx({"read": 2.0, "ours": 1.9}) and r["speedup_threads"] == 2
+    text = "\n".join(rdf_table(r))
+    assert "ours 1.900: met by 0.100 µs" in text and "ours 1.90x" in text and "events per slot: 480, 520" in text
+    runs["1"]["contenders"]["ours"] = cell(2.4)
+    assert rdf.summarise(1000, prep, runs, "", 1.0)["budget"]["over_us"] == pytest.approx(0.4)
+    assert rdf_table({"absent": "PyROOT not usable"}) == ["RDataFrame row: absent: PyROOT not usable"]

@@ -1,6 +1,6 @@
 """The convolution kernels (cpp/conv_kernels.py, the pointwise product of cpp/kernels.py) against
-JAX at every flag set of test_simd_kernels (AVX-512, x86-64-v3 and SSE2 vectors) and on the
-portability layer's plain-float path. One model holds every case, so one build per flag set checks
+JAX at every flag set of test_simd_kernels (AVX-512, x86-64-v3 and SSE2 vectors, the products'
+dispatch tiers) and on the portability layer's plain-float path. One model holds every case, so one build per flag set checks
 them all at a run-time batch: depthwise 3x3 at stride 1 and 2 with SAME, VALID and asymmetric
 padding, channel counts below, at and past the vector widths (3, 5, 17, 32, 33), rows narrower than
 a block of output pixels, a dilated kernel (the pixel-by-pixel path), pointwise products with bias,
@@ -96,7 +96,7 @@ def test_the_model_takes_the_new_kernel_paths(converted):
 
 @pytest.mark.parametrize("flags", list(FLAG_SETS))
 def test_conv_kernels_match_jax(converted, flags):
-    compiled = converted.compile(flags=FLAG_SETS[flags])   # -Werror: conftest's strict mode
+    compiled = converted.compile(flags=FLAG_SETS[flags][0])   # -Werror: conftest's strict mode
     rng = np.random.default_rng(sum(map(ord, flags)))
     for batch in BATCHES:
         x = rng.standard_normal((batch, *EVENT)).astype(np.float32)

@@ -9,6 +9,7 @@ No timing here: speed is benchmarks/run.py's."""
 from __future__ import annotations
 
 import platform
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -20,10 +21,15 @@ import jaxpr2sofie as j2s
 from jaxpr2sofie.cpp.emit import emit_header
 from helpers import assert_close, require_tool
 
+# flag set: (flags, the products' vector tier on a CPU with AVX-512, on one with AVX2 + FMA only, on
+# one with neither); "base" is the build's own ISA. The products are dispatched at run time to the
+# widest tier the CPU has above the build's baseline (simd.py); -DJ2S_DISPATCH=0 keeps the baseline.
 FLAG_SETS = {
-    "O3-native": ["-O3", "-march=native", "-std=c++17"],
-    "O2-x86-64-v3": ["-O2", "-march=x86-64-v3", "-std=c++17"],
-    "O2-x86-64": ["-O2", "-march=x86-64", "-std=c++17"],
+    "O3-native": (["-O3", "-march=native", "-std=c++17"], "base", "base", "base"),
+    "O2-x86-64-v3": (["-O2", "-march=x86-64-v3", "-std=c++17"], "avx512", "base", "base"),
+    "O2-x86-64-v3-base": (["-O2", "-march=x86-64-v3", "-std=c++17", "-DJ2S_DISPATCH=0"], "base", "base", "base"),
+    "O2-x86-64-avx2": (["-O2", "-march=x86-64", "-std=c++17", "-DJ2S_DISPATCH_AVX512=0"], "avx2", "avx2", "base"),
+    "O2-x86-64": (["-O2", "-march=x86-64", "-std=c++17", "-DJ2S_DISPATCH=0"], "base", "base", "base"),
 }
 # clang++, the second compiler, in the slow set (CI runs it after the main command): the main command stays
 # within ten minutes on two cores
@@ -102,7 +108,7 @@ def converted():
 def test_vector_kernels_match_jax(converted, case, flags, compiler):
     cxx = require_tool(compiler, "the kernels are checked with both compilers")
     fn, params, event = CASES[case]
-    compiled = converted[case].compile(cxx=cxx, flags=FLAG_SETS[flags])   # -Werror: conftest's strict mode
+    compiled = converted[case].compile(cxx=cxx, flags=FLAG_SETS[flags][0])   # -Werror: conftest's strict mode
     rng = np.random.default_rng(sum(map(ord, case + flags)))
     for batch in BATCHES:
         x = rng.standard_normal((batch, *event)).astype(np.float32)
@@ -118,5 +124,33 @@ def test_headers_choose_the_vector_width_by_compiler_macros(converted):
     """One portability layer, chosen at compile time: no -march flag is ever required."""
     header = emit_header(converted["mlp"].graph)
     assert "#elif defined(__GNUC__) && defined(__AVX__)" in header
-    assert header.count("typedef float VecF") == 4   # AVX-512, AVX, 16-byte vectors, plain floats
+    # the baseline's: AVX-512, AVX, 16-byte vectors, plain floats; the products' dispatch tiers: AVX-512, AVX2
+    assert header.count("typedef float VecF") == 6
     assert "J2S_UNROLL" in header
+
+
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+@pytest.mark.parametrize("flags", list(FLAG_SETS))
+def test_products_run_in_the_widest_tier_the_cpu_has(converted, flags, tmp_path):
+    """The tier the dispatch picks, printed by a program built with the flag set, is the one this
+    CPU's /proc/cpuinfo says it has (the numbers of each tier are test_vector_kernels_match_jax's)."""
+    cxx = require_tool("g++")
+    cpu = _cpu_flags()
+    if not cpu:
+        pytest.skip("no /proc/cpuinfo flags to compare with")
+    build, on512, on2, other = FLAG_SETS[flags]
+    want = (on512 if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= cpu
+            else on2 if {"avx2", "fma"} <= cpu else other)
+    (tmp_path / "m.hxx").write_text(emit_header(converted["mlp"].graph))
+    (tmp_path / "main.cpp").write_text('#include "m.hxx"\n#include <cstdio>\n'
+                                       'int main() { std::puts(TMVA_SOFIE_SimdMlp::detail::dispatch_tier()); }\n')
+    subprocess.run([cxx, *build, "-Wall", "-Wextra", "-Werror", "main.cpp", "-o", "main"], cwd=tmp_path, check=True)
+    got = subprocess.run(["./main"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+    assert got == want, f"{flags}: the products run in tier {got!r}, this CPU calls for {want!r}"

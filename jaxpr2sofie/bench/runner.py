@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .contenders import FLAG_SETS, Case, all_contenders, flag_set_contenders
+from .contenders import DEFAULT_FLAG_SETS, FLAG_SETS, Case, all_contenders, flag_set_contenders
 from .models import MODELS
 
 TOLERANCE = 1e-4      # max |contender - JAX| / max |JAX|, per cell
@@ -31,12 +31,13 @@ class Settings:
     models: list = field(default_factory=lambda: list(MODELS))
     batches: list | None = None          # None: each model's own list
     contenders: list | None = None       # None: all
-    flag_sets: list = field(default_factory=lambda: ["native", "portable"])   # ours and SOFIE built with each
+    flag_sets: list = field(default_factory=lambda: list(DEFAULT_FLAG_SETS))   # ours and SOFIE built with each
     repeats: int = 5                     # rounds of interleaved timing per cell
     samples: int = 3                     # loops per contender per round
     target_s: float = 0.03               # seconds one loop should take
     peak_n: int = 1024                   # sgemm size of the physical reference
     quick: bool = False
+    rdf_events: int = 1_000_000          # the RDataFrame row's events (bench/rdf.py); 0: no row
     out: Path = Path("benchmarks/results")
 
     @classmethod
@@ -242,6 +243,8 @@ def run(settings: Settings, log=None) -> dict:
                 for c in row) + " (µs)")
     for runner, _ in trivial.values():
         runner.close()
+    from . import rdf
+    rdf_row = rdf.run(settings, log) if settings.rdf_events else None
     # the header's figure: the median of the overheads measured in every cell
     overheads = {o: statistics.median(vals) for o in trivial
                  if (vals := [c["overhead_us"] for c in cells if c.get("overhead_us") is not None
@@ -249,7 +252,7 @@ def run(settings: Settings, log=None) -> dict:
     return {"settings": {"models": settings.models, "batches": settings.batches, "repeats": settings.repeats,
                          "flag_sets": {f: FLAG_SETS[f] for f in settings.flag_sets},
                          "samples": settings.samples, "target_s": settings.target_s, "quick": settings.quick,
-                         "tolerance": TOLERANCE},
+                         "tolerance": TOLERANCE, "rdf_events": settings.rdf_events},
             "machine": machine.cpu_info(), "versions": machine.versions(), "threads": machine.thread_settings(),
             "peak": peak, "overhead_us": overheads,
             "contenders": {k: {"label": c.label, "threads": c.threads, "single_thread": c.single_thread,
@@ -258,4 +261,4 @@ def run(settings: Settings, log=None) -> dict:
                                "absent": present[k] or None} for k, c in contenders.items()},
             "models": {k: {"title": MODELS[k].title, "batches": settings.batches or list(MODELS[k].batches)}
                        for k in settings.models},
-            "cells": cells, "date": started, "wall_s": time.perf_counter() - t0}
+            "cells": cells, "rdf": rdf_row, "date": started, "wall_s": time.perf_counter() - t0}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .conv_kernels import EPILOGUE
-from .simd import SIMD
+from .simd import SIMD, dispatch_call, dispatched
 from .vmath import VMATH
 
 PANEL = 16
@@ -72,15 +72,12 @@ inline void gemm_blas(bool ta, bool tb, int M, int N, int K, const float* A, con
 # Epilogues a packed product applies to its output tile: ACT is the template argument.
 ACTIVATIONS = {"": 0, "relu": 1}
 
-_GEMM_PACKED = """\
+_PANEL_TYPES = """\
 // C[M,N] = act(A[M,K] * B + bias) with B in panels of kPanel columns. Each step of a tile's inner
 // loop loads one panel row into registers and multiplies it by one broadcast value per row of A,
 // accumulating rows x kPanel outputs in registers (the portability layer's vectors, unrolled by
 // J2S_UNROLL, so at -O2 as at -O3); the bias and activation are applied as the tile is stored.
 constexpr int kPanel = 16;                    // columns per panel: the packed weights' layout
-constexpr int kPanelVecs = kPanel / kLanes;   // vectors per panel row
-constexpr int kRowSplit = kPanelVecs < 8 ? 8 / kPanelVecs : 1;   // partial sums of a lone row
-
 // A product whose B is a sequence of panels: panel p starts at b + p * panel_stride and its rows
 // are ldb floats apart (packed weights: kPanel; a row-major activation read in place: n).
 struct PanelGemm {
@@ -95,6 +92,23 @@ struct PanelGemm {
    long at = 0;             // c's first element is this element of the output tensor
    Epilogue epi = {};       // a convolution's epilogue, applied to each tile once stored (in L1)
 };
+
+// A convolution's usual epilogue (+ bias per channel, + residual, relu, min with a literal; each
+// optional, in this order) with run-time operands: one compiled product serves every such layer and
+// applies it in registers as each tile is stored. relu is a lower bound of 0 (else -inf), the min an
+// upper bound (else +inf): both always applied, without a branch, as XLA's max and min (NaN stays).
+struct BiasClamp {
+   const float* bias;       // [n], or nullptr
+   const float* residual;   // the output tensor's shape, or nullptr
+   float lo, hi;
+};
+"""
+
+# The kernels proper, written with the portability layer's vectors: compiled for the baseline ISA and
+# again for each wider tier the products dispatch to (simd.dispatched).
+_PANEL_KERNELS = """\
+constexpr int kPanelVecs = kPanel / kLanes;   // vectors per panel row
+constexpr int kRowSplit = kPanelVecs < 8 ? 8 / kPanelVecs : 1;   // partial sums of a lone row
 
 // Rows [row, row + R) of C, panel `panel`: acc[r][v] plus bias, through the finishing stage F
 // (simd.py) as the tile is stored. The
@@ -220,31 +234,40 @@ inline void panel_gemm(const PanelGemm& g, const F& stage) {
    }
 }
 
+// A BiasClamp in this ISA's vectors: a finishing stage (simd.py).
+struct BiasClampLanes {
+   static constexpr bool kVectors = true;
+   BiasClamp e;
+   VecF lanes(VecF y, long c, long i, int n) const {
+      if (e.bias)
+         y += vec_load_part(e.bias + c, n);
+      if (e.residual)
+         y += vec_load_part(e.residual + i, n);
+      y = vec_pick(y <= e.lo, vec_splat(e.lo), y);   // -0 becomes +0 where lo is 0, as relu does
+      return vec_pick(y > e.hi, vec_splat(e.hi), y);
+   }
+   float operator()(float y, long, long) const { return y; }   // unused: kVectors
+};
+
+// The entries dispatch_call reaches in each tier: the finishing stage built here, in its vectors.
+template <int ACT>
+inline void panel_gemm_act(const PanelGemm& g) { panel_gemm(g, Activation<ACT>{}); }
+inline void panel_gemm_clamp(const PanelGemm& g, const BiasClamp& e) { panel_gemm(g, BiasClampLanes{e}); }
+
+"""
+
+_PANEL_ENTRIES = """\
+// Every panel of g, in the widest vector tier this CPU has (simd.py: run-time dispatch).
+template <int ACT>
+inline void run_panels(const PanelGemm& g) {
+""" + dispatch_call("panel_gemm_act<ACT>(g)") + """}
+
 // B packed as panels ([ceil(N/16)][K][16], zero-padded): a constant weight.
 template <int ACT>
 inline void gemm_packed(long M, int N, int K, const float* A, const float* P, const float* bias, float* C) {
    const PanelGemm g{M, N, K, (N + kPanel - 1) / kPanel, A, P, static_cast<long>(kPanel) * K, kPanel, bias, C};
-   panel_gemm(g, Activation<ACT>{});
+   run_panels<ACT>(g);
 }
-
-// A convolution's usual epilogue (+ bias per channel, + residual, relu, min with a literal; each
-// optional, in this order) with run-time operands: one compiled product serves every such layer and
-// applies it in registers as each tile is stored. relu is a lower bound of 0 (else -inf), the min an
-// upper bound (else +inf): both always applied, without a branch, as XLA's max and min (NaN stays).
-struct BiasClamp {
-   static constexpr bool kVectors = true;
-   const float* bias;       // [n], or nullptr
-   const float* residual;   // the output tensor's shape, or nullptr
-   float lo, hi;
-   VecF lanes(VecF y, long c, long i, int n) const {
-      if (bias)
-         y += vec_load_part(bias + c, n);
-      if (residual)
-         y += vec_load_part(residual + i, n);
-      y = vec_pick(y <= lo, vec_splat(lo), y);   // -0 becomes +0 where lo is 0, as relu does
-      return vec_pick(y > hi, vec_splat(hi), y);
-   }
-};
 
 // C = A * B (packed) through the finishing stage: a BiasClamp applied in registers, or any other
 // epilogue (conv_kernels.py) applied to each tile right after it is stored, in L1. C's first
@@ -253,19 +276,18 @@ struct BiasClamp {
 J2S_KERNEL inline void gemm_packed_with(long M, int N, int K, const float* A, const float* P, float* C, long at,
                                         const BiasClamp& e) {
    const PanelGemm g{M, N, K, (N + kPanel - 1) / kPanel, A, P, static_cast<long>(kPanel) * K, kPanel, nullptr, C, at};
-   panel_gemm(g, e);
-}
+""" + dispatch_call("panel_gemm_clamp(g, e)") + """}
 J2S_KERNEL inline void gemm_packed_with(long M, int N, int K, const float* A, const float* P, float* C, long at,
                                         const Epilogue& e) {
    const PanelGemm g{M, N, K, (N + kPanel - 1) / kPanel, A, P, static_cast<long>(kPanel) * K, kPanel, nullptr, C, at, e};
-   panel_gemm(g, Activation<0>{});
+   run_panels<0>(g);
 }
 
 // B row-major [K,N] as it is (an activation: packing it would cost a copy): each whole panel is
 // read in place, rows N apart; the last N % 16 columns as plain loops.
 inline void gemm_rows(long M, int N, int K, const float* A, const float* B, float* C) {
    const PanelGemm g{M, N, K, N / kPanel, A, B, kPanel, N, nullptr, C};
-   panel_gemm(g, Activation<0>{});
+   run_panels<0>(g);
    for (int j = N / kPanel * kPanel; j < N; ++j)
       for (long i = 0; i < M; ++i) {
          float acc = 0.f;
@@ -275,6 +297,11 @@ inline void gemm_rows(long M, int N, int K, const float* A, const float* B, floa
       }
 }
 """
+
+# each copy of the kernels in a namespace of its own: PanelGemm's namespace holds none of them, so an
+# argument-dependent lookup finds no second candidate
+_GEMM_PACKED = (_PANEL_TYPES + "namespace base {\n" + _PANEL_KERNELS + "}  // namespace base\n"
+                + dispatched(_PANEL_KERNELS) + _PANEL_ENTRIES)
 
 # in the order a header writes them: later ones use earlier ones
 HELPERS = {"simd": SIMD, "gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS, "epilogue": EPILOGUE,
