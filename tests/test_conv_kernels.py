@@ -4,7 +4,8 @@ dispatch tiers) and on the portability layer's plain-float path. One model holds
 them all at a run-time batch: depthwise 3x3 at stride 1 and 2 with SAME, VALID and asymmetric
 padding, channel counts below, at and past the vector widths (3, 5, 17, 32, 33), rows narrower than
 a block of output pixels, a dilated kernel (the pixel-by-pixel path), pointwise products with bias,
-relu, relu6 and residual epilogues (on depthwise ones too), and a general 3x3 convolution. No timing here."""
+relu, relu6 and residual epilogues (on depthwise ones too), a general 3x3 convolution, and
+the direct loops of few input channels in blocks of output pixels. No timing here."""
 from __future__ import annotations
 
 import platform
@@ -58,6 +59,8 @@ def convs(p, x):
         _conv(x33, p["p33_33"]) + p["b33"] + x33,                          # pointwise, residual
         jax.nn.relu(_conv(x32, p["p32_16"])),                              # pointwise, relu only
         jax.nn.relu(_conv(x[..., :5], p["k5_17"], (2, 2)) + p["b17"]),     # general 3x3
+        jax.nn.relu(_conv(x[..., :3], p["k3_32"], (2, 2), ((0, 1), (0, 1))) + p["b32"]),   # direct loops
+        _conv(x[..., :1], p["k1_12"]),                                      # direct, 8 + 4 channels
     )
 
 
@@ -70,7 +73,8 @@ def _params():
     return {"d17": w(3, 3, 1, 17), "d32": w(3, 3, 1, 32), "d33": w(3, 3, 1, 33), "d5": w(3, 3, 1, 5),
             "d3": w(3, 3, 1, 3), "b17": w(17), "b32": w(32), "b33": w(33),
             "p17_33": w(1, 1, 17, 33, scale=0.3), "p33_33": w(1, 1, 33, 33, scale=0.2),
-            "p32_16": w(1, 1, 32, 16, scale=0.2), "k5_17": w(3, 3, 5, 17, scale=0.2)}
+            "p32_16": w(1, 1, 32, 16, scale=0.2), "k5_17": w(3, 3, 5, 17, scale=0.2),
+            "k3_32": w(3, 3, 3, 32), "k1_12": w(3, 3, 1, 12)}
 
 
 PARAMS = _params()
@@ -92,6 +96,7 @@ def test_the_model_takes_the_new_kernel_paths(converted):
     header = emit_header(converted.graph)
     assert header.count("detail::conv_depthwise(") == 7
     assert header.count("detail::gemm_packed_with(") >= 3
+    assert header.count("+= 4) {") >= 1   # the direct loops' blocks of 4 output pixels
 
 
 @pytest.mark.parametrize("flags", list(FLAG_SETS))

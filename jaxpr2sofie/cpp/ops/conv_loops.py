@@ -115,9 +115,20 @@ def emit_direct(op, w, g, depthwise: bool) -> None:
         w.line(f"const size_t {row} = {w.index([b] + [o for o, _ in ranges], strides_of([n, *outs])[:-1])};")
         last, extent = wins[-1], outs[-1]
         lo, hi = interior(last)
+        pixels = 1 if depthwise else _pixels_per_block(cout)
         for start, end, inside in ((0, lo, False), (lo, hi, True), (hi, extent, False)):
             if end <= start:
                 continue
+            if inside and end - start >= pixels > 1:   # interior pixels in blocks sharing their weights
+                o = w.fresh("o")
+                stop = start + (end - start) // pixels * pixels
+                w.line(f"for (size_t {o} = {start}; {o} < {stop}; {o} += {pixels}) {{")
+                w.depth += 1
+                _pixel(op, w, g, depthwise, b, row, ranges + [(o, _tap_range(w, last, o, inside=True))], pixels)
+                _close(w, 1)
+                start = stop
+                if end <= start:
+                    continue
             o = w.fresh("o") if end - start > 1 else str(start)
             if end - start > 1:
                 w.line(f"for (size_t {o} = {start}; {o} < {end}; ++{o}) {{")
@@ -130,8 +141,16 @@ def emit_direct(op, w, g, depthwise: bool) -> None:
         _close(w, opened)
 
 
-def _pixel(op, w, g, depthwise, b, row, ranges):
-    """Every output channel of one output pixel."""
+def _pixels_per_block(cout):
+    """Neighbouring output pixels computed together: each weight vector loaded once feeds all of
+    them, and 8 accumulators give enough independent FMA chains (4 pixels of 16 channels, 2 of 32)."""
+    widest = max(nv for _, nv, _ in _blocks(cout))
+    return max(1, min(4, 8 // max(1, widest)))
+
+
+def _pixel(op, w, g, depthwise, b, row, ranges, count=1):
+    """Every output channel of `count` neighbouring output pixels along the last dimension (all of
+    their taps inside the input when count > 1; not depthwise)."""
     n, spatial, cin, ksizes, cg, cout = op.dims(g)
     wins = op.windows(g)
     x, kern, y = w.ref(op.inputs[0]), w.ref(op.inputs[1]), w.ref(op.outputs[0])
@@ -142,12 +161,13 @@ def _pixel(op, w, g, depthwise, b, row, ranges):
     w.line(f"const size_t {pix} = {row} + {ranges[-1][0]};" if ranges[-1][0] != "0" else f"const size_t {pix} = {row};")
     ypix = w.fresh("yp")
     w.line(f"float* {ypix} = {y} + {pix} * {cout};")
+    step = wins[-1].stride * xst[-2]   # input floats from one pixel's window to the next one's
     for c0, nv, ns in _blocks(cout):
-        accs = [w.fresh("acc") for _ in range(nv)]
-        for a in accs:
+        accs = [[w.fresh("acc") for _ in range(nv)] for _ in range(count)]
+        for a in (a for row_accs in accs for a in row_accs):
             w.line(f"detail::f8 {a} = {{}};")
-        sacc = w.fresh("sacc") if ns else None
-        if ns:
+        saccs = [w.fresh("sacc") for _ in range(count)] if ns else []
+        for sacc in saccs:
             w.line(f"float {sacc}[{ns}] = {{}};")
         taps = _tap_loops(w, [r for _, r in ranges])
         # the input element of this tap: base + tap * dilation along every dimension
@@ -160,23 +180,27 @@ def _pixel(op, w, g, depthwise, b, row, ranges):
         w.line(f"const float* {xp} = {x} + {' + '.join(terms)};")
         ktap = " + ".join(f"{t} * {s * tap_cols * cout}" for t, s in zip(taps, kst))
         w.line(f"const float* {kp} = {kern} + {ktap}{f' + {c0}' if c0 else ''};")
-        if accs:
-            xv, kv = w.fresh("xv"), w.fresh("kv")
-            w.line(f"detail::f8 {xv}, {kv};")
+        kvs = [w.fresh("kv") for _ in range(nv)]
+        if nv:
+            xv = w.fresh("xv")
+            w.line(f"detail::f8 {xv}, {', '.join(kvs)};")
         for ci in range(tap_cols):
             krow = ci * cout
-            if accs and not depthwise:
-                w.line(f"detail::f8_splat({xv}, {xp}[{ci}]);")
-            for v, a in enumerate(accs):
-                if depthwise:
-                    w.line(f"detail::f8_load({xv}, {_plus(xp, c0 + v * LANES)});")
+            for v, kv in enumerate(kvs):
                 w.line(f"detail::f8_load({kv}, {_plus(kp, krow + v * LANES)});")
-                w.line(f"{a} += {xv} * {kv};")
-            for j in range(ns):
-                xe = f"{xp}[{c0 + len(accs) * LANES + j}]" if depthwise else f"{xp}[{ci}]"
-                w.line(f"{sacc}[{j}] += {xe} * {kp}[{krow + len(accs) * LANES + j}];")
+            for p in range(count):
+                if nv and not depthwise:
+                    w.line(f"detail::f8_splat({xv}, {xp}[{p * step + ci}]);")
+                for v, (a, kv) in enumerate(zip(accs[p], kvs)):
+                    if depthwise:
+                        w.line(f"detail::f8_load({xv}, {_plus(xp, c0 + v * LANES)});")
+                    w.line(f"{a} += {xv} * {kv};")
+                for j in range(ns):
+                    xe = f"{xp}[{c0 + nv * LANES + j}]" if depthwise else f"{xp}[{p * step + ci}]"
+                    w.line(f"{saccs[p]}[{j}] += {xe} * {kp}[{krow + nv * LANES + j}];")
         _close(w, len(taps))
-        for v, a in enumerate(accs):
-            w.line(f"detail::f8_store({_plus(ypix, c0 + v * LANES)}, {a});")
-        if ns:
-            w.line(f"std::copy_n({sacc}, {ns}, {_plus(ypix, c0 + len(accs) * LANES)});")
+        for p in range(count):
+            for v, a in enumerate(accs[p]):
+                w.line(f"detail::f8_store({_plus(ypix, p * cout + c0 + v * LANES)}, {a});")
+            if ns:
+                w.line(f"std::copy_n({saccs[p]}, {ns}, {_plus(ypix, p * cout + c0 + nv * LANES)});")
