@@ -52,6 +52,7 @@ def convs(p, x):
         jax.nn.relu(_depthwise(x32, p["d32"], (2, 2), ((0, 1), (0, 1))) + p["b32"]),   # asymmetric
         _depthwise(x33, p["d33"], (2, 2), "SAME"),
         _depthwise(x, p["d17"], (1, 1), "SAME") + x,                         # residual
+        jnp.tanh(_depthwise(x, p["d17"], (2, 2), "VALID") + p["b17"]),      # another epilogue
         _depthwise(x[:, :, :5, :5], p["d5"], (1, 1), "VALID"),              # rows of 3 pixels
         _depthwise(x[:, :4, :2, :3], p["d3"], (1, 1), ((2, 1), (1, 2))),    # all border pixels
         _depthwise(x[..., :3], p["d3"], (1, 1), "SAME", dilation=(2, 2)),   # the pixel path
@@ -94,7 +95,8 @@ def _check(got, x, what):
 
 def test_the_model_takes_the_new_kernel_paths(converted):
     header = emit_header(converted.graph)
-    assert header.count("detail::conv_depthwise(") == 7
+    assert header.count("detail::conv_depthwise(") == 8
+    assert header.count("detail::BiasClamp ") >= 8   # all but the tanh one dispatch
     assert header.count("detail::gemm_packed_with(") >= 3
     assert header.count("+= 4) {") >= 1   # the direct loops' blocks of 4 output pixels
 

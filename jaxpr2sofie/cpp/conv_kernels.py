@@ -13,6 +13,7 @@ Channels last: input [N, D, H, W, Cin], output [N, OD, OH, OW, Cout].
 from __future__ import annotations
 
 from ..ir.ops.conv import SPATIAL   # spatial dimensions of a ConvShape
+from .simd import dispatch_call, dispatched
 
 # The convolutions' 8-channel blocks (f8) are the portability layer's (simd.py).
 _CONV = """\
@@ -52,28 +53,6 @@ struct Window3 {
    }
 };
 
-// One output pixel of a depthwise convolution (kernel [K..., C]), channels from c0: kLanes
-// channels at a time over the taps inside the input, the last vector of a row in part, through the
-// finishing stage f as they are stored (y is element `at` of the output). The general case (any
-// kernel, dilation), and the border pixels and last partial vector of the row kernel below.
-template <class F>
-inline void depthwise_pixel(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, long at,
-                            const F& f, int c0 = 0) {
-   const int C = s.cout;
-   for (int c = c0; c < C; c += kLanes) {
-      const int n = C - c;
-      VecF acc = vec_splat(0.f);
-      for (int a = w.t0[0]; a < w.t1[0]; ++a)
-         for (int b = w.t0[1]; b < w.t1[1]; ++b) {
-            const float* xr = x + ((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * C + c;
-            const float* kr = k + (static_cast<long>(a) * s.k[1] + b) * s.k[2] * C + c;
-            for (int t = w.t0[2]; t < w.t1[2]; ++t)
-               acc += vec_load_part(xr + (w.base[2] + t * s.dil[2]) * C, n) * vec_load_part(kr + static_cast<long>(t) * C, n);
-         }
-      store_through(f, y + c, acc, c, at + c, n);
-   }
-}
-
 // The kernel rows (taps of the dimensions before the last) of one output row that fall inside the
 // input: where each starts in the image and in the kernel. At most kTapRows, else the pixel path.
 constexpr int kTapRows = 16;
@@ -89,105 +68,8 @@ struct TapRows {
    }
 };
 
-// P neighbouring output pixels of a row whose 3 taps along it are all inside the input (stride S,
-// the first window starting at input pixel x), the whole channel vectors (the partial one goes
-// through depthwise_pixel). The P x 3 taps of a kernel row share its 3 weights and, at stride 1,
-// their input vectors: P + 2 (stride 2: 2 P + 1) loads feed 3 P FMAs into P accumulators held in
-// registers, finished by f as they are stored (y: element `at` of the output).
-template <int S, int P, class F>
-inline void depthwise_run3(const TapRows& rows, int C, const float* x, const float* k, float* y, long at, const F& f) {
-   constexpr int kCols = (P - 1) * S + 3;   // input pixels the P windows cover
-   for (int c = 0; c + kLanes <= C; c += kLanes) {
-      VecF acc[P];
-      J2S_UNROLL
-      for (int p = 0; p < P; ++p)
-         acc[p] = vec_splat(0.f);
-      for (int r = 0; r < rows.count; ++r) {
-         const float* xr = x + rows.x[r] + c;
-         const float* kr = k + rows.k[r] + c;
-         VecF kv[3], xv[kCols];
-         J2S_UNROLL
-         for (int t = 0; t < 3; ++t)
-            kv[t] = vec_load(kr + t * C);
-         J2S_UNROLL
-         for (int q = 0; q < kCols; ++q)
-            xv[q] = vec_load(xr + static_cast<long>(q) * C);
-         J2S_UNROLL
-         for (int p = 0; p < P; ++p)
-            J2S_UNROLL
-            for (int t = 0; t < 3; ++t)
-               acc[p] += xv[p * S + t] * kv[t];
-      }
-      J2S_UNROLL
-      for (int p = 0; p < P; ++p)
-         store_through(f, y + static_cast<long>(p) * C + c, acc[p], c, at + static_cast<long>(p) * C + c, kLanes);
-   }
-}
-
-// One row of output pixels: a kernel 3 wide along the row at stride S, the pixels whose windows lie
-// inside the input in blocks of kDepthwisePixels, the others (borders) one by one.
+// Output pixels of a depthwise row computed together (depthwise_run3).
 constexpr int kDepthwisePixels = 4;
-template <int S, class F>
-inline void depthwise_row3(const ConvShape& s, int o0, int o1, const float* x, const float* k, float* y, long at,
-                           const F& f) {
-   const int o[3] = {o0, o1, 0};
-   Window3 w(s, o);
-   const TapRows rows(s, w);
-   // interior: 0 <= o2 * S - lo and o2 * S - lo + 2 <= in - 1
-   const int lo = std::min(s.out[2], s.lo[2] > 0 ? (s.lo[2] + S - 1) / S : 0);
-   const int hi = std::max(lo, std::min(s.out[2], s.in[2] - 3 + s.lo[2] >= 0 ? (s.in[2] - 3 + s.lo[2]) / S + 1 : 0));
-   const int C = s.cout;
-   const int whole = C / kLanes * kLanes;
-   auto pixel = [&](int o2, int c0) {   // output pixel o2 from channel c0, taps checked
-      w.base[2] = static_cast<long>(o2) * S - s.lo[2];
-      tap_range(w.base[2], s.in[2], 3, 1, w.t0[2], w.t1[2]);
-      depthwise_pixel(s, w, x, k, y + static_cast<long>(o2) * C, at + static_cast<long>(o2) * C, f, c0);
-   };
-   auto block = [&](int o2, auto pixels) {   // `pixels` interior output pixels from o2
-      constexpr int P = decltype(pixels)::value;
-      depthwise_run3<S, P>(rows, C, x + (static_cast<long>(o2) * S - s.lo[2]) * C, k, y + static_cast<long>(o2) * C,
-                           at + static_cast<long>(o2) * C, f);
-      for (int p = 0; whole < C && p < P; ++p)
-         pixel(o2 + p, whole);
-   };
-   int o2 = 0;
-   for (; o2 < lo; ++o2)
-      pixel(o2, 0);
-   for (; o2 + kDepthwisePixels <= hi; o2 += kDepthwisePixels)
-      block(o2, std::integral_constant<int, kDepthwisePixels>{});
-   for (; o2 < hi; ++o2)
-      block(o2, std::integral_constant<int, 1>{});
-   for (; o2 < s.out[2]; ++o2)
-      pixel(o2, 0);
-}
-
-// A depthwise convolution (one input channel per output channel, Cin == Cout), kernel [K..., C],
-// row by row, its epilogue F (Activation<0>: none) applied to the accumulators as they are stored.
-// Kernels 3 wide along the row at stride 1 or 2 (MobileNet's) go through depthwise_row3, the
-// others pixel by pixel. Compiled once per epilogue, whatever the number of layers.
-template <class F>
-J2S_KERNEL void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const F& f) {
-   const long image_in = static_cast<long>(s.in[0]) * s.in[1] * s.in[2] * s.cin;
-   const long C = s.cout;
-   const bool row3 = s.k[2] == 3 && s.dil[2] == 1 && (s.stride[2] == 1 || s.stride[2] == 2)
-                     && static_cast<long>(s.k[0]) * s.k[1] <= kTapRows;
-   for (long n = 0; n < s.n; ++n)
-      for (int o0 = 0; o0 < s.out[0]; ++o0)
-         for (int o1 = 0; o1 < s.out[1]; ++o1) {
-            const long at = ((n * s.out[0] + o0) * s.out[1] + o1) * s.out[2] * C;   // the row's first element
-            const float* xi = x + n * image_in;
-            if (row3 && s.stride[2] == 1) {
-               depthwise_row3<1>(s, o0, o1, xi, k, y + at, at, f);
-            } else if (row3) {
-               depthwise_row3<2>(s, o0, o1, xi, k, y + at, at, f);
-            } else {
-               for (int o2 = 0; o2 < s.out[2]; ++o2) {
-                  const int o[3] = {o0, o1, o2};
-                  depthwise_pixel(s, Window3(s, o), xi, k, y + at + o2 * C, at + o2 * C, f);
-               }
-            }
-         }
-}
 
 // Input position of tap t of output o along dimension d in the (lhs-dilated, padded) input,
 // as an index into the real input, or -1 where it falls on padding or a dilation hole.
@@ -241,6 +123,157 @@ J2S_KERNEL inline void im2col(const ConvShape& s, const float* x, float* col, lo
                   }
 }
 """
+
+# The depthwise kernels, written with the portability layer's vectors: compiled for the baseline ISA
+# (any epilogue functor) and again for each wider tier a BiasClamp epilogue dispatches to (simd.py).
+_DEPTHWISE = """\
+// One output pixel of a depthwise convolution (kernel [K..., C]), channels from c0: kLanes
+// channels at a time over the taps inside the input, the last vector of a row in part, through the
+// finishing stage f as they are stored (y is element `at` of the output). The general case (any
+// kernel, dilation), and the border pixels and last partial vector of the row kernel below.
+template <class F>
+inline void depthwise_pixel(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, long at,
+                            const F& f, int c0 = 0) {
+   const int C = s.cout;
+   for (int c = c0; c < C; c += kLanes) {
+      const int n = C - c;
+      VecF acc = vec_splat(0.f);
+      for (int a = w.t0[0]; a < w.t1[0]; ++a)
+         for (int b = w.t0[1]; b < w.t1[1]; ++b) {
+            const float* xr = x + ((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * C + c;
+            const float* kr = k + (static_cast<long>(a) * s.k[1] + b) * s.k[2] * C + c;
+            for (int t = w.t0[2]; t < w.t1[2]; ++t)
+               acc += vec_load_part(xr + (w.base[2] + t * s.dil[2]) * C, n) * vec_load_part(kr + static_cast<long>(t) * C, n);
+         }
+      store_through(f, y + c, acc, c, at + c, n);
+   }
+}
+
+// P neighbouring output pixels of a row whose 3 taps along it are all inside the input (stride S,
+// the first window starting at input pixel x), the whole channel vectors (the partial one goes
+// through depthwise_pixel). The P x 3 taps of a kernel row share its 3 weights and, at stride 1,
+// their input vectors: P + 2 (stride 2: 2 P + 1) loads feed 3 P FMAs into P accumulators held in
+// registers, finished by f as they are stored (y: element `at` of the output).
+template <int S, int P, class F>
+inline void depthwise_run3(const TapRows& rows, int C, const float* x, const float* k, float* y, long at, const F& f) {
+   constexpr int kCols = (P - 1) * S + 3;   // input pixels the P windows cover
+   for (int c = 0; c + kLanes <= C; c += kLanes) {
+      VecF acc[P];
+      J2S_UNROLL
+      for (int p = 0; p < P; ++p)
+         acc[p] = vec_splat(0.f);
+      for (int r = 0; r < rows.count; ++r) {
+         const float* xr = x + rows.x[r] + c;
+         const float* kr = k + rows.k[r] + c;
+         VecF kv[3], xv[kCols];
+         J2S_UNROLL
+         for (int t = 0; t < 3; ++t)
+            kv[t] = vec_load(kr + t * C);
+         J2S_UNROLL
+         for (int q = 0; q < kCols; ++q)
+            xv[q] = vec_load(xr + static_cast<long>(q) * C);
+         J2S_UNROLL
+         for (int p = 0; p < P; ++p)
+            J2S_UNROLL
+            for (int t = 0; t < 3; ++t)
+               acc[p] += xv[p * S + t] * kv[t];
+      }
+      J2S_UNROLL
+      for (int p = 0; p < P; ++p)
+         store_through(f, y + static_cast<long>(p) * C + c, acc[p], c, at + static_cast<long>(p) * C + c, kLanes);
+   }
+}
+
+// One row of output pixels: a kernel 3 wide along the row at stride S, the pixels whose windows lie
+// inside the input in blocks of kDepthwisePixels, the others (borders) one by one.
+template <int S, class F>
+inline void depthwise_row3(const ConvShape& s, int o0, int o1, const float* x, const float* k, float* y, long at,
+                           const F& f) {
+   const int o[3] = {o0, o1, 0};
+   Window3 w(s, o);
+   const TapRows rows(s, w);
+   // interior: 0 <= o2 * S - lo and o2 * S - lo + 2 <= in - 1
+   const int lo = std::min(s.out[2], s.lo[2] > 0 ? (s.lo[2] + S - 1) / S : 0);
+   const int hi = std::max(lo, std::min(s.out[2], s.in[2] - 3 + s.lo[2] >= 0 ? (s.in[2] - 3 + s.lo[2]) / S + 1 : 0));
+   const int C = s.cout;
+   const int whole = C / kLanes * kLanes;
+   auto pixel = [&](int o2, int c0) {   // output pixel o2 from channel c0, taps checked
+      w.base[2] = static_cast<long>(o2) * S - s.lo[2];
+      tap_range(w.base[2], s.in[2], 3, 1, w.t0[2], w.t1[2]);
+      depthwise_pixel(s, w, x, k, y + static_cast<long>(o2) * C, at + static_cast<long>(o2) * C, f, c0);
+   };
+   auto block = [&](int o2, auto pixels) {   // `pixels` interior output pixels from o2
+      constexpr int P = decltype(pixels)::value;
+      depthwise_run3<S, P>(rows, C, x + (static_cast<long>(o2) * S - s.lo[2]) * C, k, y + static_cast<long>(o2) * C,
+                           at + static_cast<long>(o2) * C, f);
+      for (int p = 0; whole < C && p < P; ++p)
+         pixel(o2 + p, whole);
+   };
+   int o2 = 0;
+   for (; o2 < lo; ++o2)
+      pixel(o2, 0);
+   for (; o2 + kDepthwisePixels <= hi; o2 += kDepthwisePixels)
+      block(o2, std::integral_constant<int, kDepthwisePixels>{});
+   for (; o2 < hi; ++o2)
+      block(o2, std::integral_constant<int, 1>{});
+   for (; o2 < s.out[2]; ++o2)
+      pixel(o2, 0);
+}
+
+// A depthwise convolution (one input channel per output channel, Cin == Cout), kernel [K..., C],
+// row by row, its epilogue F applied to the accumulators as they are stored. Kernels 3 wide along
+// the row at stride 1 or 2 (MobileNet's) go through depthwise_row3, the others pixel by pixel.
+template <class F>
+inline void depthwise_rows(const ConvShape& s, const float* x, const float* k, float* y, const F& f) {
+   const long image_in = static_cast<long>(s.in[0]) * s.in[1] * s.in[2] * s.cin;
+   const long C = s.cout;
+   const bool row3 = s.k[2] == 3 && s.dil[2] == 1 && (s.stride[2] == 1 || s.stride[2] == 2)
+                     && static_cast<long>(s.k[0]) * s.k[1] <= kTapRows;
+   for (long n = 0; n < s.n; ++n)
+      for (int o0 = 0; o0 < s.out[0]; ++o0)
+         for (int o1 = 0; o1 < s.out[1]; ++o1) {
+            const long at = ((n * s.out[0] + o0) * s.out[1] + o1) * s.out[2] * C;   // the row's first element
+            const float* xi = x + n * image_in;
+            if (row3 && s.stride[2] == 1) {
+               depthwise_row3<1>(s, o0, o1, xi, k, y + at, at, f);
+            } else if (row3) {
+               depthwise_row3<2>(s, o0, o1, xi, k, y + at, at, f);
+            } else {
+               for (int o2 = 0; o2 < s.out[2]; ++o2) {
+                  const int o[3] = {o0, o1, o2};
+                  depthwise_pixel(s, Window3(s, o), xi, k, y + at + o2 * C, at + o2 * C, f);
+               }
+            }
+         }
+}
+
+"""
+
+# Per copy: the depthwise kernel through a BiasClamp (simd.py) in that copy's vectors.
+_DEPTHWISE_CLAMP = """\
+inline void depthwise_clamp(const ConvShape& s, const float* x, const float* k, float* y, const BiasClamp& e) {
+   depthwise_rows(s, x, k, y, BiasClampLanes{e});
+}
+"""
+
+# The copies in namespace dw (their tier namespaces are not the products'); the entries in detail,
+# whose names no copy uses, so that an argument-dependent lookup finds no second candidate.
+_DEPTHWISE_ENTRIES = """\
+// A depthwise convolution through a BiasClamp epilogue in the widest vector tier this CPU has
+// (simd.py: run-time dispatch), any other epilogue functor in this build's own ISA. Compiled once
+// per epilogue type, whatever the number of layers.
+J2S_KERNEL inline void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const BiasClamp& e) {
+   dw::dispatch(s, x, k, y, e);
+}
+template <class F>
+J2S_KERNEL void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const F& f) {
+   dw::base::depthwise_rows(s, x, k, y, f);
+}
+"""
+_CONV = (_CONV + "namespace dw {\nnamespace base {\n" + _DEPTHWISE + _DEPTHWISE_CLAMP + "}  // namespace base\n"
+         + dispatched(_DEPTHWISE + _DEPTHWISE_CLAMP)
+         + "inline void dispatch(const ConvShape& s, const float* x, const float* k, float* y, const BiasClamp& e) {\n"
+         + dispatch_call("depthwise_clamp(s, x, k, y, e)") + "}\n}  // namespace dw\n" + _DEPTHWISE_ENTRIES)
 HELPERS = {"conv": _CONV}
 
 # The epilogue of a convolution that is not applied in registers: a kernel of its own, compiled once

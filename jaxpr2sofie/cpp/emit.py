@@ -121,8 +121,8 @@ def render(g) -> tuple:
     assign = _emit_session(w, g, base)
     assert not (outs & set(assign))
     needs = set(w.needs)
-    if "gemm_packed" in needs:
-        needs.add("epilogue")   # PanelGemm carries one
+    if needs & {"gemm_packed", "conv"}:
+        needs.add("epilogue")   # PanelGemm carries one; both take a BiasClamp
     if needs & kernels.SIMD_HELPERS:
         needs.add("simd")   # the portability layer they are written with
 

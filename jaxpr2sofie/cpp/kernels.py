@@ -92,16 +92,6 @@ struct PanelGemm {
    long at = 0;             // c's first element is this element of the output tensor
    Epilogue epi = {};       // a convolution's epilogue, applied to each tile once stored (in L1)
 };
-
-// A convolution's usual epilogue (+ bias per channel, + residual, relu, min with a literal; each
-// optional, in this order) with run-time operands: one compiled product serves every such layer and
-// applies it in registers as each tile is stored. relu is a lower bound of 0 (else -inf), the min an
-// upper bound (else +inf): both always applied, without a branch, as XLA's max and min (NaN stays).
-struct BiasClamp {
-   const float* bias;       // [n], or nullptr
-   const float* residual;   // the output tensor's shape, or nullptr
-   float lo, hi;
-};
 """
 
 # The kernels proper, written with the portability layer's vectors: compiled for the baseline ISA and
@@ -233,21 +223,6 @@ inline void panel_gemm(const PanelGemm& g, const F& stage) {
       }
    }
 }
-
-// A BiasClamp in this ISA's vectors: a finishing stage (simd.py).
-struct BiasClampLanes {
-   static constexpr bool kVectors = true;
-   BiasClamp e;
-   VecF lanes(VecF y, long c, long i, int n) const {
-      if (e.bias)
-         y += vec_load_part(e.bias + c, n);
-      if (e.residual)
-         y += vec_load_part(e.residual + i, n);
-      y = vec_pick(y <= e.lo, vec_splat(e.lo), y);   // -0 becomes +0 where lo is 0, as relu does
-      return vec_pick(y > e.hi, vec_splat(e.hi), y);
-   }
-   float operator()(float y, long, long) const { return y; }   // unused: kVectors
-};
 
 // The entries dispatch_call reaches in each tier: the finishing stage built here, in its vectors.
 template <int ACT>

@@ -95,6 +95,21 @@ _MACROS = """\
 #endif
 """
 
+# A convolution's usual epilogue as data, the same for every tier (its arithmetic, BiasClampLanes,
+# is in each tier's vectors).
+_STAGES = """\
+// A convolution's usual epilogue (+ bias per channel, + residual, relu, min with a literal; each
+// optional, in this order) with run-time operands: one compiled product or depthwise kernel serves
+// every such layer and applies it in registers as it stores its output. relu is a lower bound of 0
+// (else -inf), the min an upper bound (else +inf): both always applied, without a branch, as XLA's
+// max and min (a NaN stays).
+struct BiasClamp {
+   const float* bias;       // [n], or nullptr
+   const float* residual;   // the output tensor's shape, or nullptr
+   float lo, hi;
+};
+"""
+
 # The vector functions, written for whatever VecF and kLanes are: the baseline's, and each wider
 # tier's of a dispatched kernel (see dispatched()).
 _VECTORS = """\
@@ -170,6 +185,20 @@ inline void store_through(const F& f, float* y, VecF v, long c, long at, int n) 
          y[j] = f(y[j], c + j, at + j);
    }
 }
+// A BiasClamp (a convolution's usual epilogue, conv_kernels.py) in these vectors: a finishing stage.
+struct BiasClampLanes {
+   static constexpr bool kVectors = true;
+   BiasClamp e;
+   VecF lanes(VecF y, long c, long i, int n) const {
+      if (e.bias)
+         y += vec_load_part(e.bias + c, n);
+      if (e.residual)
+         y += vec_load_part(e.residual + i, n);
+      y = vec_pick(y <= e.lo, vec_splat(e.lo), y);   // -0 becomes +0 where lo is 0, as relu does
+      return vec_pick(y > e.hi, vec_splat(e.hi), y);
+   }
+   float operator()(float y, long, long) const { return y; }   // unused: kVectors
+};
 """
 
 _F8 = """\
@@ -293,4 +322,4 @@ _TIER_NAME = ("// The vector tier the dispatched kernels (the packed products) r
               "inline const char* dispatch_tier() {\n"
               + _tier_branches(lambda tier: f'"{tier}"') + '   return "base";\n}\n')
 
-SIMD = _SELECT + _MACROS + _DISPATCH + _TIER_NAME + _VECTORS + _F8
+SIMD = _SELECT + _MACROS + _DISPATCH + _TIER_NAME + _STAGES + _VECTORS + _F8

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..conv_kernels import shape_literal
 from .conv_loops import emit_direct as emit_direct_loops
-from .epilogue import epilogue_stages
+from .epilogue import bias_clamp, epilogue_stages
 
 
 def conv_shape(op, g) -> str:
@@ -23,12 +23,14 @@ def conv_shape(op, g) -> str:
 def emit_direct(op, w, g, depthwise: bool) -> None:
     """out[n, o, oc] = sum over real taps t (and input channels ci) of x[n, o*s + t*d - lo, ci] *
     k[t, ci, oc]; `depthwise`: ci = oc and the kernel is [K..., 1, C], and the epilogue is applied
-    to the accumulators as they are stored."""
+    to the accumulators as they are stored: a BiasClamp (none at all is one) in the widest vector
+    tier the CPU has, any other in the build's own."""
     if not depthwise:
         emit_direct_loops(op, w, g, depthwise=False)
         return
     w.need("conv")
-    stages = epilogue_stages(w, g, op.epilogue, g.tensors[op.outputs[0]].shape) if op.epilogue else "detail::Activation<0>{}"
+    out_shape = g.tensors[op.outputs[0]].shape
+    stages = bias_clamp(w, g, op.epilogue, out_shape) or epilogue_stages(w, g, op.epilogue, out_shape)
     x, k, y = (w.ref(t) for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
     w.line(f"detail::conv_depthwise({conv_shape(op, g)}, {x}, {k}, {y}, {stages});")
 

@@ -90,8 +90,9 @@ _BIAS_CLAMP = ["bias", "residual", "relu", "clamp"]   # its steps, in their orde
 
 
 def bias_clamp(w, g, stages, out_shape):
-    """Declare `stages` as a detail::BiasClamp (kernels.py: + bias per channel, + residual, relu, min
-    with a literal, each optional, in that order); its C++ name, or None when they are something else."""
+    """Declare `stages` as a detail::BiasClamp (simd.py: + bias per channel, + residual, relu, min
+    with a literal, each optional, in that order; none at all is one); its C++ name, or None when
+    they are something else."""
     bias = residual = None
     lo = hi = None
     order = []
