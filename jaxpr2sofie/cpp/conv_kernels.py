@@ -5,7 +5,8 @@ loop nest per layer: MobileNetV2's header took a minute to build. Each layer now
 and calls one of these kernels, so g++ compiles each kernel once whatever the depth of the model;
 only register blocks (output pixels per block: registers must be named at compile time) and the
 depthwise kernel's epilogue (applied to its accumulators, one copy per stage chain) are template
-arguments. Depthwise 3x3 rows run kLanes channels x 4 output pixels at a time, borders apart.
+arguments. Depthwise 3x3 rows run kLanes channels x 4 output pixels at a time, borders apart; with
+MobileNet's epilogues (a BiasClamp) they run in the widest vector tier the CPU has, as the products do.
 
 Up to three spatial dimensions; fewer are padded with size-1 dimensions in front.
 Channels last: input [N, D, H, W, Cin], output [N, OD, OH, OW, Cout].
@@ -15,7 +16,6 @@ from __future__ import annotations
 from ..ir.ops.conv import SPATIAL   # spatial dimensions of a ConvShape
 from .simd import dispatch_call, dispatched
 
-# The convolutions' 8-channel blocks (f8) are the portability layer's (simd.py).
 _CONV = """\
 // A convolution's sizes: three spatial dimensions (size 1 where the model has fewer).
 struct ConvShape {
