@@ -2,7 +2,7 @@
 JAX at every flag set of test_simd_kernels (AVX-512, x86-64-v3 and SSE2 vectors, the products'
 dispatch tiers) and on the portability layer's plain-float path. One model holds every case, so one build per flag set checks
 them all at a run-time batch: depthwise 3x3 at stride 1 and 2 with SAME, VALID and asymmetric
-padding, channel counts below, at and past the vector widths (3, 5, 17, 32, 33), rows narrower than
+padding, channel counts below, at and past the vector widths (3, 5, 17, 32, 33, 65), rows narrower than
 a block of output pixels, a dilated kernel (the pixel-by-pixel path), pointwise products with bias,
 relu, relu6 and residual epilogues (on depthwise ones too), a general 3x3 convolution, and
 the direct loops of few input channels in blocks of output pixels. No timing here."""
@@ -53,6 +53,7 @@ def convs(p, x):
         _depthwise(x33, p["d33"], (2, 2), "SAME"),
         _depthwise(x, p["d17"], (1, 1), "SAME") + x,                         # residual
         jnp.tanh(_depthwise(x, p["d17"], (2, 2), "VALID") + p["b17"]),      # another epilogue
+        relu6(_depthwise(jnp.concatenate([x33, x32], -1), p["d65"], (1, 1), "SAME")),   # 4 vectors per pixel
         _depthwise(x[:, :, :5, :5], p["d5"], (1, 1), "VALID"),              # rows of 3 pixels
         _depthwise(x[:, :4, :2, :3], p["d3"], (1, 1), ((2, 1), (1, 2))),    # all border pixels
         _depthwise(x[..., :3], p["d3"], (1, 1), "SAME", dilation=(2, 2)),   # the pixel path
@@ -72,7 +73,7 @@ def _params():
         return (scale * rng.standard_normal(shape)).astype(np.float32)
 
     return {"d17": w(3, 3, 1, 17), "d32": w(3, 3, 1, 32), "d33": w(3, 3, 1, 33), "d5": w(3, 3, 1, 5),
-            "d3": w(3, 3, 1, 3), "b17": w(17), "b32": w(32), "b33": w(33),
+            "d3": w(3, 3, 1, 3), "d65": w(3, 3, 1, 65), "b17": w(17), "b32": w(32), "b33": w(33),
             "p17_33": w(1, 1, 17, 33, scale=0.3), "p33_33": w(1, 1, 33, 33, scale=0.2),
             "p32_16": w(1, 1, 32, 16, scale=0.2), "k5_17": w(3, 3, 5, 17, scale=0.2),
             "k3_32": w(3, 3, 3, 32), "k1_12": w(3, 3, 1, 12)}
@@ -95,8 +96,8 @@ def _check(got, x, what):
 
 def test_the_model_takes_the_new_kernel_paths(converted):
     header = emit_header(converted.graph)
-    assert header.count("detail::conv_depthwise(") == 8
-    assert header.count("detail::BiasClamp ") >= 8   # all but the tanh one dispatch
+    assert header.count("detail::conv_depthwise(") == 9
+    assert header.count("detail::BiasClamp ") >= 9   # all but the tanh one dispatch
     assert header.count("detail::gemm_packed_with(") >= 3
     assert header.count("+= 4) {") >= 1   # the direct loops' blocks of 4 output pixels
 

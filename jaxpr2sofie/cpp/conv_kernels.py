@@ -68,8 +68,10 @@ struct TapRows {
    }
 };
 
-// Output pixels of a depthwise row computed together (depthwise_run3).
+// Output pixels of a depthwise row computed together (depthwise_run3), and channel vectors of one
+// pixel (depthwise_pixel).
 constexpr int kDepthwisePixels = 4;
+constexpr int kPixelVecs = 4;
 
 // Input position of tap t of output o along dimension d in the (lhs-dilated, padded) input,
 // as an index into the real input, or -1 where it falls on padding or a dilation hole.
@@ -135,7 +137,29 @@ template <class F>
 inline void depthwise_pixel(const ConvShape& s, const Window3& w, const float* x, const float* k, float* y, long at,
                             const F& f, int c0 = 0) {
    const int C = s.cout;
-   for (int c = c0; c < C; c += kLanes) {
+   int c = c0;
+   for (; c + kPixelVecs * kLanes <= C; c += kPixelVecs * kLanes) {   // independent FMA chains
+      VecF acc[kPixelVecs];
+      J2S_UNROLL
+      for (int v = 0; v < kPixelVecs; ++v)
+         acc[v] = vec_splat(0.f);
+      for (int a = w.t0[0]; a < w.t1[0]; ++a)
+         for (int b = w.t0[1]; b < w.t1[1]; ++b) {
+            const float* xr = x + ((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * C + c;
+            const float* kr = k + (static_cast<long>(a) * s.k[1] + b) * s.k[2] * C + c;
+            for (int t = w.t0[2]; t < w.t1[2]; ++t) {
+               const float* xt = xr + (w.base[2] + t * s.dil[2]) * C;
+               const float* kt = kr + static_cast<long>(t) * C;
+               J2S_UNROLL
+               for (int v = 0; v < kPixelVecs; ++v)
+                  acc[v] += vec_load(xt + v * kLanes) * vec_load(kt + v * kLanes);
+            }
+         }
+      J2S_UNROLL
+      for (int v = 0; v < kPixelVecs; ++v)
+         store_through(f, y + c + v * kLanes, acc[v], c + v * kLanes, at + c + v * kLanes, kLanes);
+   }
+   for (; c < C; c += kLanes) {
       const int n = C - c;
       VecF acc = vec_splat(0.f);
       for (int a = w.t0[0]; a < w.t1[0]; ++a)
