@@ -76,6 +76,15 @@ def attention(params, x):
     return jnp.maximum(att @ v, 0.0) + x
 
 
+def gates(params, x):
+    """Fused chains of tanh, logistic and exp (one function per chain, dispatched to the widest vector
+    tier from 64 elements: the 100-wide one always, the 8-wide one from batch 8), a softmax and a lone
+    logistic (vmath's array functions, dispatched likewise); x carries NaN, infinities and -0."""
+    h = jnp.tanh(x) * jax.nn.sigmoid(x * 0.5 + 1.0) + jnp.exp(-x * x) + params["b"]
+    small = jnp.tanh(x[:, :8]) * jax.nn.sigmoid(x[:, 8:16])
+    return h, jax.nn.softmax(x[:, 16:] * 2.0, axis=-1), small, jax.nn.sigmoid(x * 3.0)
+
+
 def _cases():
     rng = np.random.default_rng(24)
     mlp_params = [_dense(rng, 7, 100), _dense(rng, 100, 37), _dense(rng, 37, 16), _dense(rng, 16, 5)]
@@ -85,8 +94,9 @@ def _cases():
                   "b2": (0.2 * rng.standard_normal(12)).astype(np.float32),
                   "w": (0.3 * rng.standard_normal((4 * 4 * 12, 3))).astype(np.float32)}
     att_params = {n: (rng.standard_normal((20, 20)) / np.sqrt(20)).astype(np.float32) for n in "qkv"}
+    gate_params = {"b": (0.3 * rng.standard_normal(100)).astype(np.float32)}
     return {"mlp": (mlp, mlp_params, (7,)), "cnn": (cnn, cnn_params, (15, 15, 1)),
-            "attention": (attention, att_params, (24, 20))}
+            "attention": (attention, att_params, (24, 20)), "gates": (gates, gate_params, (100,))}
 
 
 CASES = _cases()
@@ -112,6 +122,8 @@ def test_vector_kernels_match_jax(converted, case, flags, compiler):
     rng = np.random.default_rng(sum(map(ord, case + flags)))
     for batch in BATCHES:
         x = rng.standard_normal((batch, *event)).astype(np.float32)
+        if case == "gates":   # special values in both chains and the softmax
+            x[:, [3, 20]], x[:, [5, 30]], x[:, [7, 40]], x[:, [9, 50]] = np.nan, np.inf, -np.inf, -0.0
         want = jax.jit(fn)(params, x)
         got = compiled(x)
         want = want if isinstance(want, tuple) else (want,)

@@ -280,24 +280,21 @@ inline void depthwise_clamp(const ConvShape& s, const float* x, const float* k, 
 }
 """
 
-# The copies in namespace dw (their tier namespaces are not the products'); the entries in detail,
-# whose names no copy uses, so that an argument-dependent lookup finds no second candidate.
+# The entries in detail, whose names no copy uses, so that an argument-dependent lookup finds no
+# second candidate; the copies in namespace base and in the tiers' namespaces (as the products').
 _DEPTHWISE_ENTRIES = """\
 // A depthwise convolution through a BiasClamp epilogue in the widest vector tier this CPU has
 // (simd.py: run-time dispatch), any other epilogue functor in this build's own ISA. Compiled once
 // per epilogue type, whatever the number of layers.
 J2S_KERNEL inline void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const BiasClamp& e) {
-   dw::dispatch(s, x, k, y, e);
-}
+""" + dispatch_call("depthwise_clamp(s, x, k, y, e)") + """}
 template <class F>
 J2S_KERNEL void conv_depthwise(const ConvShape& s, const float* x, const float* k, float* y, const F& f) {
-   dw::base::depthwise_rows(s, x, k, y, f);
+   base::depthwise_rows(s, x, k, y, f);
 }
 """
-_CONV = (_CONV + "namespace dw {\nnamespace base {\n" + _DEPTHWISE + _DEPTHWISE_CLAMP + "}  // namespace base\n"
-         + dispatched(_DEPTHWISE + _DEPTHWISE_CLAMP)
-         + "inline void dispatch(const ConvShape& s, const float* x, const float* k, float* y, const BiasClamp& e) {\n"
-         + dispatch_call("depthwise_clamp(s, x, k, y, e)") + "}\n}  // namespace dw\n" + _DEPTHWISE_ENTRIES)
+_CONV = (_CONV + "namespace base {\n" + _DEPTHWISE + _DEPTHWISE_CLAMP + "}  // namespace base\n"
+         + dispatched(_DEPTHWISE + _DEPTHWISE_CLAMP) + _DEPTHWISE_ENTRIES)
 HELPERS = {"conv": _CONV}
 
 # The epilogue of a convolution that is not applied in registers: a kernel of its own, compiled once

@@ -10,6 +10,7 @@ from . import conv_kernels, kernels, memory, ops, threads  # noqa: F401  (ops: r
 from .kernels import BLAS_DECL, BLAS_HELPERS
 from .abi import SessionABI, c_entry_points
 from .rules import emit_op, emit_ops
+from .simd import ELEMENTWISE_DISPATCH_MIN, dispatch_call, dispatched
 from .weight_readers import BINARY_READER, TEXT_READER
 from .weights import stored_size, table_hash
 from .writer import Writer
@@ -151,6 +152,8 @@ def render(g) -> tuple:
         with h.block("namespace detail", tail=" // namespace detail"):
             texts = [HELPERS[k] for k in HELPERS if k in needs]   # in HELPERS order: later ones use earlier ones
             texts += [text.replace("@NAME@", def_name) for text, def_name in w.defs.items()]
+            if w.tiered:
+                texts.append(_dispatched_functions(w.tiered))
             texts += [_FLUSH_DENORMALS] + ([TEXT_READER.strip("\n"), BINARY_READER] if g.weights() else [])
             for text in texts:
                 h.verbatim(text)
@@ -159,6 +162,17 @@ def render(g) -> tuple:
     h.line()
     h.line(f"#endif // {guard}")
     return h.text(), needs
+
+
+def _dispatched_functions(tiered: dict) -> str:
+    """The functions of Writer.define_dispatched: each NAME_v compiled for the baseline ISA (in
+    namespace base) and for each wider vector tier, and NAME, which runs the widest the CPU has."""
+    bodies = "".join(text.replace("@NAME@", name) for (_, _, text), name in tiered.items())
+    entries = "".join(f"inline void {name}({params}) {{\n" + dispatch_call(f"{name}_v({args})", when=f"n >= {ELEMENTWISE_DISPATCH_MIN}") + "}\n"
+                      for (params, args, _), name in tiered.items())
+    return ("// The header's own vector functions (fused elementwise chains), for each vector tier (simd.py)\n"
+            "#if defined(__GNUC__)\n" "namespace base {\n" + bodies + "}  // namespace base\n"
+            + dispatched(bodies) + entries + "#endif\n")
 
 
 def _size_expr(sizes) -> str:

@@ -19,13 +19,14 @@ the loops whose indices name registers. `-march=native` is never required.
 
 The weight layout (panels of 16 floats) is the same for all. On the reference AMD EPYC, whose
 FMA units are 512 bits wide, the AVX-512 path runs the batch-64 MLPs 1.6x faster than the AVX
-one. So the packed products, the bulk of the arithmetic, are also compiled for the wider x86-64
-tiers above the build's baseline (AVX-512; AVX2 + FMA under a plain x86-64 build) and the widest
-one the CPU has is picked at run time (`dispatched`, `dispatch_call`): a portable build multiplies
-as fast as a -march=native one, as OpenBLAS does (Higgs MLP D at batch 64 on that EPYC, -O2
--march=x86-64-v3: 227 us without dispatch, 140 us with it, 135 us at -O3 -march=native). The
-baseline remains what the rest of the header is compiled for, and -DJ2S_DISPATCH=0 keeps the
-products there too.
+one. So the hot kernels are also compiled for the wider x86-64 tiers above the build's baseline
+(AVX-512; AVX2 + FMA under a plain x86-64 build) and the widest one the CPU has is picked at run
+time (`dispatched`, `dispatch_call`), as OpenBLAS does: the packed products, vmath's array
+functions and each fused elementwise chain (a function of the header's own, Writer.define_dispatched;
+an elementwise loop of fewer than 64 elements stays at the baseline, inlined). On that EPYC at -O2
+-march=x86-64-v3, shared machine: Higgs MLP D at batch 64 227 -> 140 us (135 at -O3 -march=native),
+the LSTM F at batch 64 47 -> 35 us (31). The rest of the header (data movement, reductions,
+pooling, convolutions' own loops) runs at the baseline, and -DJ2S_DISPATCH=0 keeps everything there.
 """
 from __future__ import annotations
 
@@ -225,7 +226,7 @@ inline void f8_splat(f8& v, float a) { for (int i = 0; i < 8; ++i) v.v[i] = a; }
 #endif
 """
 
-# Run-time dispatch of the hottest kernels (the packed products) to vectors wider than the baseline's,
+# Run-time dispatch of the hottest kernels (products, vector math, fused chains) to vectors wider than the baseline's,
 # on x86-64 with GCC or Clang: a header built for the documented baseline (x86-64-v3, or plain
 # x86-64) then multiplies with AVX-512 on a CPU that has it, as OpenBLAS does, and one built for
 # plain x86-64 with AVX2 + FMA. The tier is chosen once per process from the CPU's own report
@@ -272,14 +273,10 @@ TIERS = {
 }
 
 
-def dispatched(code: str) -> str:
-    """`code` (written with VecF, kLanes, kTileRows and the vector functions) once more per wider
-    tier, each in a namespace of the tier's name whose functions are compiled for its ISA."""
-    out = []
-    for name, (macro, features, width, rows, _) in TIERS.items():
-        splat = ", ".join(["a"] * (width // 4))
-        out.append(
-            f"#ifdef {macro}\n"
+def _in_tier(name: str, code: str) -> str:
+    """`code` in the namespace of tier `name`, its functions compiled for the tier's ISA."""
+    macro, features = TIERS[name][:2]
+    return (f"#ifdef {macro}\n"
             f"namespace {name} {{\n"
             "#if defined(__clang__)\n"
             f'#pragma clang attribute push(__attribute__((target("{features}"))), apply_to = function)\n'
@@ -287,12 +284,7 @@ def dispatched(code: str) -> str:
             "#pragma GCC push_options\n"
             f'#pragma GCC target("{features}")\n'
             "#endif\n"
-            f"typedef float VecF __attribute__((vector_size({width})));\n"
-            f"typedef std::int32_t VecI __attribute__((vector_size({width})));\n"
-            f"inline VecF vec_splat(float a) {{ return VecF{{{splat}}}; }}\n"
-            f"constexpr int kTileRows = {rows};\n"
-            "constexpr int kLanes = sizeof(VecF) / sizeof(float);\n"
-            + _VECTORS + code +
+            + code +
             "#if defined(__clang__)\n"
             "#pragma clang attribute pop\n"
             "#else\n"
@@ -300,7 +292,23 @@ def dispatched(code: str) -> str:
             "#endif\n"
             f"}}  // namespace {name}\n"
             "#endif\n")
-    return "".join(out)
+
+
+def _tier_vectors(name: str) -> str:
+    """The tier's VecF, kLanes, kTileRows and vector functions (carried by every header with "simd")."""
+    _, _, width, rows, _ = TIERS[name]
+    splat = ", ".join(["a"] * (width // 4))
+    return _in_tier(name, f"typedef float VecF __attribute__((vector_size({width})));\n"
+                          f"typedef std::int32_t VecI __attribute__((vector_size({width})));\n"
+                          f"inline VecF vec_splat(float a) {{ return VecF{{{splat}}}; }}\n"
+                          f"constexpr int kTileRows = {rows};\n"
+                          "constexpr int kLanes = sizeof(VecF) / sizeof(float);\n" + _VECTORS)
+
+
+def dispatched(code: str) -> str:
+    """`code` (written with VecF, kLanes, kTileRows and the vector functions) once more per wider
+    tier, each in a namespace of the tier's name whose functions are compiled for its ISA."""
+    return "".join(_in_tier(name, code) for name in TIERS)
 
 
 def _tier_branches(returned) -> str:
@@ -309,17 +317,27 @@ def _tier_branches(returned) -> str:
                    for name, (macro, _, _, _, check) in TIERS.items())
 
 
-def dispatch_call(call: str) -> str:
-    """C++ statements that run `call` (e.g. "panel_gemm<ACT>(g)") in the widest tier the CPU has, else in
-    namespace `base` (the baseline ISA's copy)."""
-    return _tier_branches(lambda tier: f"{tier}::{call}") + f"   base::{call};\n"
+def dispatch_call(call: str, base: str = "base::", when: str = "") -> str:
+    """C++ statements that run `call` (e.g. "panel_gemm<ACT>(g)") in the widest tier the CPU has, else
+    the baseline ISA's copy (in namespace `base`, or where `base` says). With `when` (a C++
+    condition), the tiers only where it holds: an elementwise loop of a few vectors is faster inlined
+    at the baseline's width than called in a wider tier, most of whose last vector is padding."""
+    branches = _tier_branches(lambda tier: f"{tier}::{call}")
+    if when and branches:
+        branches = f"   if ({when}) {{\n" + "".join(f"   {line}\n" if not line.startswith("#") else f"{line}\n"
+                                                    for line in branches.splitlines()) + "   }\n"
+    return branches + f"   {base}{call};\n"
+
+
+# Elements below which an elementwise loop stays at the baseline's width (dispatch_call's `when`).
+ELEMENTWISE_DISPATCH_MIN = 64
 
 
 # The tier the dispatched kernels run in on this CPU ("base": this build's own ISA), for tests and
 # for a user's own check.
-_TIER_NAME = ("// The vector tier the dispatched kernels (the packed products) run in on this CPU: \"base\" is\n"
-              "// this build's own ISA.\n"
+_TIER_NAME = ("// The vector tier the dispatched kernels (products, vector math, fused elementwise chains) run in\n"
+              "// on this CPU: \"base\" is this build's own ISA.\n"
               "inline const char* dispatch_tier() {\n"
               + _tier_branches(lambda tier: f'"{tier}"') + '   return "base";\n}\n')
 
-SIMD = _SELECT + _MACROS + _DISPATCH + _TIER_NAME + _STAGES + _VECTORS + _F8
+SIMD = _SELECT + _MACROS + _DISPATCH + _TIER_NAME + _STAGES + _VECTORS + _F8 + "".join(_tier_vectors(t) for t in TIERS)

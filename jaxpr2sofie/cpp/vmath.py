@@ -17,10 +17,13 @@ NaN in gives NaN out; +-inf give the limits. Other compilers get the std:: funct
 """
 from __future__ import annotations
 
+from .simd import ELEMENTWISE_DISPATCH_MIN, dispatch_call, dispatched
+
 KINDS = {"exp": "vm_exp_n", "tanh": "vm_tanh_n", "logistic": "vm_sigmoid_n"}
 
-VMATH = """\
-#if defined(__GNUC__)
+# The vector functions (GCC/Clang vector extensions), compiled for the baseline and for each wider tier
+# (simd.dispatched): the array forms vm_*_v are reached through vm_*_n, which picks the tier.
+_VECTOR_MATH = """\
 inline VecF vm_exp(VecF x) {
    const VecI nan = x != x;
    VecF xc = vec_pick(x < -104.f, VecF{} - 104.f, x);
@@ -74,14 +77,20 @@ inline void vm_apply(const float* x, float* y, long n) {
       std::memcpy(y + i, buf, (n - i) * sizeof(float));
    }
 }
-inline void vm_exp_n(const float* x, float* y, long n) { vm_apply<vm_exp>(x, y, n); }
-inline void vm_tanh_n(const float* x, float* y, long n) { vm_apply<vm_tanh>(x, y, n); }
-inline void vm_sigmoid_n(const float* x, float* y, long n) { vm_apply<vm_sigmoid>(x, y, n); }
-#else
+inline void vm_exp_v(const float* x, float* y, long n) { vm_apply<vm_exp>(x, y, n); }
+inline void vm_tanh_v(const float* x, float* y, long n) { vm_apply<vm_tanh>(x, y, n); }
+inline void vm_sigmoid_v(const float* x, float* y, long n) { vm_apply<vm_sigmoid>(x, y, n); }
+"""
+
+_SCALAR_MATH = """\
 inline void vm_exp_n(const float* x, float* y, long n) { for (long i = 0; i < n; ++i) y[i] = std::exp(x[i]); }
 inline void vm_tanh_n(const float* x, float* y, long n) { for (long i = 0; i < n; ++i) y[i] = std::tanh(x[i]); }
 inline void vm_sigmoid_n(const float* x, float* y, long n) {
    for (long i = 0; i < n; ++i) y[i] = 1.f / (1.f + std::exp(-x[i]));
 }
-#endif
 """
+
+VMATH = ("#if defined(__GNUC__)\n" + _VECTOR_MATH + dispatched(_VECTOR_MATH)
+         + "".join(f"inline void vm_{f}_n(const float* x, float* y, long n) {{\n"
+                   + dispatch_call(f"vm_{f}_v(x, y, n)", base="", when=f"n >= {ELEMENTWISE_DISPATCH_MIN}") + "}\n" for f in ("exp", "tanh", "sigmoid"))
+         + "#else\n" + _SCALAR_MATH + "#endif\n")

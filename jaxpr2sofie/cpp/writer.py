@@ -23,6 +23,7 @@ class Writer:
         self._counter = 0
         self.needs: set = set()   # helper functions the emitted code calls (see emit.HELPERS)
         self.defs: dict = {}      # generated helper text (with @NAME@) -> its name, see `define`
+        self.tiered: dict = {}    # (parameters, arguments, body) -> name of a dispatched function, see `define_dispatched`
         self.fence_before: set = set()   # tensors whose arena memory held another dtype before them
         self.blas = True   # False: products never call BLAS (convert(..., blas="none"))
 
@@ -60,6 +61,17 @@ class Writer:
         if text not in self.defs:
             self.defs[text] = f"{stem}{len(self.defs)}"
         return self.defs[text]
+
+    def define_dispatched(self, stem: str, params: str, args: str, text: str) -> str:
+        """Functions generated for this header, written with the portability layer's vectors and
+        compiled for the baseline and each wider vector tier (simd.py): `text` defines
+        `void @NAME@_v(params)` (and may define other @NAME@_ functions before it); NAME runs the
+        widest tier the CPU has. `args` names the parameters in order. Written once however many
+        operators define the same text: its name."""
+        key = (params, args, text)
+        if key not in self.tiered:
+            self.tiered[key] = f"{stem}{len(self.tiered)}"
+        return self.tiered[key]
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...ir.ops.fused import FusedElementwise
 from ...ir.tensor import ctype, numel, strides_of
 from ..rules import emits
+from ..writer import Writer
 from .elementwise import operand, template, vector_template
 
 
@@ -30,37 +31,35 @@ def _fusedelementwise(op, w, g) -> None:
 
 
 def _emit_vectors(op, w, g) -> None:
-    """One function of vectors for the chain, called on each full vector, then once on the tail
-    through zero-padded copies (as vmath's own loops do), so every element gets the same code."""
+    """A function of the header's for the chain (Writer.define_dispatched: compiled for each vector
+    tier, the widest the CPU has runs): one function of vectors called on each full vector, then once
+    on the tail through zero-padded copies (as vmath's own loops do), so every element gets the same
+    code. An output may be one of the inputs: each vector is read before it is written."""
     n, out = numel(g.tensors[op.outputs[0]].shape), op.outputs[0]
-    fn, args = w.fresh("chain"), {a: w.fresh("a") for a in op.inputs}
-    params = ", ".join(f"detail::VecF {v}" for v in args.values())
-    with w.block(f"auto {fn} = [&]({params})", tail=";"):
+    args = {a: f"a{k}" for k, a in enumerate(dict.fromkeys(op.inputs))}
+    f = Writer(indent=w.indent)
+    # a function, not a lambda: a lambda's code is not compiled for the tier its function is
+    with f.block(f"inline VecF @NAME@_lanes({', '.join(f'VecF {v}' for v in args.values())})"):
         local = dict(args)
         for k, s in enumerate(op.steps):
             operands = [local[a] if isinstance(a, str) else w.literal(a.value, a.dtype) for a in s.args]
-            expr = lanes_template(g, s).format(*operands)
+            expr = lanes_template(g, s).format(*operands).replace("detail::", "")   # the tier's own names
             if k == len(op.steps) - 1:
-                w.line(f"return {expr};")
+                f.line(f"return {expr};")
             else:
-                local[s.outputs[0]] = w.fresh("v")
-                w.line(f"const detail::VecF {local[s.outputs[0]]} = {expr};")
-    i, tail = w.fresh("i"), w.fresh("tail")
-    w.line(f"long {i} = 0;")
-    with w.block(f"for (; {i} + detail::kLanes <= long({n}); {i} += detail::kLanes)"):
-        for a, v in args.items():
-            w.line(f"detail::VecF {v};")
-            w.line(f"std::memcpy(&{v}, {w.ref(a)} + {i}, sizeof {v});")
-        w.line(f"const detail::VecF r = {fn}({', '.join(args.values())});")
-        w.line(f"std::memcpy({w.ref(out)} + {i}, &r, sizeof r);")
-    with w.block(f"if ({i} < long({n}))"):
-        w.line(f"const size_t {tail} = (long({n}) - {i}) * sizeof(float);")
-        for a, v in args.items():
-            w.line(f"float {v}_buf[detail::kLanes] = {{}};")
-            w.line(f"std::memcpy({v}_buf, {w.ref(a)} + {i}, {tail});")
-        call = ", ".join(f"detail::vec_bits<detail::VecF>({v}_buf)" for v in args.values())
-        w.line(f"const detail::VecF r = {fn}({call});")
-        w.line(f"std::memcpy({w.ref(out)} + {i}, &r, {tail});")
+                local[s.outputs[0]] = f"v{k}"
+                f.line(f"const VecF v{k} = {expr};")
+    params = ", ".join([*(f"const float* {v}" for v in args.values()), "float* out", "long n"])
+    with f.block(f"inline void @NAME@_v({params})"):
+        f.line("long i = 0;")
+        with f.block("for (; i + kLanes <= n; i += kLanes)"):
+            f.line(f"vec_store(out + i, @NAME@_lanes({', '.join(f'vec_load({v} + i)' for v in args.values())}));")
+        with f.block("if (i < n)"):
+            f.line("const int left = static_cast<int>(n - i);")
+            call = ", ".join(f"vec_load_part({v} + i, left)" for v in args.values())
+            f.line(f"vec_store_part(out + i, @NAME@_lanes({call}), left);")
+    name = w.define_dispatched("chain", params, ", ".join([*args.values(), "out", "n"]), f.text())
+    w.line(f"detail::{name}({', '.join(w.ref(a) for a in args)}, {w.ref(out)}, {n});")
 
 
 def lanes_template(g, s) -> str:
