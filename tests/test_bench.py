@@ -36,6 +36,30 @@ class Wrong(C.Contender):
 
 RDF_EVENTS = 3000    # the RDataFrame row's events in the test: the file is written once per cache
 
+# The whole run below (every contender, three flag sets, the RDataFrame row: about a minute) is in
+# the slow set, which .ci/run runs after the main command; test_a_small_run_checks_times_and_reports
+# keeps a one-flag-set run of ours and the failing peers in the main command.
+slow = pytest.mark.slow
+
+
+def test_a_small_run_checks_times_and_reports(tmp_path, monkeypatch, capsys):
+    """One model, one batch, one flag set: ours checked against JAX and timed, a peer that cannot
+    convert and one that is wrong reported as errors, the JSON and table written."""
+    real = runner.all_contenders
+    monkeypatch.setattr(runner, "all_contenders", lambda: {**real(), "broken": Broken(), "wrong": Wrong()})
+    assert bench.main(["--quick", "--models", "A", "--batches", "3", "--repeats", "1", "--out", str(tmp_path),
+                       "--flag-sets", "native", "--rdf-events", "0", "--contenders", "ours,broken,wrong"]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(next(tmp_path.glob("*.json")).read_text())
+    cells = {c["contender"]: c for c in data["cells"]}
+    assert set(cells) == {"ours", "broken", "wrong"} and all(c["batch"] == 3 for c in cells.values())
+    assert cells["ours"]["status"] == "ok" and cells["ours"]["rel_err"] <= runner.TOLERANCE
+    assert cells["ours"]["raw_us"] > 0 and cells["ours"]["gflops"] > 0
+    assert cells["broken"]["reason"] == "conversion failed: RuntimeError: no rule for dot_general"
+    assert cells["wrong"]["status"] == "error" and cells["wrong"]["reason"].startswith("check failed: max error")
+    assert "jaxpr2sofie peer benchmark" in printed and "wrote " in printed
+    assert [line.split()[1] for line in printed.splitlines() if line.startswith("A ")] == ["3"]
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
@@ -51,6 +75,7 @@ def results(tmp_path_factory):
     return json.loads(files[0].read_text()), printed.getvalue(), out
 
 
+@slow
 def test_json_structure(results):
     data, _, out = results
     for key in ("date", "machine", "versions", "threads", "peak", "overhead_us", "contenders", "models", "cells",
@@ -80,6 +105,7 @@ def test_json_structure(results):
         "native", "portable", "portable-o3"]
 
 
+@slow
 def test_flag_sets_each_a_column_and_their_ratios(results):
     """native, portable (ours and SOFIE) and portable-O3 (ours only): a column each, checked and
     timed, and the ratios that split O2/O3 into the ISA's and the optimiser's shares."""
@@ -100,6 +126,7 @@ def test_flag_sets_each_a_column_and_their_ratios(results):
     assert {"ours:O2", "sofie:O2", "ours:O3v3", "O2/O3", "O2:sofie", "O3v3/O3", "O2/O3v3"} <= set(header)
 
 
+@slow
 def test_rdataframe_row(results):
     """The RDataFrame row: reading the columns alone, ours (and SOFIE's header) through
     root.define, on one thread and on every core, each figure positive, the budget worked out
@@ -128,6 +155,7 @@ def test_rdataframe_row(results):
     assert "budget (issue 24, 1 thread)" in printed
 
 
+@slow
 def test_readme_report_of_this_run(results):
     """benchmarks/report_readme.py on the run: the command that reproduces it, the table with
     every flag set and the RDataFrame row, the bullets, and the plot drawn when it is missing."""
@@ -155,6 +183,7 @@ def test_readme_report_of_this_run(results):
     assert result.with_suffix(".png").stat().st_size > 0
 
 
+@slow
 def test_present_contenders_agree_with_jax_absent_ones_say_why(results):
     data, _, _ = results
     for c in data["cells"]:
@@ -177,6 +206,7 @@ def test_present_contenders_agree_with_jax_absent_ones_say_why(results):
     assert data["contenders"]["sofie"]["absent"] or data["contenders"]["sofie"]["absent"] is None
 
 
+@slow
 def test_failing_contenders_get_a_reason_not_a_crash(results):
     data, _, _ = results
     cells = {(c["batch"], c["contender"]): c for c in data["cells"]}
@@ -187,6 +217,7 @@ def test_failing_contenders_get_a_reason_not_a_crash(results):
         assert cells[b, "wrong"]["reason"].startswith("check failed: max error")
 
 
+@slow
 def test_table_prints(results):
     _, printed, _ = results
     assert "jaxpr2sofie peer benchmark" in printed and "sgemm peak" in printed

@@ -77,6 +77,8 @@ def _run_tutorial(script: str, tmp_path: Path, *args) -> str:
     return res.stdout
 
 
+@pytest.mark.slow   # trains the model and scores 100k events (about 15 s): in .ci/run's slow set;
+# test_root.py scores through define on two threads in the main command
 def test_rdataframe_tutorial_100k_events_multithreaded(tmp_path):
     out = _run_tutorial("root_rdataframe.py", tmp_path, "--events", "100000", "--threads", "2")
     # the script exits non-zero unless every event was scored once and matched JAX within 1e-5

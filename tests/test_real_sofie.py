@@ -233,6 +233,7 @@ def test_trap_where_on_int32_is_chosen_in_int64():
     _sofie_export_runs_in_onnxruntime(m, i)
 
 
+@pytest.mark.slow   # about 12 s of unrolled recurrences through SOFIE: in .ci/run's slow set
 def test_trap_gru_reset_before_is_written_out_step_by_step():
     """SOFIE's GRU with linear_before_reset=0 (Keras reset_after=False) multiplies (r*h) by R with an
     sgemm whose input and output are one buffer, losing the candidate's recurrent term: for SOFIE the
@@ -273,6 +274,7 @@ def test_keras_recurrent_layers_through_real_sofie():
     _check_with_sofie(j2s.from_keras(_recurrent_model(), example_input=x, name="Recurrent"), x)
 
 
+@pytest.mark.slow   # about 22 s of unrolled recurrences through SOFIE: in .ci/run's slow set
 def test_trap_recurrent_layers_at_a_run_time_batch_are_written_out_step_by_step():
     """SOFIE's LSTM, GRU and RNN refuse a run-time (Dim) batch ("is a dynamic tensor", whatever the
     layout): for SOFIE each is its equations step by step (onnx/unrolled.py); batches 1, 7 and max."""

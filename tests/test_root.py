@@ -98,24 +98,31 @@ _WRITE_EVENTS = """
 """
 
 
-@pytest.mark.parametrize("folder", ["scorer", "scorer_dyn", "scorer_bin"])
-def test_define_scores_every_event_multithreaded(work, folder):
+_SCORERS = ["scorer", "scorer_dyn", "scorer_bin"]
+
+
+def test_define_scores_every_event_multithreaded(work):
+    """Three scorers (static batch, run-time batch, binary weight file) as three columns of one
+    event loop on two threads: one ROOT process, each column checked on its own."""
     d, p, _ = work
     out = _run_root(_WRITE_EVENTS + f"""
     ROOT.EnableImplicitMT(2)
     df = ROOT.RDataFrame("events", "events.root")
     # a float, a double and an int column (scaled back) feed one float input
     df = df.Define("c_scaled", "c / 1000.0")
-    df = j2s_root.define(df, "score", "{folder}", ["a", "b", "c_scaled"])
-    got = df.AsNumpy(["id", "score"])
-    print("RESULT", json.dumps({{"id": got["id"].tolist(), "score": got["score"].tolist(),
-                                "type": str(df.GetColumnType("score")), "slots": df.GetNSlots()}}))
+    for folder in {_SCORERS!r}:
+        df = j2s_root.define(df, "score_" + folder, folder, ["a", "b", "c_scaled"])
+    got = df.AsNumpy(["id"] + ["score_" + f for f in {_SCORERS!r}])
+    print("RESULT", json.dumps({{"id": got["id"].tolist(), "slots": df.GetNSlots(),
+                                **{{f: got["score_" + f].tolist() for f in {_SCORERS!r}}},
+                                "types": [str(df.GetColumnType("score_" + f)) for f in {_SCORERS!r}]}}))
     """, d)
     ids = np.array(out["id"])
     assert sorted(ids.tolist()) == list(range(N_EVENTS)), "every event scored exactly once"
-    assert out["slots"] == 2 and out["type"] == "float"
+    assert out["slots"] == 2 and out["types"] == ["float"] * 3
     want = _scores(p, _as_root_sees(np.load(d / "events.npz")["x"]))
-    assert_close(np.array(out["score"], np.float32), want[ids], rtol=1e-5, what="RDataFrame MT")
+    for folder in _SCORERS:
+        assert_close(np.array(out[folder], np.float32), want[ids], rtol=1e-5, what=f"RDataFrame MT, {folder}")
 
 
 @pytest.fixture(scope="module")
@@ -135,24 +142,31 @@ def sofie_folders(work):
     return d
 
 
-@pytest.mark.parametrize("folder", ["sofie_scorer", "sofie_scorer_dyn", "sofie_bare"])
-def test_define_with_a_header_sofie_generated_multithreaded(work, sofie_folders, folder):
+_SOFIE_SCORERS = ["sofie_scorer", "sofie_scorer_dyn", "sofie_bare"]
+
+
+def test_define_with_a_header_sofie_generated_multithreaded(work, sofie_folders):
+    """SOFIE's three headers as three columns of one event loop on two threads."""
     d, p, _ = work
     out = _run_root(_WRITE_EVENTS + f"""
     ROOT.EnableImplicitMT(2)
     df = ROOT.RDataFrame("events", "events.root")
     df = df.Define("c_scaled", "c / 1000.0")
-    dm = j2s_root.declare("{folder}")
-    df = j2s_root.define(df, "score", "{folder}", ["a", "b", "c_scaled"])
-    got = df.AsNumpy(["id", "score"])
-    print("RESULT", json.dumps({{"id": got["id"].tolist(), "score": got["score"].tolist(), "ns": dm.namespace,
-                                "type": str(df.GetColumnType("score")), "slots": df.GetNSlots()}}))
+    ns = [j2s_root.declare(folder).namespace for folder in {_SOFIE_SCORERS!r}]
+    for folder in {_SOFIE_SCORERS!r}:
+        df = j2s_root.define(df, "score_" + folder, folder, ["a", "b", "c_scaled"])
+    got = df.AsNumpy(["id"] + ["score_" + f for f in {_SOFIE_SCORERS!r}])
+    print("RESULT", json.dumps({{"id": got["id"].tolist(), "slots": df.GetNSlots(), "ns": ns,
+                                **{{f: got["score_" + f].tolist() for f in {_SOFIE_SCORERS!r}}},
+                                "types": [str(df.GetColumnType("score_" + f)) for f in {_SOFIE_SCORERS!r}]}}))
     """, sofie_folders)
     ids = np.array(out["id"])
     assert sorted(ids.tolist()) == list(range(N_EVENTS)), "every event scored exactly once"
-    assert out["slots"] == 2 and out["type"] == "float" and out["ns"].startswith("SOFIE_")
+    assert out["slots"] == 2 and out["types"] == ["float"] * 3
+    assert all(n.startswith("SOFIE_") for n in out["ns"]), out["ns"]
     want = _scores(p, _as_root_sees(np.load(d / "events.npz")["x"]))
-    assert_close(np.array(out["score"], np.float32), want[ids], rtol=1e-5, what="RDataFrame MT, SOFIE's header")
+    for folder in _SOFIE_SCORERS:
+        assert_close(np.array(out[folder], np.float32), want[ids], rtol=1e-5, what=f"RDataFrame MT, SOFIE's {folder}")
 
 
 def test_define_with_one_rvec_column_per_input(work):
