@@ -160,6 +160,7 @@ def test_inspect_legacy_h5_file(keras_available):
     assert "dot_general" in res.stdout and "all primitives convert" in res.stdout
 
 
+@pytest.mark.slow   # builds and times a Keras file (about 6 s): in .ci/run's slow set
 def test_bench_keras_file(keras_available):
     res = run_cli("bench", FIXTURES / "keras_mlp.keras")
     assert res.returncode == 0, res.stderr

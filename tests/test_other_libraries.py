@@ -65,7 +65,8 @@ def test_haiku_with_state_batchnorm_conv():
     assert_close(m.compile()(x), np.asarray(net.apply(params, state, x, False)[0]), rtol=1e-4, what="haiku state")
 
 
-@pytest.mark.parametrize("script", ["jax_example.py", "equinox_haiku_example.py"])
+# the Equinox/Haiku script (about 6 s) in .ci/run's slow set; test_haiku_* and test_equinox_* run its models
+@pytest.mark.parametrize("script", ["jax_example.py", pytest.param("equinox_haiku_example.py", marks=pytest.mark.slow)])
 def test_example_scripts_run(script, tmp_path):
     import subprocess
     import sys

@@ -269,6 +269,7 @@ def _recurrent_model():
                         L.Bidirectional(L.LSTM(3)), shape=(6, 3), seed=1)
 
 
+@pytest.mark.slow   # about 11 s: in .ci/run's slow set, beside the unrolled recurrences below
 def test_keras_recurrent_layers_through_real_sofie():
     x = _f32(2, 6, 3)
     _check_with_sofie(j2s.from_keras(_recurrent_model(), example_input=x, name="Recurrent"), x)

@@ -154,7 +154,9 @@ def test_auto_route_takes_operators_when_it_can_else_onnx():
 FUZZ_FAMILIES = ("elementwise", "movement", "reduce", "mixed", "dot_general", "conv", "pool")
 
 
-@pytest.mark.parametrize("family", FUZZ_FAMILIES)
+# mixed programs in the main command, each family on its own in the slow set (.ci/run runs both)
+@pytest.mark.parametrize("family", [f if f == "mixed" else pytest.param(f, marks=pytest.mark.slow)
+                                    for f in FUZZ_FAMILIES])
 def test_random_programs_through_sofies_operators(family):
     """The fuzzer's random programs (tests/fuzz, seed 0, a stream of their own) whose every operator
     the operators route takes, as one SOFIE build under ASan+UBSan, each judged by the fuzzer's own
