@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxpr2sofie as j2s
 from jaxpr2sofie.cpp.build import find_blas
@@ -137,6 +138,8 @@ std::vector<float> score_a_elsewhere(const std::vector<float>& x) {
 """
 
 
+@pytest.mark.slow   # builds several models into one program (about 10 s): in .ci/run's slow set;
+# test_cpp_session.py puts two headers in one translation unit in the main command
 def test_several_models_and_versions_in_one_program(tmp_path):
     pa, pa2 = _params(0), _params(7)              # two versions (different weights) of one model
     pb = _params(3, hidden=300)                   # another model, with a product that calls BLAS

@@ -149,7 +149,10 @@ def _dynamic_models():
 MODELS = _dynamic_models()
 
 
-@pytest.mark.parametrize("label", list(MODELS))
+# each front end's CNN and the plain-JAX MLP in the main command; the front ends' MLPs (about 16 s)
+# in the slow set, which .ci/run runs after it
+@pytest.mark.parametrize("label", [pytest.param(k, marks=pytest.mark.slow) if k in ("linen_mlp", "nnx_mlp", "keras_mlp")
+                                   else k for k in MODELS])
 def test_dynamic_batch_matches_jax_at_1_7_and_max(label):
     m, feat = MODELS[label]()
     assert m.graph.dynamic and m.graph.max_batch == MAX

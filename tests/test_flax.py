@@ -646,6 +646,7 @@ def test_bridge_docstring_examples():
     assert result.attempted >= 10 and result.failed == 0
 
 
+@pytest.mark.slow   # trains for a while (about 6 s): in .ci/run's slow set, as is the README run top to bottom
 def test_example_script(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
