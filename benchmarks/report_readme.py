@@ -102,20 +102,23 @@ def readme_section(d: dict, stem: str) -> str:
             per_model.append(f"{model} {_span([x['ours_over_best_1t'] for x in r])}")
     if per_model:
         lines.append("- Batch 16 and above, one thread, ours/1t per model: " + "; ".join(per_model) + ".")
-    speedups, mt_all = [], []
+    speedups, mt_all, one_thread = [], [], []
     for model in d["models"]:
         s = [(_cell(d, model, b, "ours"), _cell(d, model, b, "ours-mt")) for b in d["models"][model]["batches"]]
         s = [one / mt for one, mt in s if one and mt]
         if s:
             speedups.append(f"{model} {_span(s)}x")
+            if max(s) < 1.2:
+                one_thread.append(model)
         m = [x["ours_mt_over_best_all"] for x in rows if x["model"] == model and x["ours_mt_over_best_all"] is not None]
         if m:
             mt_all.append(f"{model} {_span(m)}")
     mt_batches = [b for model in d["models"] for b in d["models"][model]["batches"] if _cell(d, model, b, "ours-mt")]
     if speedups:
         lines.append(f"- Batch split over every core (`ours:mt`, batches {min(mt_batches)} and above): ours "
-                     "over ours:mt (above 1 the threads pay) " + "; ".join(speedups) + " (about 1x: the model runs on "
-                     "one thread, see \"Threads over the batch\"); mt/all per model: " + "; ".join(mt_all) + ".")
+                     "over ours:mt (above 1 the threads pay) " + "; ".join(speedups)
+                     + (f" ({', '.join(one_thread)} about 1x: the model runs on one thread, see \"Threads over the "
+                        "batch\")" if one_thread else "") + "; mt/all per model: " + "; ".join(mt_all) + ".")
     peak = [x["ours_peak_fraction"] * 100 for x in rows if x["model"] in MLPS and x["batch"] >= 16
             and x["ours_peak_fraction"] is not None]
     if peak:
