@@ -11,6 +11,12 @@ import pytest
 import jaxpr2sofie as j2s
 
 
+def slow_except(values, main):
+    """Parameters for pytest.mark.parametrize: those in `main` run in the main command, the others
+    are marked slow (the set .ci/run runs after it)."""
+    return [v if v in main else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
 def require_tool(name, hint=""):
     """The path of the executable `name`. Missing: a skip on a developer's machine, a failure in CI
     (CI=true), where .ci/run installs every tool the README says the tests use."""

@@ -20,7 +20,7 @@ from jax import lax
 import jaxpr2sofie as j2s
 from jaxpr2sofie.cpp.emit import emit_header
 from helpers import assert_close, require_tool
-from test_simd_kernels import FLAG_SETS, flag_params
+from test_simd_kernels import FLAG_PARAMS, FLAG_SETS
 
 DN = ("NHWC", "HWIO", "NHWC")
 BATCHES = [1, 3]
@@ -102,7 +102,7 @@ def test_the_model_takes_the_new_kernel_paths(converted):
     assert header.count("+= 4) {") >= 1   # the direct loops' blocks of 4 output pixels
 
 
-@pytest.mark.parametrize("flags", flag_params())
+@pytest.mark.parametrize("flags", FLAG_PARAMS)
 def test_conv_kernels_match_jax(converted, flags):
     compiled = converted.compile(flags=FLAG_SETS[flags][0])   # -Werror: conftest's strict mode
     rng = np.random.default_rng(sum(map(ord, flags)))

@@ -19,7 +19,7 @@ import jaxpr2sofie as j2s
 from jaxpr2sofie.errors import InputError, TraceError, UnsupportedPrimitiveError
 from jaxpr2sofie.cpp import memory
 
-from helpers import assert_close
+from helpers import assert_close, slow_except
 from test_cpp_session import _build, _cxx, _parse, _run, _write_floats
 
 MAX = 256
@@ -151,8 +151,7 @@ MODELS = _dynamic_models()
 
 # each front end's CNN and the plain-JAX MLP in the main command; the front ends' MLPs (about 16 s)
 # in the slow set, which .ci/run runs after it
-@pytest.mark.parametrize("label", [pytest.param(k, marks=pytest.mark.slow) if k in ("linen_mlp", "nnx_mlp", "keras_mlp")
-                                   else k for k in MODELS])
+@pytest.mark.parametrize("label", slow_except(MODELS, [k for k in MODELS if k not in ("linen_mlp", "nnx_mlp", "keras_mlp")]))
 def test_dynamic_batch_matches_jax_at_1_7_and_max(label):
     m, feat = MODELS[label]()
     assert m.graph.dynamic and m.graph.max_batch == MAX

@@ -98,31 +98,36 @@ _WRITE_EVENTS = """
 """
 
 
-_SCORERS = ["scorer", "scorer_dyn", "scorer_bin"]
-
-
-def test_define_scores_every_event_multithreaded(work):
-    """Three scorers (static batch, run-time batch, binary weight file) as three columns of one
-    event loop on two threads: one ROOT process, each column checked on its own."""
-    d, p, _ = work
+def _score_columns_multithreaded(folders, cwd, p, d, what):
+    """The models in `folders` as columns of one event loop on two threads (one ROOT process), each
+    checked on its own against JAX; the script's RESULT (with each model's namespace)."""
     out = _run_root(_WRITE_EVENTS + f"""
     ROOT.EnableImplicitMT(2)
     df = ROOT.RDataFrame("events", "events.root")
     # a float, a double and an int column (scaled back) feed one float input
     df = df.Define("c_scaled", "c / 1000.0")
-    for folder in {_SCORERS!r}:
+    ns = [j2s_root.declare(folder).namespace for folder in {folders!r}]
+    for folder in {folders!r}:
         df = j2s_root.define(df, "score_" + folder, folder, ["a", "b", "c_scaled"])
-    got = df.AsNumpy(["id"] + ["score_" + f for f in {_SCORERS!r}])
-    print("RESULT", json.dumps({{"id": got["id"].tolist(), "slots": df.GetNSlots(),
-                                **{{f: got["score_" + f].tolist() for f in {_SCORERS!r}}},
-                                "types": [str(df.GetColumnType("score_" + f)) for f in {_SCORERS!r}]}}))
-    """, d)
+    got = df.AsNumpy(["id"] + ["score_" + f for f in {folders!r}])
+    print("RESULT", json.dumps({{"id": got["id"].tolist(), "slots": df.GetNSlots(), "ns": ns,
+                                **{{f: got["score_" + f].tolist() for f in {folders!r}}},
+                                "types": [str(df.GetColumnType("score_" + f)) for f in {folders!r}]}}))
+    """, cwd)
     ids = np.array(out["id"])
     assert sorted(ids.tolist()) == list(range(N_EVENTS)), "every event scored exactly once"
-    assert out["slots"] == 2 and out["types"] == ["float"] * 3
+    assert out["slots"] == 2 and out["types"] == ["float"] * len(folders)
     want = _scores(p, _as_root_sees(np.load(d / "events.npz")["x"]))
-    for folder in _SCORERS:
-        assert_close(np.array(out[folder], np.float32), want[ids], rtol=1e-5, what=f"RDataFrame MT, {folder}")
+    for folder in folders:
+        assert_close(np.array(out[folder], np.float32), want[ids], rtol=1e-5, what=f"{what}, {folder}")
+    return out
+
+
+def test_define_scores_every_event_multithreaded(work):
+    """Three scorers (static batch, run-time batch, binary weight file) as three columns of one
+    event loop on two threads."""
+    d, p, _ = work
+    _score_columns_multithreaded(["scorer", "scorer_dyn", "scorer_bin"], d, p, d, "RDataFrame MT")
 
 
 @pytest.fixture(scope="module")
@@ -142,31 +147,12 @@ def sofie_folders(work):
     return d
 
 
-_SOFIE_SCORERS = ["sofie_scorer", "sofie_scorer_dyn", "sofie_bare"]
-
-
 def test_define_with_a_header_sofie_generated_multithreaded(work, sofie_folders):
     """SOFIE's three headers as three columns of one event loop on two threads."""
     d, p, _ = work
-    out = _run_root(_WRITE_EVENTS + f"""
-    ROOT.EnableImplicitMT(2)
-    df = ROOT.RDataFrame("events", "events.root")
-    df = df.Define("c_scaled", "c / 1000.0")
-    ns = [j2s_root.declare(folder).namespace for folder in {_SOFIE_SCORERS!r}]
-    for folder in {_SOFIE_SCORERS!r}:
-        df = j2s_root.define(df, "score_" + folder, folder, ["a", "b", "c_scaled"])
-    got = df.AsNumpy(["id"] + ["score_" + f for f in {_SOFIE_SCORERS!r}])
-    print("RESULT", json.dumps({{"id": got["id"].tolist(), "slots": df.GetNSlots(), "ns": ns,
-                                **{{f: got["score_" + f].tolist() for f in {_SOFIE_SCORERS!r}}},
-                                "types": [str(df.GetColumnType("score_" + f)) for f in {_SOFIE_SCORERS!r}]}}))
-    """, sofie_folders)
-    ids = np.array(out["id"])
-    assert sorted(ids.tolist()) == list(range(N_EVENTS)), "every event scored exactly once"
-    assert out["slots"] == 2 and out["types"] == ["float"] * 3
+    out = _score_columns_multithreaded(["sofie_scorer", "sofie_scorer_dyn", "sofie_bare"], sofie_folders, p, d,
+                                       "RDataFrame MT, SOFIE's header")
     assert all(n.startswith("SOFIE_") for n in out["ns"]), out["ns"]
-    want = _scores(p, _as_root_sees(np.load(d / "events.npz")["x"]))
-    for folder in _SOFIE_SCORERS:
-        assert_close(np.array(out[folder], np.float32), want[ids], rtol=1e-5, what=f"RDataFrame MT, SOFIE's {folder}")
 
 
 def test_define_with_one_rvec_column_per_input(work):

@@ -19,7 +19,7 @@ from jax import lax
 
 import jaxpr2sofie as j2s
 from jaxpr2sofie.cpp.emit import emit_header
-from helpers import assert_close, require_tool
+from helpers import assert_close, require_tool, slow_except
 
 # flag set: (flags, the products' vector tier on a CPU with AVX-512, on one with AVX2 + FMA only, on
 # one with neither); "base" is the build's own ISA. The products are dispatched at run time to the
@@ -33,11 +33,7 @@ FLAG_SETS = {
 }
 # the AVX2 baseline without dispatch in the slow set (.ci/run runs it after the main command): its
 # 8-lane code is the avx2 tier's, which O2-x86-64-avx2 runs in the main command
-SLOW_FLAG_SETS = {"O2-x86-64-v3-base"}
-
-
-def flag_params():
-    return [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FLAG_SETS else f for f in FLAG_SETS]
+FLAG_PARAMS = slow_except(FLAG_SETS, [f for f in FLAG_SETS if f != "O2-x86-64-v3-base"])
 
 
 # clang++, the second compiler, in the slow set (CI runs it after the main command): the main command stays
@@ -122,7 +118,7 @@ def converted():
 
 
 @pytest.mark.parametrize("compiler", COMPILERS)
-@pytest.mark.parametrize("flags", flag_params())
+@pytest.mark.parametrize("flags", FLAG_PARAMS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_vector_kernels_match_jax(converted, case, flags, compiler):
     cxx = require_tool(compiler, "the kernels are checked with both compilers")

@@ -17,7 +17,7 @@ from jaxpr2sofie.errors import SofieOperatorsError
 
 import test_layout as tl
 import test_models as tm
-from helpers import compare_with_jax
+from helpers import compare_with_jax, slow_except
 from test_real_sofie import MODELS, _f32, attention_block, normalisation_layers
 
 import sofie  # noqa: E402  (a dependency of the test extra: a missing package fails, it does not skip)
@@ -155,8 +155,7 @@ FUZZ_FAMILIES = ("elementwise", "movement", "reduce", "mixed", "dot_general", "c
 
 
 # mixed programs in the main command, each family on its own in the slow set (.ci/run runs both)
-@pytest.mark.parametrize("family", [f if f == "mixed" else pytest.param(f, marks=pytest.mark.slow)
-                                    for f in FUZZ_FAMILIES])
+@pytest.mark.parametrize("family", slow_except(FUZZ_FAMILIES, ("mixed",)))
 def test_random_programs_through_sofies_operators(family):
     """The fuzzer's random programs (tests/fuzz, seed 0, a stream of their own) whose every operator
     the operators route takes, as one SOFIE build under ASan+UBSan, each judged by the fuzzer's own

@@ -16,6 +16,7 @@ import pytest
 import jaxpr2sofie as j2s
 
 from families import FAMILIES, Drawer
+from helpers import slow_except
 from runner import _batch_function, _compare, _differs, check_batch
 from sofie_leg import check_batch_through_sofie
 
@@ -41,11 +42,6 @@ BUDGET_DYNAMIC = {"elementwise": (1, 6), "int": (1, 4), "movement": (1, 6), "red
 # .ci/run runs after it: CI checks every family in every mode.
 MAIN_DYNAMIC, MAIN_SOFIE = ("slices", "control", "mixed"), ("slices", "mixed", "conv")
 
-
-def _families(main):
-    return [f if f in main else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES]
-
-
 def _run(family, request, budget, dynamic):
     long = request.config.getoption("--fuzz-long")
     seed = request.config.getoption("--fuzz-seed")
@@ -60,12 +56,12 @@ def test_random_programs_match_jax(family, request):
     _run(family, request, BUDGET, dynamic=False)
 
 
-@pytest.mark.parametrize("family", _families(MAIN_DYNAMIC))
+@pytest.mark.parametrize("family", slow_except(FAMILIES, MAIN_DYNAMIC))
 def test_random_programs_at_a_run_time_batch_match_jax(family, request):
     _run(family, request, BUDGET_DYNAMIC, dynamic=True)
 
 
-@pytest.mark.parametrize("family", _families(MAIN_SOFIE))
+@pytest.mark.parametrize("family", slow_except(FAMILIES, MAIN_SOFIE))
 # at a run-time batch in the slow set (CI runs it after the main command), as the main command has a ten-minute budget
 @pytest.mark.parametrize("dynamic", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["static", "run-time batch"])
 def test_random_programs_through_real_sofie(family, dynamic, request):
