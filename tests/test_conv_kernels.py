@@ -4,8 +4,9 @@ dispatch tiers) and on the portability layer's plain-float path. One model holds
 them all at a run-time batch: depthwise 3x3 at stride 1 and 2 with SAME, VALID and asymmetric
 padding, channel counts below, at and past the vector widths (3, 5, 17, 32, 33, 65), rows narrower than
 a block of output pixels, a dilated kernel (the pixel-by-pixel path), pointwise products with bias,
-relu, relu6 and residual epilogues (on depthwise ones too), a general 3x3 convolution, and
-the direct loops of few input channels in blocks of output pixels. No timing here."""
+relu, relu6 and residual epilogues (on depthwise ones too), a general 3x3 convolution, the
+direct loops of few input channels in blocks of output pixels, and Winograd's F(2x2, 3x3) (odd
+sizes, asymmetric padding, partial vectors, a residual, several passes of tiles). No timing here."""
 from __future__ import annotations
 
 import platform
@@ -63,6 +64,10 @@ def convs(p, x):
         jax.nn.relu(_conv(x[..., :5], p["k5_17"], (2, 2)) + p["b17"]),     # general 3x3
         jax.nn.relu(_conv(x[..., :3], p["k3_32"], (2, 2), ((0, 1), (0, 1))) + p["b32"]),   # direct loops
         _conv(x[..., :1], p["k1_12"]),                                      # direct, 8 + 4 channels
+        jax.nn.relu(_conv(x, p["k17_20"]) + p["b20"]),                     # Winograd, odd sizes
+        jnp.tanh(_conv(x33, p["k33_18"], padding=((2, 0), (0, 1))) + p["b18"]),   # Winograd, asymmetric
+        _conv(x32[..., :16], p["k16_16"], padding="VALID") + x32[:, 1:-1, 1:-1, 16:],   # residual
+        _conv(jnp.concatenate([x33, x32], -1), p["k65_65"]),               # Winograd, several passes
     )
 
 
@@ -76,7 +81,9 @@ def _params():
             "d3": w(3, 3, 1, 3), "d65": w(3, 3, 1, 65), "b17": w(17), "b32": w(32), "b33": w(33),
             "p17_33": w(1, 1, 17, 33, scale=0.3), "p33_33": w(1, 1, 33, 33, scale=0.2),
             "p32_16": w(1, 1, 32, 16, scale=0.2), "k5_17": w(3, 3, 5, 17, scale=0.2),
-            "k3_32": w(3, 3, 3, 32), "k1_12": w(3, 3, 1, 12)}
+            "k3_32": w(3, 3, 3, 32), "k1_12": w(3, 3, 1, 12), "k17_20": w(3, 3, 17, 20, scale=0.1),
+            "b20": w(20), "k33_18": w(3, 3, 33, 18, scale=0.1), "b18": w(18), "k16_16": w(3, 3, 16, 16, scale=0.1),
+            "k65_65": w(3, 3, 65, 65, scale=0.05)}
 
 
 PARAMS = _params()
@@ -100,6 +107,10 @@ def test_the_model_takes_the_new_kernel_paths(converted):
     assert header.count("detail::BiasClamp ") >= 9   # all but the tanh one dispatch
     assert header.count("detail::gemm_packed_with(") >= 3
     assert header.count("+= 4) {") >= 1   # the direct loops' blocks of 4 output pixels
+    assert header.count("detail::conv_winograd(") == 4
+    # 65 + 65 channels: fewer tiles per pass than a batch of 3 has (3 x 5 x 6 tiles of 2 x 2 pixels)
+    tiles = [getattr(op, "winograd", 0) for op in converted.graph.ops if getattr(op, "winograd", 0)]
+    assert len(tiles) == 4 and tiles[-1] < 3 * 5 * 6 and 3 * 5 * 6 % tiles[-1]
 
 
 @pytest.mark.parametrize("flags", FLAG_PARAMS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..ir.graph import graphs
 from ..ir.ops.conv import Conv
 from ..ir.ops.linalg import MatMul
+from . import winograd
 
 
 def _matmul_layout(g, op, k):
@@ -23,9 +24,13 @@ def _matmul_layout(g, op, k):
 
 def _conv_layout(g, op, k):
     """The kernel of a convolution that runs as one GEMM (1x1, or im2col without groups):
-    [taps x Cin, Cout] as panels."""
+    [taps x Cin, Cout] as panels; of one Winograd's F(2x2, 3x3) computes (winograd.fits): its 16
+    transformed [Cin, Cout] matrices as panels."""
     if not (isinstance(op, Conv) and k == 1):
         return None
+    if winograd.fits(op, g):
+        shape = g.tensors[op.inputs[1]].shape
+        return shape[-2], shape[-1], False, winograd.LAYOUT
     algorithm = op.algorithm(g)
     if not (algorithm == "pointwise" or (algorithm == "im2col" and op.groups == 1)):
         return None
@@ -67,6 +72,9 @@ def pack_conv_kernels(g) -> None:
     detail::gemm_packed reads; the Conv then calls the packed product."""
     for conv, _ in _pack(g, _conv_layout):
         conv.packed = tuple(g.tensors[conv.inputs[1]].shape)
+        if g.tensors[conv.inputs[1]].packed[3:] == (winograd.LAYOUT,):
+            conv.winograd = winograd.tiles_per_pass(conv, g)
+            g.refresh_scratch(conv)
 
 
 def reuse_buffers(g) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir.tensor import ctype
+from . import winograd
 from .kernels import PANEL, packed_size
 from .weight_text import format_chunk
 
@@ -43,7 +44,9 @@ _MASK = (1 << 64) - 1
 
 def stored_size(t) -> int:
     """Elements of a weight in the weight file and in the Session's memory."""
-    return packed_size(*t.packed[:2]) if t.packed else t.size
+    if not t.packed:
+        return t.size
+    return packed_size(*t.packed[:2]) * (winograd.TRANSFORMS if t.packed[3:] == (winograd.LAYOUT,) else 1)
 
 
 def stored_chunks(t, values: int = CHUNK):
@@ -59,6 +62,9 @@ def stored_chunks(t, values: int = CHUNK):
             yield flat, True
         for at in range(0, n, step):
             yield flat[at:at + step], at + step >= n
+        return
+    if t.packed[3:] == (winograd.LAYOUT,):   # one transformed kernel (16 panelled matrices) per piece
+        yield from winograd.stored_chunks(t.data, np.asarray(t.data).dtype)
         return
     k, n, transposed = t.packed
     data = np.asarray(t.data)

@@ -79,6 +79,16 @@ class Graph:
         self.ops.append(op)
         return op.outputs
 
+    def refresh_scratch(self, op) -> None:
+        """New attributes (a Conv's padding, its algorithm) may change the scratch buffers it asks for."""
+        need = op.scratch(self)
+        for key in [k for k in op.scratch_names if k not in need]:
+            del op.scratch_names[key]
+        for key, (shape, dtype) in need.items():
+            name = op.scratch_names.get(key)
+            if name is None or tuple(self.tensors[name].shape) != tuple(shape):
+                op.scratch_names[key] = self.add_tensor(f"{op.outputs[0]}_{key}", shape, dtype, "intermediate")
+
     def walk(self):
         """Every operator, those inside loop bodies and branches included (parents first)."""
         for op in self.ops:

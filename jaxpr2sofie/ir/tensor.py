@@ -102,7 +102,8 @@ class Tensor:
     data: Optional[np.ndarray] = None   # weights only: values known at conversion time
     label: str = ""         # where it came from (weight key path), for humans
     # (K, N, transposed): a weight the C++ backend stores packed in panels of columns, an annotation
-    # of its preparation (cpp/prepare.py); `data` keeps the logical layout every backend reads
+    # of its preparation (cpp/prepare.py); `data` keeps the logical layout every backend reads.
+    # (K, N, False, "winograd2x3"): a 3x3 kernel stored as its 16 Winograd transforms (cpp/winograd.py)
     packed: tuple = ()
 
     @property

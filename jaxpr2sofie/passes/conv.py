@@ -87,21 +87,10 @@ def _absorb_padding(g, ud, pad) -> bool:
     conv.padding = tuple((lo + plo, hi + phi) for (lo, hi), (plo, phi, _) in zip(conv.padding, cfg[1:-1]))
     ud.set_input(conv, 0, pad.inputs[0])
     ud.remove(pad)
-    _refresh_scratch(g, conv)
+    g.refresh_scratch(conv)
     return True
 
 
 def fold_conv_padding(g) -> None:
     """A zero Pad of the spatial axes read only by a Conv is the Conv's own padding (no copy)."""
     fixed_point(g, _absorb_padding)
-
-
-def _refresh_scratch(g, op) -> None:
-    """New padding may change how a Conv runs, and with it the scratch buffers it asks for."""
-    need = op.scratch(g)
-    for key in [k for k in op.scratch_names if k not in need]:
-        del op.scratch_names[key]
-    for key, (shape, dtype) in need.items():
-        name = op.scratch_names.get(key)
-        if name is None or tuple(g.tensors[name].shape) != tuple(shape):
-            op.scratch_names[key] = g.add_tensor(f"{op.outputs[0]}_{key}", shape, dtype, "intermediate")

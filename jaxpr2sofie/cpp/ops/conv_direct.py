@@ -35,6 +35,19 @@ def emit_direct(op, w, g, depthwise: bool) -> None:
     w.line(f"detail::conv_depthwise({conv_shape(op, g)}, {x}, {k}, {y}, {stages});")
 
 
+def emit_winograd(op, w, g) -> None:
+    """Winograd's F(2x2, 3x3) (winograd.py) on the transformed kernel the weight file holds, its
+    epilogue applied as each output is stored, as the depthwise kernel's."""
+    w.need("conv")
+    w.need("gemm_packed")
+    w.need("winograd")
+    out_shape = g.tensors[op.outputs[0]].shape
+    stages = bias_clamp(w, g, op.epilogue, out_shape) or epilogue_stages(w, g, op.epilogue, out_shape)
+    x, k, y = (w.ref(t) for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    v, m = (w.ref(op.scratch_names[key]) for key in ("wino_in", "wino_out"))
+    w.line(f"detail::conv_winograd({conv_shape(op, g)}, {x}, {k}, {y}, {v}, {m}, {op.winograd}, {stages});")
+
+
 def emit_im2col(op, w, g, col: str, n0: str, nb, c0: str, cg) -> None:
     """Fill `col` with the im2col rows of `nb` images from image `n0`, input channels c0..c0+cg."""
     w.need("conv")

@@ -44,6 +44,9 @@ class Conv(Op):
     # set by the C++ backend's preparation (cpp/prepare.py) when it stores the kernel in panels: the
     # kernel's shape (an annotation: the kernel tensor keeps this logical layout for every backend)
     packed: tuple = ()
+    # set with `packed` when the C++ backend runs it as Winograd's F(2x2, 3x3) (cpp/winograd.py): its
+    # output tiles per pass (0: not Winograd); the weight file then holds the transformed kernel
+    winograd: int = 0
 
     # -- geometry -------------------------------------------------------------
     def dims(self, g):
@@ -87,8 +90,11 @@ class Conv(Op):
 
     def algorithm(self, g) -> str:
         """How this convolution runs: "pointwise" (one GEMM on the input as it is), "direct" or
-        "depthwise" (direct loops, see cpp/ops/conv_direct.py), "im2col" (+ GEMM), or "depthwise_loops"
+        "depthwise" (direct loops, see cpp/ops/conv_direct.py), "winograd" (F(2x2, 3x3), chosen by
+        the C++ backend's preparation: cpp/winograd.py), "im2col" (+ GEMM), or "depthwise_loops"
         (the general depthwise loop: channel multipliers, input dilation)."""
+        if self.winograd:
+            return "winograd"
         # the direct kernels take up to three spatial dimensions; more go through im2col loops
         plain = all(d == 1 for d in self.lhs_dilation) and len(self.strides) <= SPATIAL
         if self.is_pointwise(g):
@@ -113,6 +119,9 @@ class Conv(Op):
         return best
 
     def scratch(self, g):
+        if self.algorithm(g) == "winograd":
+            _, _, cin, _, _, cout = self.dims(g)
+            return {"wino_in": ((16, self.winograd, cin), "float32"), "wino_out": ((16, self.winograd, cout), "float32")}
         if self.algorithm(g) != "im2col":
             return {}
         _, _, _, ksizes, cg, cout = self.dims(g)
@@ -140,7 +149,9 @@ class Conv(Op):
             parts.append(f"group={self.groups}")
         if self.epilogue:
             parts.append(f"epilogue={describe_epilogue(self.epilogue)}")
-        if self.packed:
+        if self.winograd:
+            parts.append("winograd")
+        elif self.packed:
             parts.append("packed")
         return " ".join(parts)
 
