@@ -13,7 +13,7 @@ Channels last: input [N, D, H, W, Cin], output [N, OD, OH, OW, Cout].
 """
 from __future__ import annotations
 
-from ..ir.ops.conv import SPATIAL   # spatial dimensions of a ConvShape
+from ..ir.ops.conv import SPATIAL, TAP_ROWS   # spatial dimensions of a ConvShape; kTapRows
 from .simd import dispatch_call, dispatched
 
 _CONV = """\
@@ -55,15 +55,15 @@ struct Window3 {
 
 // The kernel rows (taps of the dimensions before the last) of one output row that fall inside the
 // input: where each starts in the image and in the kernel. At most kTapRows, else the pixel path.
-constexpr int kTapRows = 16;
+constexpr int kTapRows = @TAP_ROWS@;
 struct TapRows {
    int count = 0;
    long x[kTapRows], k[kTapRows];
    TapRows(const ConvShape& s, const Window3& w) {
       for (int a = w.t0[0]; a < w.t1[0]; ++a)
          for (int b = w.t0[1]; b < w.t1[1] && count < kTapRows; ++b, ++count) {
-            x[count] = ((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * s.cout;
-            k[count] = (static_cast<long>(a) * s.k[1] + b) * s.k[2] * s.cout;
+            x[count] = ((w.base[0] + a * s.dil[0]) * s.in[1] + w.base[1] + b * s.dil[1]) * s.in[2] * s.cin;
+            k[count] = (static_cast<long>(a) * s.k[1] + b) * s.k[2] * s.cin;
          }
    }
 };
@@ -295,7 +295,7 @@ J2S_KERNEL void conv_depthwise(const ConvShape& s, const float* x, const float* 
 """
 _CONV = (_CONV + "namespace base {\n" + _DEPTHWISE + _DEPTHWISE_CLAMP + "}  // namespace base\n"
          + dispatched(_DEPTHWISE + _DEPTHWISE_CLAMP) + _DEPTHWISE_ENTRIES)
-HELPERS = {"conv": _CONV}
+HELPERS = {"conv": _CONV.replace("@TAP_ROWS@", str(TAP_ROWS))}
 
 # The epilogue of a convolution that is not applied in registers: a kernel of its own, compiled once
 # per stage chain and called through a pointer (the packed product calls it on each stored tile).

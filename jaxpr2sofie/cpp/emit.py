@@ -6,7 +6,7 @@ import json
 from ..errors import UnsupportedPrimitiveError
 from ..ir.dims import DynamicDimError
 from ..ir.tensor import ctype
-from . import conv_kernels, kernels, memory, ops, threads, winograd  # noqa: F401  (ops: registers the emission rules)
+from . import conv_implicit, conv_kernels, kernels, memory, ops, threads, winograd  # noqa: F401  (ops: registers the emission rules)
 from .kernels import BLAS_DECL, BLAS_HELPERS
 from .abi import SessionABI, c_entry_points
 from .rules import emit_op, emit_ops
@@ -16,7 +16,8 @@ from .weights import stored_size, table_hash
 from .writer import Writer
 
 # every helper a header may need, in the order they are written: later ones use earlier ones
-HELPERS = {**kernels.HELPERS, **conv_kernels.HELPERS, **winograd.HELPERS, **threads.HELPERS}
+HELPERS = {**kernels.HELPERS, **conv_kernels.HELPERS, **conv_implicit.HELPERS, **winograd.HELPERS,
+           **threads.HELPERS}
 
 INCLUDES = ["algorithm", "atomic", "charconv", "cmath", "cstdint", "cstdlib", "cstring", "fstream", "limits", "stdexcept",
             "string", "string_view", "tuple", "type_traits", "vector"]

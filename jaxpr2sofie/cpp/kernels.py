@@ -282,7 +282,7 @@ _GEMM_PACKED = (_PANEL_TYPES + "namespace base {\n" + _PANEL_KERNELS + "}  // na
 HELPERS = {"simd": SIMD, "gemm_loops": _GEMM_LOOPS, "gemm_blas": _GEMM_BLAS, "epilogue": EPILOGUE,
            "gemm_packed": _GEMM_PACKED, "vmath": VMATH}
 # helpers written with the portability layer's vectors: a header that carries one carries "simd"
-SIMD_HELPERS = {"epilogue", "gemm_packed", "vmath", "conv", "winograd"}
+SIMD_HELPERS = {"epilogue", "gemm_packed", "vmath", "conv", "conv_implicit", "winograd"}
 # helpers that need the BLAS declaration (and a BLAS library at link time)
 BLAS_HELPERS = {"gemm_blas"}
 

@@ -32,7 +32,7 @@ def _conv_layout(g, op, k):
         shape = g.tensors[op.inputs[1]].shape
         return shape[-2], shape[-1], False, winograd.LAYOUT
     algorithm = op.algorithm(g)
-    if not (algorithm == "pointwise" or (algorithm == "im2col" and op.groups == 1)):
+    if not (algorithm == "pointwise" or (algorithm in ("im2col", "implicit") and op.groups == 1)):
         return None
     shape = g.tensors[op.inputs[1]].shape
     taps = 1
@@ -69,12 +69,13 @@ def pack_weights(g) -> None:
 
 def pack_conv_kernels(g) -> None:
     """The weight kernel of a convolution that runs as one GEMM, stored in the panels
-    detail::gemm_packed reads; the Conv then calls the packed product."""
+    detail::gemm_packed reads; the Conv then calls the packed product, the implicit-GEMM kernel
+    (conv_implicit.py) or Winograd's (winograd.py, on the transformed kernel)."""
     for conv, _ in _pack(g, _conv_layout):
         conv.packed = tuple(g.tensors[conv.inputs[1]].shape)
         if g.tensors[conv.inputs[1]].packed[3:] == (winograd.LAYOUT,):
             conv.winograd = winograd.tiles_per_pass(conv, g)
-            g.refresh_scratch(conv)
+        g.refresh_scratch(conv)   # Winograd's buffers, or none (implicit GEMM) instead of im2col's
 
 
 def reuse_buffers(g) -> None:

@@ -1,4 +1,5 @@
-"""Convolution in C++: one GEMM (pointwise), im2col + GEMM, or direct loops and Winograd (conv_direct.py)."""
+"""Convolution in C++: one GEMM (pointwise), im2col + GEMM, or direct loops, implicit GEMM and Winograd
+(conv_direct.py)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -7,7 +8,7 @@ from ...ir.dims import Sym
 from ...ir.ops.conv import IM2COL_BUDGET, SPATIAL, Conv
 from ...ir.tensor import numel, strides_of
 from ..rules import emits
-from .conv_direct import emit_direct, emit_im2col, emit_winograd
+from .conv_direct import emit_direct, emit_im2col, emit_implicit, emit_winograd
 from .epilogue import bias_clamp, emit_epilogue, epilogue_object
 from .linalg import emit_gemm, emit_packed_gemm
 from .movement import copy_view
@@ -35,6 +36,8 @@ def _conv(op, w, g):
         emit_direct(op, w, g, depthwise=algorithm == "depthwise")
     elif algorithm == "winograd":
         emit_winograd(op, w, g)
+    elif algorithm == "implicit":
+        emit_implicit(op, w, g)
     elif algorithm == "depthwise_loops":
         _emit_depthwise(op, w, g)
     else:

@@ -35,6 +35,18 @@ def emit_direct(op, w, g, depthwise: bool) -> None:
     w.line(f"detail::conv_depthwise({conv_shape(op, g)}, {x}, {k}, {y}, {stages});")
 
 
+def emit_implicit(op, w, g) -> None:
+    """The implicit GEMM (conv_implicit.py) on the packed kernel, its epilogue applied as each output
+    is stored."""
+    w.need("conv")
+    w.need("gemm_packed")
+    w.need("conv_implicit")
+    out_shape = g.tensors[op.outputs[0]].shape
+    stages = bias_clamp(w, g, op.epilogue, out_shape) or epilogue_stages(w, g, op.epilogue, out_shape)
+    x, k, y = (w.ref(t) for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    w.line(f"detail::conv_implicit({conv_shape(op, g)}, {x}, {k}, {y}, {stages});")
+
+
 def emit_winograd(op, w, g) -> None:
     """Winograd's F(2x2, 3x3) (winograd.py) on the transformed kernel the weight file holds, its
     epilogue applied as each output is stored, as the depthwise kernel's."""

@@ -21,6 +21,15 @@ from ..rows import same_rows, unbatched
 
 # The direct kernels take up to this many spatial dimensions (more go through im2col loops).
 SPATIAL = 3
+# The implicit-GEMM kernel takes kernels of up to this many rows (taps of the spatial dimensions
+# before the last): cpp/conv_kernels.py's kTapRows.
+TAP_ROWS = 16
+# ... and beats im2col + GEMM (benchmarks/conv_algorithms.py, AVX-512 and AVX2: 0.5-0.8x) with up to
+# this many input channels, whose im2col copies cost most for their arithmetic, or with output rows
+# at least this wide; narrower rows of many channels (7x7x128, 5x5x64) are mostly border pixels,
+# which it does one at a time (up to 1.6x slower there).
+IMPLICIT_MAX_CIN = 16
+IMPLICIT_MIN_WIDTH = 8
 
 # Up to this many input channels per group a convolution runs as direct loops: an im2col row would
 # be only K * Cin long, too short a GEMM depth to pay for building the matrix.
@@ -91,7 +100,8 @@ class Conv(Op):
     def algorithm(self, g) -> str:
         """How this convolution runs: "pointwise" (one GEMM on the input as it is), "direct" or
         "depthwise" (direct loops, see cpp/ops/conv_direct.py), "winograd" (F(2x2, 3x3), chosen by
-        the C++ backend's preparation: cpp/winograd.py), "im2col" (+ GEMM), or "depthwise_loops"
+        the C++ backend's preparation: cpp/winograd.py), "implicit" (a GEMM read from the input in place,
+        on the kernel the C++ preparation packs: cpp/conv_implicit.py), "im2col" (+ GEMM), or "depthwise_loops"
         (the general depthwise loop: channel multipliers, input dilation)."""
         if self.winograd:
             return "winograd"
@@ -104,6 +114,9 @@ class Conv(Op):
             return "depthwise" if plain and cin == cout else "depthwise_loops"
         if plain and self.groups == 1 and self.dims(g)[2] <= DIRECT_MAX_CIN:
             return "direct"
+        if self.packed and plain and self.groups == 1 and numel(self.dims(g)[3][:-1]) <= TAP_ROWS and (
+                self.dims(g)[2] <= IMPLICIT_MAX_CIN or self.windows(g)[-1].out >= IMPLICIT_MIN_WIDTH):
+            return "implicit"
         return "im2col"
 
     def chunk(self, g) -> int:
