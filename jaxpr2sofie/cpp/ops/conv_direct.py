@@ -20,44 +20,37 @@ def conv_shape(op, g) -> str:
                          [win.base_dilation for win in wins], cin, cout)
 
 
+def _kernel_call(op, w, g, kernel: str, helpers, extra=()) -> None:
+    """A call of run-time-sized convolution kernel `kernel` (x, k, y, `extra`, then its finishing
+    stage): the epilogue applied to the accumulators as they are stored, a BiasClamp (none at all
+    is one) in the widest vector tier the CPU has, any other in the build's own."""
+    for helper in ("conv", *helpers):
+        w.need(helper)
+    out_shape = g.tensors[op.outputs[0]].shape
+    stages = bias_clamp(w, g, op.epilogue, out_shape) or epilogue_stages(w, g, op.epilogue, out_shape)
+    args = [w.ref(t) for t in (op.inputs[0], op.inputs[1], op.outputs[0])] + list(extra)
+    w.line(f"detail::{kernel}({conv_shape(op, g)}, {', '.join(args)}, {stages});")
+
+
 def emit_direct(op, w, g, depthwise: bool) -> None:
     """out[n, o, oc] = sum over real taps t (and input channels ci) of x[n, o*s + t*d - lo, ci] *
-    k[t, ci, oc]; `depthwise`: ci = oc and the kernel is [K..., 1, C], and the epilogue is applied
-    to the accumulators as they are stored: a BiasClamp (none at all is one) in the widest vector
-    tier the CPU has, any other in the build's own."""
+    k[t, ci, oc]; `depthwise`: ci = oc and the kernel is [K..., 1, C] (conv_kernels.py)."""
     if not depthwise:
         emit_direct_loops(op, w, g, depthwise=False)
         return
-    w.need("conv")
-    out_shape = g.tensors[op.outputs[0]].shape
-    stages = bias_clamp(w, g, op.epilogue, out_shape) or epilogue_stages(w, g, op.epilogue, out_shape)
-    x, k, y = (w.ref(t) for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
-    w.line(f"detail::conv_depthwise({conv_shape(op, g)}, {x}, {k}, {y}, {stages});")
+    _kernel_call(op, w, g, "conv_depthwise", ())
 
 
 def emit_implicit(op, w, g) -> None:
-    """The implicit GEMM (conv_implicit.py) on the packed kernel, its epilogue applied as each output
-    is stored."""
-    w.need("conv")
-    w.need("gemm_packed")
-    w.need("conv_implicit")
-    out_shape = g.tensors[op.outputs[0]].shape
-    stages = bias_clamp(w, g, op.epilogue, out_shape) or epilogue_stages(w, g, op.epilogue, out_shape)
-    x, k, y = (w.ref(t) for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
-    w.line(f"detail::conv_implicit({conv_shape(op, g)}, {x}, {k}, {y}, {stages});")
+    """The implicit GEMM (conv_implicit.py) on the packed kernel."""
+    _kernel_call(op, w, g, "conv_implicit", ("gemm_packed", "conv_implicit"))
 
 
 def emit_winograd(op, w, g) -> None:
-    """Winograd's F(2x2, 3x3) (winograd.py) on the transformed kernel the weight file holds, its
-    epilogue applied as each output is stored, as the depthwise kernel's."""
-    w.need("conv")
-    w.need("gemm_packed")
-    w.need("winograd")
-    out_shape = g.tensors[op.outputs[0]].shape
-    stages = bias_clamp(w, g, op.epilogue, out_shape) or epilogue_stages(w, g, op.epilogue, out_shape)
-    x, k, y = (w.ref(t) for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
-    v, m = (w.ref(op.scratch_names[key]) for key in ("wino_in", "wino_out"))
-    w.line(f"detail::conv_winograd({conv_shape(op, g)}, {x}, {k}, {y}, {v}, {m}, {op.winograd}, {stages});")
+    """Winograd's F(2x2, 3x3) (winograd.py) on the transformed kernel the weight file holds, with
+    its scratch buffers and tiles per pass."""
+    buffers = [w.ref(op.scratch_names[key]) for key in ("wino_in", "wino_out")]
+    _kernel_call(op, w, g, "conv_winograd", ("gemm_packed", "winograd"), [*buffers, str(op.winograd)])
 
 
 def emit_im2col(op, w, g, col: str, n0: str, nb, c0: str, cg) -> None:
