@@ -53,16 +53,17 @@ def _conv(stride, padding):
 
 def _harness(fn, params, x, flags, way):
     """The convolution built `way`: the selection rules' thresholds moved for the time of the build."""
-    saved = winograd.MIN_CHANNELS, conv_ir.TAP_ROWS
+    saved = winograd.MIN_CHANNELS, conv_ir.TAP_ROWS, conv_ir.IMPLICIT_MAX_CIN
     winograd.MIN_CHANNELS = 1 if way == "winograd" else 10 ** 9
     conv_ir.TAP_ROWS = 0 if way == "im2col" else saved[1]
+    conv_ir.IMPLICIT_MAX_CIN = 10 ** 9   # the implicit GEMM wherever it applies, past the width rule
     try:
         model = j2s.convert(fn, params, x, name="ConvAlgo", progress=False)
         if model.graph.ops[0].algorithm(model.graph) != way:
             return None
         return build_timing_harness(model.graph, flags=flags)   # the header is written here
     finally:
-        winograd.MIN_CHANNELS, conv_ir.TAP_ROWS = saved
+        winograd.MIN_CHANNELS, conv_ir.TAP_ROWS, conv_ir.IMPLICIT_MAX_CIN = saved
 
 
 def main(argv=None) -> None:

@@ -80,7 +80,9 @@ def test_sanitized_model_matches_jax(monkeypatch):
 def test_primitive_cases_and_models_under_sanitizers(request):
     """Zero reports: the tests run in a child pytest with the sanitized build mode on."""
     if request.config.getoption("--runslow"):
-        targets = [str(TESTS / "test_primitives.py"), str(TESTS / "test_models.py"), "--runslow",
+        # and the convolution kernels (depthwise, implicit GEMM, Winograd) on every path of theirs
+        targets = [str(TESTS / "test_primitives.py"), str(TESTS / "test_models.py"),
+                   f"{TESTS / 'test_conv_kernels.py'}::test_conv_kernels_match_jax[O3-native]", "--runslow",
                    "-k", "matches_jax or test_models"]
     else:
         targets = [f"{TESTS / 'test_primitives.py'}::test_case_matches_jax[{c}]" for c in CASES]

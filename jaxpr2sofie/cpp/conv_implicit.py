@@ -25,8 +25,8 @@ _IMPLICIT = """\
 // of each kernel row inside the input, every input channel; stored through f (y, at: the first
 // pixel's first channel of this panel, c0 its channel, cols the panel's columns in the output).
 template <int R, class F>
-inline void implicit_tile(const ConvShape& s, const TapRows& rows, const float* xi, long x0, long step, int t0, int t1,
-                          const float* b, float* y, long at, int c0, int cols, const F& f) {
+J2S_KERNEL void implicit_tile(const ConvShape& s, const TapRows& rows, const float* xi, long x0, long step, int t0,
+                              int t1, const float* b, float* y, long at, int c0, int cols, const F& f) {
    const int C = s.cin;
    const long tstep = static_cast<long>(s.dil[2]) * C;
    VecF acc[R][kPanelVecs] = {};
@@ -48,19 +48,25 @@ inline void implicit_tile(const ConvShape& s, const TapRows& rows, const float* 
             }
          }
       }
+   // stored row by row from a copy in memory, one copy of the epilogue's code rather than R: the
+   // kernel compiles faster, and the accumulators stay in registers while they sum
+   VecF out[R][kPanelVecs];
    J2S_UNROLL
    for (int r = 0; r < R; ++r)
       J2S_UNROLL
       for (int v = 0; v < kPanelVecs; ++v)
-         store_through(f, y + static_cast<long>(r) * s.cout + v * kLanes, acc[r][v], c0 + v * kLanes,
+         out[r][v] = acc[r][v];
+   for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kPanelVecs; ++v)
+         store_through(f, y + static_cast<long>(r) * s.cout + v * kLanes, out[r][v], c0 + v * kLanes,
                        at + static_cast<long>(r) * s.cout + v * kLanes, cols - v * kLanes);
 }
 
 // One output pixel (a border one: taps [t0, t1) along the row) against one panel, its sum split over
 // kRowSplit FMA chains by input channel so that they run at once.
 template <class F>
-inline void implicit_pixel(const ConvShape& s, const TapRows& rows, const float* xi, long x0, int t0, int t1,
-                           const float* b, float* y, long at, int c0, int cols, const F& f) {
+J2S_KERNEL void implicit_pixel(const ConvShape& s, const TapRows& rows, const float* xi, long x0, int t0, int t1,
+                               const float* b, float* y, long at, int c0, int cols, const F& f) {
    const int C = s.cin;
    const long tstep = static_cast<long>(s.dil[2]) * C;
    VecF acc[kRowSplit][kPanelVecs] = {};
@@ -93,7 +99,7 @@ inline void implicit_pixel(const ConvShape& s, const TapRows& rows, const float*
    }
 }
 
-// The interior pixels left after the whole tiles (fewer than kTileRows): one tile of them all.
+// The n interior pixels left after the whole tiles (fewer than kTileRows): one tile of them all.
 template <class F>
 inline void implicit_rest(int n, const ConvShape& s, const TapRows& rows, const float* xi, long x0, long step,
                           const float* b, float* y, long at, int c0, int cols, const F& f) {
