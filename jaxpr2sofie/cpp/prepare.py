@@ -73,7 +73,7 @@ def pack_conv_kernels(g) -> None:
     (conv_implicit.py) or Winograd's (winograd.py, on the transformed kernel)."""
     for conv, _ in _pack(g, _conv_layout):
         conv.packed = tuple(g.tensors[conv.inputs[1]].shape)
-        if g.tensors[conv.inputs[1]].packed[3:] == (winograd.LAYOUT,):
+        if winograd.is_transformed(g.tensors[conv.inputs[1]]):
             conv.winograd = winograd.tiles_per_pass(conv, g)
         g.refresh_scratch(conv)   # Winograd's buffers, or none (implicit GEMM) instead of im2col's
 

@@ -46,7 +46,7 @@ def stored_size(t) -> int:
     """Elements of a weight in the weight file and in the Session's memory."""
     if not t.packed:
         return t.size
-    return packed_size(*t.packed[:2]) * (winograd.TRANSFORMS if t.packed[3:] == (winograd.LAYOUT,) else 1)
+    return packed_size(*t.packed[:2]) * (winograd.TRANSFORMS if winograd.is_transformed(t) else 1)
 
 
 def stored_chunks(t, values: int = CHUNK):
@@ -63,8 +63,8 @@ def stored_chunks(t, values: int = CHUNK):
         for at in range(0, n, step):
             yield flat[at:at + step], at + step >= n
         return
-    if t.packed[3:] == (winograd.LAYOUT,):   # one transformed kernel (16 panelled matrices) per piece
-        yield from winograd.stored_chunks(t.data, np.asarray(t.data).dtype)
+    if winograd.is_transformed(t):   # one transformed kernel (16 panelled matrices) per piece
+        yield from winograd.stored_chunks(t.data)
         return
     k, n, transposed = t.packed
     data = np.asarray(t.data)

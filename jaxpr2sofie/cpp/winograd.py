@@ -63,11 +63,16 @@ def transformed_kernel(k: np.ndarray) -> np.ndarray:
     return u.reshape(TRANSFORMS, *u.shape[2:])
 
 
-def stored_chunks(k: np.ndarray, dtype):
-    """The transformed kernel as the weight file holds it: each U[e] in panels, e by e."""
+def is_transformed(t) -> bool:
+    """Whether weight tensor `t` is stored as its Winograd transform (prepare.py marks it)."""
+    return t.packed[3:] == (LAYOUT,)
+
+
+def stored_chunks(k: np.ndarray):
+    """The transformed kernel as the weight file holds it: each U[e] in panels, e by e, in k's dtype."""
     u = transformed_kernel(k)
     for e in range(TRANSFORMS):
-        yield pack_panels(u[e].astype(dtype)), e == TRANSFORMS - 1
+        yield pack_panels(u[e].astype(np.asarray(k).dtype)), e == TRANSFORMS - 1
 
 
 _WINOGRAD = """\
